@@ -1,0 +1,45 @@
+# One entry point for developers, CI and the README.
+#   make demo   install everything, then run the TRE on the embedded demo data
+#   make test   install everything, then run the whole test suite
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+export TRE_HOME ?= $(CURDIR)/var
+export NO_MKDOCS_2_WARNING := 1
+
+.PHONY: setup demo test check fix docs docs-serve clean
+
+$(VENV)/.installed: pyproject.toml infra/setup.sh
+	bash infra/setup.sh
+	touch $@
+
+setup: $(VENV)/.installed ## Install Debian packages (as root), .venv, Keycloak
+
+demo: setup ## Set up a TRE home, start Keycloak, show what runs
+	$(BIN)/tre init
+	$(BIN)/tre identity up
+	$(BIN)/tre audit verify
+
+test: setup ## Run every test (Keycloak, PostgreSQL, browsers included)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+check: setup ## Lint, format check, stale generated docs, strict docs build
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/python -m tre.docs --check
+	$(BIN)/mkdocs build --strict --quiet --site-dir /tmp/tre-site
+
+fix: setup ## Format and fix what ruff can
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+docs: setup ## Regenerate the reference pages and build the site into site/
+	$(BIN)/python -m tre.docs
+	$(BIN)/mkdocs build --strict
+
+docs-serve: docs
+	$(BIN)/mkdocs serve -a 127.0.0.1:8001
+
+clean: ## Stop local servers and delete the TRE home (keeps downloads)
+	-$(BIN)/tre identity down
+	rm -rf var site

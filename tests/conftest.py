@@ -1,0 +1,184 @@
+"""Fixtures shared by every test folder.
+
+Services are real: a PostgreSQL server (``TRE_TEST_POSTGRES_URL``, or one started for the
+session by ``infra/postgres/test-server.sh``) and a Keycloak server started once per session.
+With ``TRE_TEST_STRICT=1`` (set by ``.ci/run``) a skipped test fails the run, so CI can never
+pass while hiding a test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tre.config import Settings
+from tre.db import Database
+
+REPO = Path(__file__).resolve().parents[1]
+STRICT = os.environ.get("TRE_TEST_STRICT") == "1"
+
+
+# -- guards -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _no_global_random():
+    """A test that draws from the global random generators fails: use a seeded Generator."""
+    import numpy as np
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    yield
+    if random.getstate() != py_state:
+        pytest.fail("the test used Python's global random generator; use random.Random(seed)")
+    new_np = np.random.get_state()
+    if new_np[2] != np_state[2] or not np.array_equal(new_np[1], np_state[1]):
+        pytest.fail("the test used numpy's global random generator; use default_rng(seed)")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not STRICT:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if skipped:
+        reporter.write_line(
+            f"TRE_TEST_STRICT=1: {skipped} test(s) were skipped; CI runs every test.", red=True
+        )
+        session.exitstatus = 1
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def environ(tmp_path) -> dict[str, str]:
+    """An environment for the CLI with its own TRE home and the shared download cache."""
+    env = {
+        "TRE_HOME": str(tmp_path / "home"),
+        "TRE_CACHE_DIR": os.environ.get("TRE_CACHE_DIR", str(Path.home() / ".cache" / "tre")),
+        "TRE_LOG_LEVEL": "WARNING",
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(Path.home()),
+    }
+    return env
+
+
+@pytest.fixture
+def settings(environ) -> Settings:
+    return Settings.from_environ(environ)
+
+
+# -- databases --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    url = os.environ.get("TRE_TEST_POSTGRES_URL")
+    if url:
+        return url
+    try:
+        out = subprocess.run(
+            [str(REPO / "infra" / "postgres" / "test-server.sh"), "start"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
+        )
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+        pytest.skip(f"no PostgreSQL for the tests: {getattr(e, 'stderr', e)}")
+    return out.stdout.strip().splitlines()[-1]
+
+
+def _fresh_postgres_database(base_url: str) -> tuple[str, sa.Engine, str]:
+    name = f"tre_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(
+        Settings.from_environ({"TRE_DATABASE_URL": base_url}).database_url,
+        isolation_level="AUTOCOMMIT",
+    )
+    with admin.connect() as c:
+        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = admin.url.set(database=name).render_as_string(hide_password=False)
+    return url, admin, name
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request, tmp_path) -> str:
+    """A fresh, empty metadata database: a SQLite file, and a PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'tre.db'}"
+        return
+    url, admin, name = _fresh_postgres_database(request.getfixturevalue("postgres_url"))
+    yield url
+    with admin.connect() as c:
+        c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture
+def db(database_url) -> Database:
+    """A migrated metadata database, on SQLite and on PostgreSQL."""
+    database = Database(database_url)
+    database.migrate()
+    yield database
+    database.dispose()
+
+
+# -- Keycloak ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalTRE:
+    """A TRE home with its own Keycloak, for the whole test session."""
+
+    environ: dict[str, str]
+    settings: Settings
+    portal_port: int
+    hub_port: int
+
+    @property
+    def issuer(self) -> str:
+        return self.settings.keycloak_issuer
+
+    def token(self, username: str) -> str:
+        from tre.identity import password_grant
+
+        return password_grant(self.issuer, username, self.settings.demo_password)
+
+
+@pytest.fixture(scope="session")
+def keycloak(tmp_path_factory) -> LocalTRE:
+    """A real Keycloak 26, started through `tre identity up` once per session."""
+    from tre.cli import main
+
+    home = tmp_path_factory.mktemp("keycloak-home")
+    portal_port, hub_port = free_port(), free_port()
+    env = {
+        "TRE_HOME": str(home / "home"),
+        "TRE_CACHE_DIR": os.environ.get("TRE_CACHE_DIR", str(Path.home() / ".cache" / "tre")),
+        "TRE_KEYCLOAK_PORT": str(free_port()),
+        "TRE_PORTAL_URL": f"http://127.0.0.1:{portal_port}",
+        "TRE_HUB_URL": f"http://127.0.0.1:{hub_port}",
+        "TRE_LOG_LEVEL": "WARNING",
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(Path.home()),
+    }
+    assert main(["init"], env) == 0
+    if main(["identity", "up"], env) != 0:
+        pytest.fail("the test Keycloak did not start; see the output above")
+    yield LocalTRE(env, Settings.from_environ(env), portal_port, hub_port)
+    assert main(["identity", "down"], env) == 0
+    assert main(["identity", "status"], env) == 69  # stopped, and says so

@@ -1,0 +1,3 @@
+from tre.cli import run
+
+run()

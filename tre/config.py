@@ -1,0 +1,242 @@
+"""Settings of the TRE, each declared once: name, environment variable, default and help.
+
+Settings are read from the environment given to :meth:`Settings.from_environ` (the CLI passes
+its own ``environ``, so nothing here reads ``os.environ`` behind the caller's back). Every value
+is checked when it is read; a bad one stops the TRE at start-up with a message naming the
+variable and what to set it to. The settings reference in the docs is generated from
+:data:`SETTINGS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from tre.exceptions import ConfigError
+
+
+def _path(value: str) -> Path:
+    return Path(value).expanduser().resolve()
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise ValueError("must be a port number between 1 and 65535")
+    return port
+
+
+def _url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host name")
+    return value.rstrip("/")
+
+
+def _optional_url(value: str) -> str:
+    return _url(value) if value else ""
+
+
+def _database_url(value: str) -> str:
+    if not value:
+        return ""
+    scheme = value.split(":", 1)[0]
+    if scheme in ("postgres", "postgresql"):
+        # psycopg 3 is the driver we install; accept the plain libpq form too.
+        return "postgresql+psycopg:" + value.split(":", 1)[1]
+    if scheme in ("sqlite", "postgresql+psycopg"):
+        return value
+    raise ValueError("must be a sqlite:/// or postgresql:// URL")
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+    return level
+
+
+def _text(value: str) -> str:
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One setting: where it comes from, what it means, how its text is turned into a value."""
+
+    name: str
+    env: str
+    default: str
+    help: str
+    parse: Callable[[str], Any] = _text
+    example: str = ""
+
+    def read(self, environ: Mapping[str, str]) -> Any:
+        raw = environ.get(self.env, self.default)
+        try:
+            return self.parse(raw)
+        except ValueError as e:
+            hint = f", for example {self.env}={self.example}" if self.example else ""
+            raise ConfigError(
+                f"{self.env}={raw!r} is not usable: it {e}. Set it to a valid value{hint}, "
+                f"or unset it to use the default ({self.default or 'none'})."
+            ) from None
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "home",
+        "TRE_HOME",
+        "./var",
+        "Folder holding the TRE's stores (landing, curated, projects, released), its keys and, "
+        "by default, the metadata database. Created by `tre init`.",
+        _path,
+        "/srv/tre",
+    ),
+    Setting(
+        "database_url",
+        "TRE_DATABASE_URL",
+        "",
+        "Metadata database (projects, approvals, requests, privacy ledger, audit log). Empty "
+        "means a SQLite file `tre.db` in the TRE home; use a postgresql:// URL in production.",
+        _database_url,
+        "postgresql://tre@db.internal/tre",
+    ),
+    Setting(
+        "cache_dir",
+        "TRE_CACHE_DIR",
+        "~/.cache/tre",
+        "Where downloaded servers (the Keycloak distribution) are kept between installs. "
+        "Never inside the repository.",
+        _path,
+        "/var/cache/tre",
+    ),
+    Setting(
+        "log_level",
+        "TRE_LOG_LEVEL",
+        "INFO",
+        "How much the TRE logs: DEBUG, INFO, WARNING or ERROR.",
+        _log_level,
+        "DEBUG",
+    ),
+    Setting(
+        "keycloak_version",
+        "TRE_KEYCLOAK_VERSION",
+        "26.7.3",
+        "Version of the Keycloak server fetched from Maven Central "
+        "(org.keycloak:keycloak-quarkus-dist) for the local profile.",
+        _text,
+        "26.5.6",
+    ),
+    Setting(
+        "keycloak_port",
+        "TRE_KEYCLOAK_PORT",
+        "8080",
+        "Port on 127.0.0.1 where `tre identity up` runs Keycloak.",
+        _port,
+        "8080",
+    ),
+    Setting(
+        "keycloak_url",
+        "TRE_KEYCLOAK_URL",
+        "",
+        "Base URL of the Keycloak server. Empty means the local one, "
+        "http://127.0.0.1:<TRE_KEYCLOAK_PORT>.",
+        _optional_url,
+        "https://id.tre.example.org",
+    ),
+    Setting(
+        "keycloak_realm",
+        "TRE_KEYCLOAK_REALM",
+        "tre",
+        "Keycloak realm holding the TRE's users, roles and project groups.",
+        _text,
+        "tre",
+    ),
+    Setting(
+        "api_audience",
+        "TRE_API_AUDIENCE",
+        "tre-portal",
+        "Audience (`aud`) an access token must carry to be accepted by the TRE's API.",
+        _text,
+        "tre-portal",
+    ),
+    Setting(
+        "portal_url",
+        "TRE_PORTAL_URL",
+        "http://127.0.0.1:8000",
+        "Public URL of the portal; Keycloak only redirects logins back to it.",
+        _url,
+        "https://portal.tre.example.org",
+    ),
+    Setting(
+        "hub_url",
+        "TRE_HUB_URL",
+        "http://127.0.0.1:8081",
+        "Public URL of the JupyterHub serving the workspaces.",
+        _url,
+        "https://workspaces.tre.example.org",
+    ),
+    Setting(
+        "demo_password",
+        "TRE_DEMO_PASSWORD",
+        "tre-demo",
+        "Password of the demo users imported into a local Keycloak (local profile only; "
+        "production realms have no demo users).",
+        _text,
+        "a-long-passphrase",
+    ),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The values of every setting, read and checked at once."""
+
+    home: Path
+    database_url: str
+    cache_dir: Path
+    log_level: str
+    keycloak_version: str
+    keycloak_port: int
+    keycloak_url: str
+    keycloak_realm: str
+    api_audience: str
+    portal_url: str
+    hub_url: str
+    demo_password: str
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read every setting from ``environ``; ``overrides`` (e.g. ``home`` from ``--home``)
+        take precedence and are checked the same way."""
+        environ = dict(os.environ if environ is None else environ)
+        by_name = {s.name: s for s in SETTINGS}
+        for name, value in overrides.items():
+            if value is not None:
+                environ[by_name[name].env] = str(value)
+        return cls(**{s.name: s.read(environ) for s in SETTINGS})
+
+    @property
+    def metadata_url(self) -> str:
+        """The database URL actually used: the configured one, or SQLite in the TRE home."""
+        return self.database_url or f"sqlite:///{self.home / 'tre.db'}"
+
+    @property
+    def keycloak_base_url(self) -> str:
+        return self.keycloak_url or f"http://127.0.0.1:{self.keycloak_port}"
+
+    @property
+    def keycloak_issuer(self) -> str:
+        return f"{self.keycloak_base_url}/realms/{self.keycloak_realm}"
+
+
+# Every field of Settings is declared once in SETTINGS, and nothing else is.
+assert [f.name for f in dataclasses.fields(Settings)] == [s.name for s in SETTINGS]

@@ -1,0 +1,137 @@
+"""The metadata database: SQLAlchemy engine, transactions and Alembic migrations.
+
+SQLite (a file in the TRE home) is the default; PostgreSQL is used when ``TRE_DATABASE_URL``
+says so. Tables are declared next to the domain they belong to (``tre.audit`` declares the audit
+log) on the one :class:`Base` defined here, and created only by the migrations in
+``tre/migrations``.
+
+State changes happen in :meth:`Database.write`: one transaction that holds the database's write
+lock from its first statement (SQLite ``BEGIN IMMEDIATE``; on PostgreSQL, rows that must be
+serialised are locked with ``SELECT ... FOR UPDATE`` by the code that reads them), so two
+processes can never interleave half of one change with half of another.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.orm import DeclarativeBase, Session
+
+from tre.exceptions import NotInitialised, ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_S = 60
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def metadata() -> sa.MetaData:
+    """Every table of the TRE (importing the modules that declare them)."""
+    import tre.audit  # noqa: F401
+
+    return Base.metadata
+
+
+class Database:
+    def __init__(self, url: str):
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self.engine = sa.create_engine(
+                url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, poolclass=sa.NullPool
+            )
+            sa.event.listen(self.engine, "connect", _sqlite_on_connect)
+            sa.event.listen(self.engine, "begin", _sqlite_on_begin)
+        else:
+            self.engine = sa.create_engine(url, pool_pre_ping=True)
+        self._writer = self.engine.execution_options(tre_write=True)
+
+    def __repr__(self) -> str:
+        return f"Database({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One write transaction: committed when the block ends, rolled back if it raises."""
+        with Session(self._writer, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    # -- migrations -------------------------------------------------------------------------
+
+    def _alembic_config(self, connection: sa.Connection) -> Config:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = connection
+        return config
+
+    def current_revision(self) -> str | None:
+        try:
+            with self.engine.connect() as connection:
+                return MigrationContext.configure(connection).get_current_revision()
+        except sa.exc.OperationalError as e:
+            raise ServiceUnavailable(
+                f"Cannot open the metadata database: {e.orig}. Check TRE_DATABASE_URL and that "
+                "the database server is running."
+            ) from None
+
+    def head_revision(self) -> str:
+        script = ScriptDirectory(str(MIGRATIONS))
+        head = script.get_current_head()
+        assert head is not None
+        return head
+
+    def migrate(self) -> tuple[str | None, str]:
+        """Bring the schema to the newest revision; return (revision before, revision after)."""
+        before = self.current_revision()
+        with self._writer.begin() as connection:
+            command.upgrade(self._alembic_config(connection), "head")
+        return before, self.head_revision()
+
+    def check_current(self) -> None:
+        """Refuse to work on a database that is missing or older than this code."""
+        current = self.current_revision()
+        if current is None:
+            raise NotInitialised(
+                "The metadata database has no tables yet. Run `tre init` to create it."
+            )
+        if current != self.head_revision():
+            raise NotInitialised(
+                "The metadata database is at an older schema than this version of tre. "
+                "Run `tre init` to migrate it."
+            )
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_on_connect(dbapi_connection, _record) -> None:
+    # Let SQLAlchemy's "begin" event, not the driver, start transactions.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+    cursor.close()
+
+
+def _sqlite_on_begin(connection: sa.Connection) -> None:
+    if connection.get_execution_options().get("tre_write"):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        connection.exec_driver_sql("BEGIN")

