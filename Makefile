@@ -15,8 +15,8 @@ $(VENV)/.installed: pyproject.toml infra/setup.sh
 
 setup: $(VENV)/.installed ## Install Debian packages (as root), .venv, Keycloak
 
-demo: setup ## Set up a TRE home, start Keycloak, show what runs
-	$(BIN)/tre init
+demo: setup ## Synthetic deliveries → ingest → linkage report; start Keycloak
+	$(BIN)/tre demo prepare
 	$(BIN)/tre identity up
 	$(BIN)/tre audit verify
 

@@ -182,3 +182,31 @@ def keycloak(tmp_path_factory) -> LocalTRE:
     yield LocalTRE(env, Settings.from_environ(env), portal_port, hub_port)
     assert main(["identity", "down"], env) == 0
     assert main(["identity", "status"], env) == 69  # stopped, and says so
+
+
+# -- data -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory):
+    """Synthetic signed deliveries for 300 pupils, made once per session (do not modify)."""
+    from tests.factories import make_deliveries
+
+    return make_deliveries(tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture
+def deliveries(synthetic, tmp_path):
+    """A private copy of the synthetic deliveries, free to edit."""
+    return synthetic.copy(tmp_path / "deliveries")
+
+
+@pytest.fixture
+def home_environ(environ, database_url, synthetic):
+    """A TRE home with the custodians' keys registered, on SQLite and on PostgreSQL."""
+    from tests.factories import init_home
+
+    if not database_url.startswith("sqlite"):
+        environ["TRE_DATABASE_URL"] = database_url
+    init_home(environ, synthetic.keys)
+    return environ

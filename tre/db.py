@@ -39,7 +39,9 @@ class Base(DeclarativeBase):
 
 def metadata() -> sa.MetaData:
     """Every table of the TRE (importing the modules that declare them)."""
-    import tre.audit  # noqa: F401
+    import tre.audit
+    import tre.curated
+    import tre.custodians  # noqa: F401
 
     return Base.metadata
 

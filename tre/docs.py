@@ -72,7 +72,51 @@ def audit_reference() -> str:
     return "".join(lines)
 
 
+def catalog_reference() -> str:
+    from tre import catalog
+
+    lines = [
+        GENERATED_NOTE,
+        "# Catalog\n\n",
+        f"Catalog version `{catalog.CATALOG_VERSION}`. Every dataset a custodian delivers, as "
+        "declared in `tre/catalog/`. Each delivery file is `<dataset>.csv` with a header row "
+        "and these columns. *Sensitivity*: direct identifier (never leaves the landing store), "
+        "quasi-identifier (generalised), sensitive, safe. *Release*: what ingest does before "
+        "the curated store; curated data also carries `person_key`.\n\n",
+    ]
+    for custodian in catalog.CUSTODIANS.values():
+        lines.append(f"## {custodian.name} (`{custodian.id}`)\n\n{custodian.description}\n\n")
+        for d in custodian.datasets:
+            lines.append(f"### `{d.name}`: {d.title}\n\n{d.description}\n\n")
+            lines.append(
+                "| Column | Type | Description | Sensitivity | Release | Constraints |\n"
+                "| --- | --- | --- | --- | --- | --- |\n"
+            )
+            for c in d.columns:
+                release = c.transform.value
+                if c.released and c.released_name != c.name:
+                    release += f" → `{c.released_name}`"
+                checks = ["required"] if c.required else ["optional"]
+                checks += [f"{k.name}: {k.describe()}" for k in c.constraints]
+                if c.name == d.record_key:
+                    checks.append("unique in the file")
+                lines.append(
+                    f"| `{c.name}` | {c.type.value} | {c.description} | "
+                    f"{c.sensitivity.value.replace('_', ' ')} | {release} | "
+                    f"{'; '.join(checks).replace('|', '/')} |\n"
+                )
+            for check in d.row_checks:
+                lines.append(f"\nRow check `{check.name}`: {check.description}.\n")
+            if d.partition_by:
+                lines.append(
+                    f"\nCurated Parquet is split into one folder per `{d.partition_by}`.\n"
+                )
+            lines.append("\n")
+    return "".join(lines).rstrip() + "\n"
+
+
 PAGES: dict[str, Callable[[], str]] = {
+    "reference/catalog.md": catalog_reference,
     "reference/cli.md": cli_reference,
     "reference/settings.md": settings_reference,
     "reference/audit-events.md": audit_reference,

@@ -1,0 +1,500 @@
+"""Ingest: verify → validate → link → pseudonymise → generalise → publish.
+
+``ingest(settings, folder, ...)`` takes one custodian's signed delivery:
+
+1. **verify** the manifest's signature against the custodian's registered key, the file list
+   and sizes; copy the files into the landing store, hashing them as they are copied, and
+   compare with the manifest (what is processed is exactly what was verified);
+2. **load** each file as text into DuckDB and compare its row count with the manifest;
+3. **validate** every row against the catalog (:mod:`tre.validation`): by default any finding
+   refuses the whole delivery with a report; with ``quarantine=True`` failing rows are set
+   aside in the landing store and counted;
+4. **link** the custodian's identities with the other custodians' latest ones
+   (:mod:`tre.linkage`) and derive each person's ``person_key``;
+5. **pseudonymise and generalise**: direct identifiers are dropped, quasi-identifiers
+   generalised as the catalog says, ``person_key`` added; written as zstd Parquet, one folder
+   per partition value;
+6. **re-key** other custodians' curated data if linkage changed any of their keys;
+7. **publish** all of it at once (:mod:`tre.curated`), with the audit event.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+
+from tre import audit, catalog, curated, deliveries, linkage, pseudonyms, validation
+from tre.catalog import Column, Dataset, Identity, Transform
+from tre.config import Settings
+from tre.db import Database
+from tre.exceptions import IntegrityError, InvalidInput, TREError
+from tre.home import Home
+from tre.keys import LINK_KEY
+
+log = logging.getLogger(__name__)
+
+DUCKDB_MEMORY_LIMIT = "3GB"
+COPY_CHUNK = 8 << 20
+#: zstd level 1: random person keys do not compress, and level 3 costs twice the time.
+ZSTD_LEVEL = 1
+IDENTITIES = "identities.parquet"
+
+
+@dataclasses.dataclass
+class IngestReport:
+    delivery: str
+    custodian: str
+    already: bool = False
+    rows: dict[str, int] = dataclasses.field(default_factory=dict)
+    quarantined: dict[str, int] = dataclasses.field(default_factory=dict)
+    linkage: dict = dataclasses.field(default_factory=dict)
+    rekeyed: list[str] = dataclasses.field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        if self.already:
+            return [f"Delivery {self.delivery} of {self.custodian} was already ingested; "
+                    "nothing to do."]  # fmt: skip
+        out = [f"Ingested delivery {self.delivery} of {self.custodian}:"]
+        for name, n in self.rows.items():
+            q = self.quarantined.get(name, 0)
+            out.append(f"  {name:<11} {n:>10,} rows" + (f" ({q:,} quarantined)" if q else ""))
+        if self.linkage:
+            links = self.linkage
+            out.append(
+                f"  linkage: {links['pupils']:,} pupils, {links['patients']:,} patients; "
+                f"{links['records_linked_to_pupils']:,} of {links['records']:,} hospital "
+                "records linked to a pupil"
+            )
+        if self.rekeyed:
+            out.append(f"  re-keyed after new links: {', '.join(self.rekeyed)}")
+        return out
+
+
+class Progress:
+    """Steps shown on a terminal (a bar), silent otherwise."""
+
+    def __init__(self, total: int, enabled: bool):
+        self._bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit="step", file=sys.stderr, leave=False)
+
+    def step(self, what: str) -> None:
+        log.debug("ingest: %s", what)
+        if self._bar is not None:
+            self._bar.set_description(what)
+            self._bar.update(1)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+# -- release transforms ------------------------------------------------------------------------
+
+
+def released_expr(column: Column, typed: bool) -> str:
+    value = validation.value(column, typed)
+    name = f'"{column.released_name}"'
+    match column.transform:
+        case Transform.KEEP:
+            return f"{value} AS {name}"
+        case Transform.YEAR_MONTH:
+            return f"strftime({value}, '%Y-%m') AS {name}"
+        case Transform.AGE_BAND:
+            band = f"(({value}) // 5) * 5"
+            return f"CAST({band} AS VARCHAR) || '-' || CAST({band} + 4 AS VARCHAR) AS {name}"
+        case Transform.AREA_CODE:
+            return f"split_part(upper(trim({value})), ' ', 1) AS {name}"
+    raise AssertionError(column.transform)
+
+
+def _copy_options(dataset: Dataset) -> str:
+    options = ["FORMAT parquet", "COMPRESSION zstd", f"COMPRESSION_LEVEL {ZSTD_LEVEL}",
+               "ROW_GROUP_SIZE 122880"]  # fmt: skip
+    if dataset.partition_by:
+        options += [f'PARTITION_BY ("{dataset.partition_by}")', "WRITE_PARTITION_COLUMNS true"]
+    return ", ".join(options)
+
+
+# -- steps -------------------------------------------------------------------------------------
+
+
+def _copy_to_landing(folder: Path, manifest: deliveries.Manifest, target: Path) -> None:
+    """Copy the delivery into the landing store, hashing each file on the way."""
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True, mode=0o700)
+    for name in (deliveries.MANIFEST, deliveries.SIGNATURE):
+        shutil.copyfile(folder / name, partial / name)
+    for f in manifest.files:
+        digest = hashlib.sha256()
+        with open(folder / f.file, "rb") as src, open(partial / f.file, "wb") as dst:
+            while chunk := src.read(COPY_CHUNK):
+                digest.update(chunk)
+                dst.write(chunk)
+        if digest.hexdigest() != f.sha256:
+            shutil.rmtree(partial)
+            raise IntegrityError(
+                f"{f.file} does not match the SHA-256 in the manifest: the file was changed "
+                "after signing. Ask the custodian to send the delivery again."
+            )
+    if target.exists():  # left by an earlier attempt that did not reach its commit
+        shutil.rmtree(target)
+    partial.rename(target)
+
+
+def _identities_sql(dataset: Dataset) -> str:
+    """Normalised identities of the valid rows of a delivered dataset, for linkage.
+
+    Pupils: one row per distinct identity, with the pupil's person_key. Patients: one row per
+    record, with its dataset and record id."""
+    raw = validation.raw_table(dataset)
+    valid = f"rowid + 1 NOT IN (SELECT row_number FROM bad_{dataset.name})"
+    if dataset.record_key is None:
+        distinct = (
+            f"(SELECT DISTINCT upn, forename, surname, date_of_birth, sex, postcode "
+            f"FROM {raw} WHERE {valid}) AS d"
+        )
+        return (
+            f"SELECT *, {pseudonyms.hmac_sql(chr(39) + 'upn:' + chr(39) + ' || upn')} "
+            f"AS person_key FROM ({linkage.identity_select(distinct, nhs=False)})"
+        )
+    select = linkage.identity_select(raw, nhs=True, where=valid)
+    return select.replace(
+        "SELECT ", f"SELECT '{dataset.name}' AS dataset, \"{dataset.record_key}\" AS record_id, ", 1
+    )
+
+
+def _person_key_join(dataset: Dataset) -> tuple[str, str]:
+    """The FROM clause joining a raw table to its person keys, and the person_key expression."""
+    raw = validation.raw_table(dataset)
+    if dataset.record_key is None:
+        return f"{raw} r JOIN link_pupil_keys k ON k.upn = r.upn", "k.person_key"
+    return (
+        f"{raw} r LEFT JOIN link_nhs_keys n ON n.nhs = r.nhs_number "
+        f"LEFT JOIN link_orphan_keys o ON o.dataset = '{dataset.name}' "
+        f'AND o.record_id = r."{dataset.record_key}"',
+        "coalesce(n.person_key, o.person_key)",
+    )
+
+
+def _write_parquet(con, select: str, dataset: Dataset, staging: Path) -> None:
+    """Write ``select`` as the dataset's Parquet; an empty result still gets a file, so the
+    dataset's columns are known to whoever reads it."""
+    con.execute(f"COPY ({select}) TO '{staging}' ({_copy_options(dataset)})")
+    if not any(staging.rglob("*.parquet")):
+        staging.mkdir(parents=True, exist_ok=True)
+        con.execute(
+            f"COPY ({select} LIMIT 0) TO '{staging / 'data_0.parquet'}' "
+            "(FORMAT parquet, COMPRESSION zstd)"
+        )
+
+
+def _write_curated(con, dataset: Dataset, staging: Path, typed: bool, any_bad: bool) -> None:
+    columns = ", ".join(released_expr(c, typed) for c in dataset.released_columns)
+    source, person_key = _person_key_join(dataset)
+    where = f"r.rowid + 1 NOT IN (SELECT row_number FROM bad_{dataset.name})" if any_bad else "true"
+    _write_parquet(
+        con,
+        f"SELECT {person_key} AS person_key, {columns} FROM {source} WHERE {where}",
+        dataset,
+        staging,
+    )
+
+
+def _rekey(con, home: Home, version: curated.DatasetVersion, staging: Path) -> bool:
+    """Rewrite another custodian's current hospital data when linkage changed its keys.
+
+    A pupil's key derives from their UPN alone and never changes; a hospital record's key
+    changes when its patient is newly linked to (or unlinked from) a pupil."""
+    dataset = catalog.dataset(version.dataset)
+    if dataset.record_key is None:
+        return False
+    source = f"read_parquet('{curated.parquet_glob(home, version)}')"
+    join = (
+        f"{source} c LEFT JOIN ({linkage.record_keys()}) k ON k.dataset = '{dataset.name}' "
+        f'AND k.record_id = c."{dataset.record_key}"'
+    )
+    changed = con.execute(
+        f"SELECT count(*) FROM {join} WHERE k.person_key IS DISTINCT FROM c.person_key"
+    ).fetchone()[0]
+    if not changed:
+        return False
+    _write_parquet(
+        con,
+        f"SELECT coalesce(k.person_key, c.person_key) AS person_key, "
+        f"c.* EXCLUDE (person_key) FROM {join}",
+        dataset,
+        staging,
+    )
+    return True
+
+
+def _references(con, custodian, dataset: Dataset) -> tuple[tuple[str, str, str], ...]:
+    """Every UPN in the DfE's other files must be a pupil of the census delivered with them."""
+    if custodian.id != "dfe":
+        return ()
+    if dataset.name == "pupils":
+        return ()
+    con.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS census_upns AS SELECT DISTINCT upn FROM raw_pupils "
+        "WHERE rowid + 1 NOT IN (SELECT row_number FROM bad_pupils)"
+    )
+    return (("upn", "census_upns", "pupils.csv"),)
+
+
+def _report_problems(problems: list[validation.Problem]) -> str:
+    lines = [str(p) for p in problems[:20]]
+    if len(problems) > 20:
+        lines.append(f"… and {len(problems) - 20} more rules")
+    return (
+        "The delivery was refused: some rows do not meet the catalog.\n  "
+        + "\n  ".join(lines)
+        + "\nFix them and send the delivery again, or run ingest with --quarantine to set "
+        "the failing rows aside and ingest the rest."
+    )
+
+
+def ingest(
+    settings: Settings,
+    folder: Path,
+    *,
+    actor: str,
+    actor_role: str = "tre-admin",
+    quarantine: bool = False,
+    progress: bool = False,
+    connect: Callable[[], duckdb.DuckDBPyConnection] | None = None,
+) -> IngestReport:
+    home = Home(settings.home)
+    home.check()
+    db = Database(settings.metadata_url)
+    db.check_current()
+    folder = Path(folder).resolve()
+    event = audit.Event(actor, actor_role, "delivery.ingested", "delivery", "?")
+    with curated.exclusive(home):
+        curated.recover(db, home)
+        try:
+            return _ingest(settings, home, db, folder, event, quarantine, progress, connect)
+        except TREError as e:
+            _audit_refusal(db, event, folder, e)
+            raise
+        finally:
+            shutil.rmtree(curated.work_dir(home) / "duckdb", ignore_errors=True)
+            db.dispose()
+
+
+def _audit_refusal(db: Database, event: audit.Event, folder: Path, error: TREError) -> None:
+    try:
+        manifest = json.loads((folder / deliveries.MANIFEST).read_text())
+        name = str(manifest.get("delivery", folder.name))
+    except (OSError, ValueError):
+        name = folder.name
+    with db.write() as session:
+        audit.record(
+            session,
+            event.but(
+                action="delivery.refused",
+                object_id=name[:200],
+                details={
+                    "reason": type(error).__name__,
+                    "first_line": str(error).splitlines()[0][:300],
+                },
+            ),
+        )
+
+
+def _ingest(
+    settings: Settings,
+    home: Home,
+    db: Database,
+    folder: Path,
+    event: audit.Event,
+    quarantine: bool,
+    show_progress: bool,
+    connect: Callable[[], duckdb.DuckDBPyConnection] | None,
+) -> IngestReport:
+    with db.read() as session:
+        manifest = deliveries.verify(folder, session, hash_files=False)
+        done = session.get(curated.Delivery, manifest.digest)
+        current = curated.current_versions(session)
+        others = {
+            c: d for c, d in curated.current_deliveries(session).items()
+            if c != manifest.custodian
+        }  # fmt: skip
+    report = IngestReport(manifest.delivery, manifest.custodian)
+    if done is not None:
+        report.already = True
+        return report
+    custodian = catalog.custodian(manifest.custodian)
+    if custodian.id == "dfe" and "pupils" not in {f.dataset for f in manifest.files}:
+        raise InvalidInput(
+            "A DfE delivery must include the school census (pupils.csv): it says who the "
+            "pupils of the other files are."
+        )
+    # In catalog order, so the census is validated before the files that refer to it.
+    order = [d.name for d in custodian.datasets]
+    files = sorted(manifest.files, key=lambda f: order.index(f.dataset))
+    datasets = [catalog.dataset(f.dataset) for f in files]
+    progress = Progress(3 + 2 * len(datasets), show_progress)
+    try:
+        progress.step("copying and hashing")
+        landing = home.landing / custodian.id / manifest.digest[:16]
+        _copy_to_landing(folder, manifest, landing)
+
+        work = curated.work_dir(home)
+        tmp = work / "duckdb"
+        tmp.mkdir(mode=0o700, exist_ok=True)
+        con = connect() if connect else duckdb.connect(config={"threads": os.cpu_count() or 2})
+        con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
+        con.execute(f"SET temp_directory = '{tmp}'")
+
+        problems: list[validation.Problem] = []
+        loaded: dict[str, validation.Loaded] = {}
+        for f, dataset in zip(files, datasets, strict=True):
+            progress.step(f"loading and validating {f.file}")
+            references = _references(con, custodian, dataset)
+            loaded[dataset.name], found = validation.check(
+                con, dataset, str(landing / f.file), references
+            )
+            problems += found
+            rows = loaded[dataset.name].rows
+            if rows != f.rows:
+                raise IntegrityError(
+                    f"{f.file} holds {rows:,} rows but the manifest says {f.rows:,}: rows were "
+                    "added or removed after signing."
+                )
+            report.rows[dataset.name] = rows
+        if problems and not quarantine:
+            raise InvalidInput(_report_problems(problems))
+        for dataset in datasets:
+            bad = con.execute(f"SELECT count(*) FROM bad_{dataset.name}").fetchone()[0]
+            if bad:
+                report.quarantined[dataset.name] = bad
+                qdir = landing / "quarantine"
+                qdir.mkdir(mode=0o700, exist_ok=True)
+                con.execute(
+                    f"COPY (SELECT rowid + 1 AS row_number, * FROM {validation.raw_table(dataset)} "
+                    f"WHERE rowid + 1 IN (SELECT row_number FROM bad_{dataset.name})) "
+                    f"TO '{qdir / dataset.file_name}' (HEADER)"
+                )
+
+        progress.step("linking")
+        key = home.key(LINK_KEY)
+        pseudonyms.load_key(con, key)
+        # This delivery's identities (kept in the landing store for later linkage), and the
+        # latest identities of the other custodian.
+        own, other = (
+            (linkage.PUPIL_IDS, linkage.PATIENT_IDS)
+            if custodian.id == "dfe"
+            else (linkage.PATIENT_IDS, linkage.PUPIL_IDS)
+        )
+        selects = [
+            _identities_sql(d) for d in datasets if Identity.FORENAME in d.identity_columns()
+        ]
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {own} AS {' UNION ALL '.join(selects)}")
+        con.execute(f"COPY {own} TO '{landing / IDENTITIES}' (FORMAT parquet)")
+        other_custodian = "nhs" if custodian.id == "dfe" else "dfe"
+        _load_identities(con, other, _identities_of(home, others.get(other_custodian)))
+        result = linkage.link(con, key)
+        report.linkage = result.as_dict()
+
+        version = manifest.digest[:16]
+        staging_root = work / f"ingest-{version}"
+        shutil.rmtree(staging_root, ignore_errors=True)
+        staging_root.mkdir(mode=0o700)
+        staged: list[curated.StagedVersion] = []
+        for dataset in datasets:
+            progress.step(f"writing {dataset.name}")
+            staging = staging_root / dataset.name
+            _write_curated(
+                con, dataset, staging, loaded[dataset.name].typed,
+                bool(report.quarantined.get(dataset.name)),
+            )  # fmt: skip
+            staged.append(
+                curated.StagedVersion(
+                    dataset.name, custodian.id, staging,
+                    home.curated / custodian.id / dataset.name / version,
+                )
+            )  # fmt: skip
+        for name, existing in current.items():
+            if existing.custodian == custodian.id:
+                continue
+            staging = staging_root / name
+            if _rekey(con, home, existing, staging):
+                report.rekeyed.append(name)
+                staged.append(
+                    curated.StagedVersion(
+                        name, existing.custodian, staging,
+                        home.curated / existing.custodian / name / version,
+                    )
+                )  # fmt: skip
+        con.close()
+        curated.failpoint("ingest-before-commit")
+
+        progress.step("publishing")
+        delivery = curated.Delivery(
+            digest=manifest.digest,
+            custodian=custodian.id,
+            name=manifest.delivery,
+            received_at=curated.now(),
+            ingested_by=event.actor,
+            state="publishing",
+            landing_path=str(landing.relative_to(home.root)),
+            catalog_version=catalog.CATALOG_VERSION,
+            rows=report.rows,
+            quarantined=report.quarantined,
+            linkage=report.linkage,
+        )
+        curated.publish(
+            db,
+            home,
+            delivery,
+            staged,
+            event.but(
+                object_id=manifest.delivery[:200],
+                details={
+                    "custodian": custodian.id,
+                    "manifest_sha256": manifest.digest,
+                    "rows": report.rows,
+                    "quarantined": report.quarantined,
+                    "rekeyed": report.rekeyed,
+                    "catalog_version": catalog.CATALOG_VERSION,
+                },
+            ),
+        )
+        shutil.rmtree(staging_root, ignore_errors=True)
+        return report
+    finally:
+        progress.close()
+
+
+def _identities_of(home: Home, delivery: curated.Delivery | None) -> Path | None:
+    if delivery is None:
+        return None
+    return home.root / delivery.landing_path / IDENTITIES
+
+
+EMPTY_IDENTITIES = {
+    linkage.PUPIL_IDS: "upn VARCHAR, fn VARCHAR, sn VARCHAR, dob DATE, sex VARCHAR, pc VARCHAR, "
+    "person_key VARCHAR",
+    linkage.PATIENT_IDS: "dataset VARCHAR, record_id VARCHAR, nhs VARCHAR, fn VARCHAR, "
+    "sn VARCHAR, dob DATE, sex VARCHAR, pc VARCHAR",
+}
+
+
+def _load_identities(con, table: str, path: Path | None) -> None:
+    if path is None:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} ({EMPTY_IDENTITIES[table]})")
+    else:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM read_parquet('{path}')")

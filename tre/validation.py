@@ -1,0 +1,291 @@
+"""Validation of every row of a delivery against the catalog, in DuckDB.
+
+Each file is loaded into ``raw_<dataset>``. The fast path reads it with the catalog's column
+types; if any value does not parse (or the columns are in another order), the file is read
+again as text, so that each badly typed value becomes a finding with its row number rather
+than a crash. The rules of a dataset, all derived from its catalog declaration, are then counted
+in one pass: a required value missing, a value not of the column's type, a constraint broken, a
+multi-column check failed, a duplicated record id. Expensive checks (check digits) run once per
+distinct value. Findings name the file, the rule, the column, how many rows, and the first row
+numbers (1 = the first row after the header); never a value, which could be an identifier.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import duckdb
+
+from tre.catalog import Column, Dataset, Type
+from tre.exceptions import InvalidInput
+
+FIRST_ROWS = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    name: str
+    column: str
+    description: str
+    sql_invalid: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    file: str
+    rule: str
+    column: str
+    description: str
+    count: int
+    rows: tuple[int, ...]
+
+    def __str__(self) -> str:
+        where = f" in column {self.column}" if self.column else ""
+        rows = ", ".join(str(r) for r in self.rows)
+        more = ", …" if self.count > len(self.rows) else ""
+        return (
+            f"{self.file}: {self.count:,} row(s) break {self.rule}{where} "
+            f"({self.description}): rows {rows}{more}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+    rows: int
+    typed: bool
+    """Whether ``raw_<dataset>`` holds typed columns (fast path) or text (careful path)."""
+
+    @property
+    def ordered(self) -> bool:
+        """Whether ``rowid + 1`` is the row number in the file (only on the careful path)."""
+        return not self.typed
+
+
+def raw_table(dataset: Dataset) -> str:
+    return f"raw_{dataset.name}"
+
+
+def value(column: Column, typed: bool) -> str:
+    """SQL for a column's typed value in ``raw_<dataset>`` (NULL where it does not parse)."""
+    if typed or column.type is Type.STRING:
+        return f'"{column.name}"'
+    return f'TRY_CAST("{column.name}" AS {column.type.sql})'
+
+
+def _failed_values(dataset: Dataset, column: Column) -> str:
+    return f"failed_{dataset.name}_{column.name}"
+
+
+def _check_distinct_values(con: duckdb.DuckDBPyConnection, dataset: Dataset, typed: bool) -> None:
+    """Check costly constraints once per distinct value, and once per delivery: values that
+    passed are remembered (``passed_<rule>``) and not checked again in the next file."""
+    table = raw_table(dataset)
+    for c in dataset.columns:
+        for k in c.constraints:
+            if not k.per_distinct_value:
+                continue
+            v, passed = value(c, typed), f"passed_{k.name}"
+            con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {passed} (v {c.type.sql})")
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE unchecked AS SELECT DISTINCT {v} AS v "
+                f"FROM {table} WHERE {v} IS NOT NULL AND {v} NOT IN (SELECT v FROM {passed})"
+            )
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {_failed_values(dataset, c)} AS "
+                f"SELECT v FROM unchecked WHERE {k.sql_invalid('v')}"
+            )
+            con.execute(
+                f"INSERT INTO {passed} SELECT v FROM unchecked "
+                f"WHERE v NOT IN (SELECT v FROM {_failed_values(dataset, c)})"
+            )
+
+
+def rules(dataset: Dataset, typed: bool) -> list[Rule]:
+    out: list[Rule] = []
+    for c in dataset.columns:
+        q = f'"{c.name}"'
+        v = value(c, typed)
+        if c.required:
+            out.append(Rule("required", c.name, "a value is required", f"{q} IS NULL"))
+        if c.type is not Type.STRING and not typed:
+            out.append(
+                Rule(
+                    f"type_{c.type.value}",
+                    c.name,
+                    f"must be {'an' if c.type.value[0] in 'aeiou' else 'a'} {c.type.value}",
+                    f"{q} IS NOT NULL AND {v} IS NULL",
+                )
+            )
+        for k in c.constraints:
+            if k.per_distinct_value:
+                invalid = f"{q} IN (SELECT v FROM {_failed_values(dataset, c)})"
+            else:
+                invalid = f"{v} IS NOT NULL AND ({k.sql_invalid(v)})"
+            out.append(Rule(k.name, c.name, k.describe(), invalid))
+    for check in dataset.row_checks:
+        expr = check.sql_invalid
+        for c in dataset.columns:
+            expr = re.sub(rf"\b{c.name}\b", value(c, typed), expr)
+        out.append(Rule(check.name, "", check.description, f"coalesce({expr}, false)"))
+    if dataset.record_key:
+        key = f'"{dataset.record_key}"'
+        out.append(
+            Rule(
+                "unique_record_id",
+                dataset.record_key,
+                "record ids must be unique in the file",
+                f"{key} IN (SELECT {key} FROM {raw_table(dataset)} GROUP BY {key} "
+                "HAVING count(*) > 1)",
+            )
+        )
+    return out
+
+
+def load(con: duckdb.DuckDBPyConnection, dataset: Dataset, path: str, fast: bool = True) -> Loaded:
+    """Load a CSV file into ``raw_<dataset>``.
+
+    The fast path reads typed columns in any row order; it is taken when the header is in
+    catalog order and every value parses. Otherwise (or with ``fast=False``) the careful path
+    reads text, in file order, so findings can name their rows."""
+    try:
+        header = [
+            row[0]
+            for row in con.execute(
+                "DESCRIBE SELECT * FROM read_csv(?, all_varchar = true, header = true)", [path]
+            ).fetchall()
+        ]
+    except duckdb.Error as e:
+        raise InvalidInput(f"{dataset.file_name} cannot be read as CSV: {_safe(e)}") from None
+    expected = [c.name for c in dataset.columns]
+    missing = [c for c in expected if c not in header]
+    unknown = [c for c in header if c not in expected]
+    if missing or unknown:
+        parts = []
+        if missing:
+            parts.append(f"missing column(s) {', '.join(missing)}")
+        if unknown:
+            parts.append(f"column(s) not in the catalog: {', '.join(unknown)}")
+        raise InvalidInput(
+            f"{dataset.file_name} does not have the columns of dataset {dataset.name}: "
+            f"{'; '.join(parts)}. See the catalog reference for its columns."
+        )
+    table = raw_table(dataset)
+    if fast and header == expected:
+        types = ", ".join(f"'{c.name}': '{c.type.sql}'" for c in dataset.columns)
+        con.execute("SET preserve_insertion_order = false")
+        try:
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM read_csv(?, "
+                f"header = true, auto_detect = false, strict_mode = true, columns = {{{types}}})",
+                [path],
+            )
+            return Loaded(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0], True)
+        except duckdb.Error:
+            pass  # a value that does not parse: read as text, to report it precisely
+        finally:
+            con.execute("SET preserve_insertion_order = true")
+    columns = ", ".join(f'"{c}"' for c in expected)
+    try:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {table} AS "
+            f"SELECT {columns} FROM read_csv(?, all_varchar = true, header = true, "
+            "strict_mode = true)",
+            [path],
+        )
+    except duckdb.Error as e:
+        raise InvalidInput(f"{dataset.file_name} is not well-formed CSV: {_safe(e)}") from None
+    return Loaded(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0], False)
+
+
+def _safe(error: duckdb.Error) -> str:
+    """DuckDB's message without the offending line, which may hold identifiers."""
+    text = str(error).splitlines()[0]
+    line = re.search(r"[Ll]ine:? (\d+)", str(error))
+    text = re.sub(r'".*"|\'.*\'', "…", text)[:200]
+    return f"{text} (near line {line.group(1)})" if line else text
+
+
+def validate(con: duckdb.DuckDBPyConnection, dataset: Dataset, typed: bool) -> list[Problem]:
+    """Run every rule over ``raw_<dataset>``; leave the failing rows in ``bad_<dataset>``."""
+    table = raw_table(dataset)
+    _check_distinct_values(con, dataset, typed)
+    all_rules = rules(dataset, typed)
+    counts = con.execute(
+        "SELECT "
+        + ", ".join(f"count(*) FILTER (WHERE {r.sql_invalid})" for r in all_rules)
+        + f" FROM {table}"
+    ).fetchone()
+    failing = [(r, n) for r, n in zip(all_rules, counts, strict=True) if n]
+    con.execute(f"CREATE OR REPLACE TEMP TABLE bad_{dataset.name} (row_number BIGINT)")
+    if not failing:
+        return []
+    problems = []
+    for rule, n in failing:
+        first = con.execute(
+            f"SELECT rowid + 1 FROM {table} WHERE {rule.sql_invalid} ORDER BY rowid "
+            f"LIMIT {FIRST_ROWS}"
+        ).fetchall()
+        problems.append(
+            Problem(
+                dataset.file_name,
+                rule.name,
+                rule.column,
+                rule.description,
+                n,
+                tuple(r[0] for r in first),
+            )
+        )
+    condition = " OR ".join(f"({r.sql_invalid})" for r, _ in failing)
+    con.execute(f"INSERT INTO bad_{dataset.name} SELECT rowid + 1 FROM {table} WHERE {condition}")
+    return problems
+
+
+def check(
+    con: duckdb.DuckDBPyConnection,
+    dataset: Dataset,
+    path: str,
+    references: tuple[tuple[str, str, str], ...] = (),
+) -> tuple[Loaded, list[Problem]]:
+    """Load and validate a file; ``references`` are (column, keys table, target file) checks.
+
+    A file with findings is loaded again on the careful path, so every finding names the
+    right rows and the failing rows can be set aside."""
+    loaded = load(con, dataset, path)
+    for attempt in ("fast", "careful"):
+        problems = validate(con, dataset, loaded.typed)
+        for column, keys, target in references:
+            problems += validate_references(con, dataset, column, keys, target)
+        if not problems or loaded.ordered or attempt == "careful":
+            return loaded, problems
+        loaded = load(con, dataset, path, fast=False)
+    raise AssertionError("unreachable")
+
+
+def validate_references(
+    con: duckdb.DuckDBPyConnection, dataset: Dataset, column: str, keys: str, target: str
+) -> list[Problem]:
+    """Rows of ``dataset`` whose ``column`` is not in the one-column table ``keys`` (the valid
+    keys of the file ``target``); they are added to ``bad_<dataset>``."""
+    table = raw_table(dataset)
+    condition = f'"{column}" IS NOT NULL AND "{column}" NOT IN (SELECT * FROM {keys})'
+    n = con.execute(f"SELECT count(*) FROM {table} WHERE {condition}").fetchone()[0]
+    if not n:
+        return []
+    first = con.execute(
+        f"SELECT rowid + 1 FROM {table} WHERE {condition} ORDER BY rowid LIMIT {FIRST_ROWS}"
+    ).fetchall()
+    con.execute(
+        f"INSERT INTO bad_{dataset.name} SELECT rowid + 1 FROM {table} WHERE {condition} "
+        f"AND rowid + 1 NOT IN (SELECT row_number FROM bad_{dataset.name})"
+    )
+    return [
+        Problem(
+            dataset.file_name,
+            f"{column}_in_{target.removesuffix('.csv')}",
+            column,
+            f"must be the {column} of a valid row of {target} in the same delivery",
+            n,
+            tuple(r[0] for r in first),
+        )
+    ]
