@@ -41,7 +41,8 @@ def metadata() -> sa.MetaData:
     """Every table of the TRE (importing the modules that declare them)."""
     import tre.audit
     import tre.curated
-    import tre.custodians  # noqa: F401
+    import tre.custodians
+    import tre.projects  # noqa: F401
 
     return Base.metadata
 

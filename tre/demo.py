@@ -3,24 +3,31 @@
 ``prepare`` plays every part in turn, in a TRE home: the custodians make their signing keys
 (kept in ``<home>/demo/keys``: in real life each custodian keeps its own), an administrator
 registers the public keys, the custodians deliver synthetic data, the TRE ingests it, and the
-linkage report is printed against the synthetic truth. Each step is skipped when already done,
-so running it again changes nothing.
+linkage report is printed against the synthetic truth. Then the example applications in
+``projects/`` are submitted by their leads, approved by each custodian, and provisioned.
+Each step is skipped when already done, so running it again changes nothing.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
-from tre import audit, catalog, custodians, home, synth
+from tre import audit, catalog, custodians, home, people, projects, synth
 from tre.config import Settings
 from tre.db import Database
 from tre.home import Home
 from tre.ingest import ingest
 from tre.linkage import report as linkage_report
+from tre.projects import extracts, spec
+from tre.projects.lifecycle import State
 
 DEFAULT_PUPILS = 2000
 SEED = 42
+EXAMPLE_PROJECTS = sorted((Path(__file__).resolve().parents[1] / "projects").glob("*.yaml"))
+DEMO_CUSTODIANS = {"dfe": "dora", "nhs": "hugh"}
+ADMIN = "ada"
 
 
 def prepare(
@@ -66,8 +73,37 @@ def prepare(
         say("Linkage of pupils and patients, against the synthetic truth:")
         for line in linkage_report.report(tre_home, db, out / "truth").lines():
             say("  " + line)
+        for spec_file in EXAMPLE_PROJECTS:
+            _project_through_approval(tre_home, db, spec.load(spec_file), say)
     finally:
         db.dispose()
+
+
+def _project_through_approval(home: Home, db: Database, application, say) -> None:
+    """Submit as the lead, approve as each custodian, provision as the administrator."""
+    existing = {p.id: p for p in projects.listing(db)}
+    if application.id not in existing:
+        projects.submit(db, application, people.local_person(application.lead))
+        say(f"{application.lead} submitted project {application.id}: {application.title}.")
+    project = projects.get(db, application.id)
+    if project.status is State.SUBMITTED:
+        decided = {d.custodian for d in projects.decisions(db, application.id)}
+        for custodian in application.custodians:
+            if custodian in decided:
+                continue
+            decider = DEMO_CUSTODIANS[custodian]
+            projects.decide(db, application.id, custodian, people.local_person(decider),
+                            approve=True)  # fmt: skip
+            say(f"{decider} approved it for {custodian}.")
+    project, changed = extracts.provision(home, db, application.id, people.local_person(ADMIN))
+    if changed:
+        say(f"{ADMIN} provisioned it:")
+    manifest = json.loads((extracts.folder(home, application.id) / "extracts" /
+                           extracts.MANIFEST).read_text())  # fmt: skip
+    say(f"Project {application.id} ({project.state}), extracts in "
+        f"{extracts.folder(home, application.id) / 'extracts'}:")  # fmt: skip
+    for name, d in manifest["datasets"].items():
+        say(f"  {name:<11} {d['rows']:>10,} rows  {', '.join(c['name'] for c in d['columns'])}")
 
 
 def deliveries_folder(settings: Settings, pupils: int = DEFAULT_PUPILS) -> Path:

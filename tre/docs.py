@@ -115,7 +115,29 @@ def catalog_reference() -> str:
     return "".join(lines).rstrip() + "\n"
 
 
+def project_lifecycle_reference() -> str:
+    from tre.projects.lifecycle import OWNERS, TRANSITIONS, mermaid
+
+    lines = [
+        GENERATED_NOTE,
+        "# Project lifecycle\n\n",
+        "Drawn from `tre/projects/lifecycle.py`, the one table the code follows.\n\n",
+        "```mermaid\n" + mermaid() + "\n```\n\n",
+        "| State | Who moves next |\n| --- | --- |\n",
+    ]
+    lines += [f"| {state.value} | {owner} |\n" for state, owner in OWNERS.items()]
+    lines.append(
+        "\n| Action | From | To | Audit event | Meaning |\n| --- | --- | --- | --- | --- |\n"
+    )
+    for t in TRANSITIONS:
+        lines.append(
+            f"| {t.action} | {t.source.value} | {t.target.value} | `{t.event}` | {t.meaning} |\n"
+        )
+    return "".join(lines)
+
+
 PAGES: dict[str, Callable[[], str]] = {
+    "reference/project-lifecycle.md": project_lifecycle_reference,
     "reference/catalog.md": catalog_reference,
     "reference/cli.md": cli_reference,
     "reference/settings.md": settings_reference,

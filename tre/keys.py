@@ -67,3 +67,56 @@ def read_key(path: Path) -> bytes:
             "existing data."
         )
     return key
+
+
+# -- project keys --------------------------------------------------------------------------
+#
+# K_project = HKDF-SHA256(master key, salt, info = "tre project key v1|<project id>"), with a
+# random 32-byte salt per project in <home>/keys/projects/<id>.salt (mode 0600). The salt is
+# what closure destroys: without it K_project, and so the project's pseudonyms, can never be
+# recomputed, even by someone holding the master key (crypto-shredding).
+
+PROJECT_KEYS = "projects"
+
+
+def project_salt_path(keys_dir: Path, project_id: str) -> Path:
+    return keys_dir / PROJECT_KEYS / f"{project_id}.salt"
+
+
+def create_project_salt(keys_dir: Path, project_id: str) -> bool:
+    folder = keys_dir / PROJECT_KEYS
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return create_key_file(project_salt_path(keys_dir, project_id))
+
+
+def project_key(keys_dir: Path, project_id: str) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    master = read_key(keys_dir / MASTER_KEY)
+    salt_path = project_salt_path(keys_dir, project_id)
+    if not salt_path.exists():
+        raise IntegrityError(
+            f"The key of project {project_id} does not exist (never provisioned, or destroyed "
+            "at closure): its pseudonyms cannot be computed."
+        )
+    salt = read_key(salt_path)
+    return HKDF(
+        algorithm=hashes.SHA256(),
+        length=KEY_BYTES,
+        salt=salt,
+        info=f"tre project key v1|{project_id}".encode(),
+    ).derive(master)
+
+
+def destroy_project_key(keys_dir: Path, project_id: str) -> bool:
+    """Overwrite and delete the project's salt. Return whether there was one."""
+    path = project_salt_path(keys_dir, project_id)
+    if not path.exists():
+        return False
+    with open(path, "r+b") as f:
+        f.write(secrets.token_bytes(KEY_BYTES))
+        f.flush()
+        os.fsync(f.fileno())
+    path.unlink()
+    return True

@@ -1,0 +1,128 @@
+"""Project specifications: the examples are valid; every bad field is named."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tre.exceptions import InvalidInput
+from tre.projects import spec
+
+PROJECTS = Path(__file__).resolve().parents[2] / "projects"
+EXAMPLES = sorted(PROJECTS.glob("*.yaml"))
+
+
+def test_there_are_two_example_projects():
+    assert len(EXAMPLES) >= 2
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_the_examples_are_valid_and_round_trip(path):
+    loaded = spec.load(path)
+    assert loaded.id == path.stem
+    assert spec.ProjectSpec.from_dict(loaded.as_dict()) == loaded
+    assert loaded.lead in loaded.members and loaded.custodians == ("dfe", "nhs")
+
+
+def example() -> dict:
+    return yaml.safe_load((PROJECTS / "asthma-ks4.yaml").read_text())
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "says"),
+    [
+        ({"id": "Bad_ID"}, "id", "is not a project id"),
+        ({"lead": "Alice Smith"}, "lead", "is not a username"),
+        ({"end": "2025-01-01"}, "end", "must come after start"),
+        ({"end": "2040-01-01"}, "end", "at most 5 years"),
+        ({"start": "soon"}, "start", "a date YYYY-MM-DD"),
+        ({"privacy_budget": 0}, "privacy_budget", "0 < ε"),
+        ({"privacy_budget": 50}, "privacy_budget", "0 < ε"),
+        ({"lay_summary": "short"}, "lay_summary", "at least 40 characters"),
+        ({"datasets": {"pupil": ["sex"]}}, "datasets.pupil", "no such dataset"),
+        ({"datasets": {"pupils": ["date_of_birth"]}}, "datasets.pupils", "not released columns"),
+        ({"datasets": {"pupils": ["upn"]}}, "datasets.pupils", "not released columns"),
+        ({"datasets": {"pupils": []}}, "datasets.pupils", "a list of columns"),
+        ({"cohort": [{"dataset": "deaths", "where": []}]}, "cohort[0]", "requested datasets"),
+        (
+            {
+                "cohort": [
+                    {
+                        "dataset": "pupils",
+                        "where": [{"column": "nc_year", "op": "like", "value": 1}],
+                    }
+                ]
+            },
+            "cohort[0].where[0]",
+            "op 'like' is not one of",
+        ),
+        (
+            {
+                "cohort": [
+                    {
+                        "dataset": "pupils",
+                        "where": [{"column": "nc_year", "op": "eq", "value": "11; DROP TABLE"}],
+                    }
+                ]
+            },
+            "cohort[0].where[0]",
+            "an integer is required",
+        ),
+        (
+            {
+                "cohort": [
+                    {"dataset": "pupils", "where": [{"column": "sex", "op": "eq", "value": "X"}]}
+                ]
+            },
+            "cohort[0].where[0]",
+            "one of M, F",
+        ),
+        (
+            {
+                "cohort": [
+                    {
+                        "dataset": "pupils",
+                        "where": [{"column": "academic_year", "op": "between", "value": [2019]}],
+                    }
+                ]
+            },
+            "cohort[0].where[0]",
+            "[low, high]",
+        ),
+        ({"output_rules": {"threshold": 5}}, "output_rules.threshold", "only make rules stricter"),
+        ({"output_rules": {"magic": 1}}, "output_rules.magic", "unknown rule"),
+    ],
+)
+def test_each_bad_field_is_named_with_what_to_do(change, field, says):
+    data = {**example(), **change}
+    with pytest.raises(InvalidInput) as e:
+        spec.ProjectSpec.from_dict(data, "app.yaml")
+    message = str(e.value)
+    assert message.startswith("app.yaml is not a valid project specification")
+    assert f"{field}:" in message and says in message, message
+
+
+def test_all_problems_are_reported_at_once():
+    data = {**example(), "id": "X", "privacy_budget": -1, "datasets": {"nope": ["x"]}}
+    with pytest.raises(InvalidInput) as e:
+        spec.ProjectSpec.from_dict(data)
+    assert str(e.value).count("\n  - ") >= 3
+
+
+def test_cohort_conditions_become_typed_sql_literals():
+    condition = spec.Condition("sex", "in", ["M", "F'; --"])
+    from tre.catalog import Type
+
+    assert condition.sql(Type.STRING) == "\"sex\" IN ('M', 'F''; --')"
+    assert spec.Condition("nc_year", "between", [10, 11]).sql(Type.INTEGER) == (
+        '"nc_year" BETWEEN 10 AND 11'
+    )
+
+
+def test_a_missing_file_and_bad_yaml_are_reported(tmp_path):
+    with pytest.raises(InvalidInput, match="There is no project specification"):
+        spec.load(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: [unclosed")
+    with pytest.raises(InvalidInput, match="is not valid YAML"):
+        spec.load(bad)

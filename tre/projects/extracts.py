@@ -1,0 +1,311 @@
+"""Extracts: a project's own copy of the approved data, and its destruction at closure.
+
+```
+<home>/projects/<id>/extracts/<dataset>/...parquet   read-only, pseudo_id instead of person_key
+<home>/projects/<id>/extracts/manifest.json         datasets, columns, rows, SHA-256, sources
+<home>/projects/<id>/work/                          the project's working folder
+```
+
+``pseudo_id = HMAC-SHA256(K_project, person_key)`` and record ids are re-keyed the same way,
+so two projects' extracts share no value that would join their rows. Extracts are written into
+a temporary folder and renamed into place: they exist whole or not at all. When the TRE runs as
+root, the files belong to the project's own OS group (``tre-p-<id>``), readable by that group
+only, so a workspace running under that group reads its own project and no other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import grp
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+
+from tre import catalog, curated, keys, pseudonyms
+from tre.db import Database
+from tre.exceptions import InvalidInput, InvalidTransition
+from tre.home import Home
+from tre.people import Person
+from tre.projects import Project, lock, record_closed, record_provisioned
+from tre.projects.lifecycle import State
+from tre.projects.spec import ProjectSpec
+
+MANIFEST = "manifest.json"
+GROUP_PREFIX = "tre-p-"
+
+
+def folder(home: Home, project_id: str) -> Path:
+    return home.projects / project_id
+
+
+def os_group(project_id: str) -> str:
+    return (GROUP_PREFIX + project_id)[:32]
+
+
+def cohort_sql(spec: ProjectSpec, sources: dict[str, str]) -> str | None:
+    """SQL selecting the person_key of every person in the cohort (None: no cohort)."""
+    if not spec.cohort:
+        return None
+    parts = []
+    for clause in spec.cohort:
+        dataset = catalog.dataset(clause.dataset)
+        types = {c.released_name: c.released_type for c in dataset.released_columns}
+        where = " AND ".join(c.sql(types[c.column]) for c in clause.where)
+        parts.append(f"SELECT person_key FROM {sources[clause.dataset]} WHERE {where}")
+    return " INTERSECT ".join(parts)
+
+
+def sources_of(home: Home, db: Database, spec: ProjectSpec) -> tuple[dict[str, str], dict]:
+    """``read_parquet`` expressions of the current curated version of each dataset."""
+    curated.finish(db, home)
+    with db.read() as session:
+        versions = curated.current_versions(session)
+    missing = [d for d in spec.datasets if d not in versions]
+    if missing:
+        raise InvalidInput(
+            f"There is no curated data yet for {', '.join(missing)}: ingest the custodians' "
+            "deliveries first."
+        )
+    sources = {
+        d: f"read_parquet('{curated.parquet_glob(home, versions[d])}', union_by_name = true)"
+        for d in spec.datasets
+    }
+    info = {
+        d: {
+            "version": versions[d].id,
+            "delivery": versions[d].delivery,
+            "created_at": versions[d].created_at,
+            "catalog_version": versions[d].catalog_version,
+        }
+        for d in spec.datasets
+    }
+    return sources, info
+
+
+def _copy_to(dataset: catalog.Dataset, columns: tuple[str, ...], out: Path) -> str:
+    """The target and options of the COPY writing one dataset's extract into ``out``: one
+    folder per value of its partition column when the extract has it, else one file."""
+    options = "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1"
+    if dataset.partition_by and dataset.partition_by in columns:
+        return (
+            f"'{out}' ({options}, PARTITION_BY (\"{dataset.partition_by}\"), "
+            "WRITE_PARTITION_COLUMNS true)"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return f"'{out / 'data_0.parquet'}' ({options})"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build(home: Home, db: Database, project: Project, target: Path) -> dict:
+    """Write the approved extracts of ``project`` into ``target``; return their manifest."""
+    spec = project.approved()
+    sources, source_info = sources_of(home, db, spec)
+    con = duckdb.connect()
+    try:
+        pseudonyms.load_key(con, keys.project_key(home.keys, project.id), name="project")
+        cohort = cohort_sql(spec, sources)
+        people = cohort or " UNION ".join(f"SELECT person_key FROM {s}" for s in sources.values())
+        con.execute(
+            "CREATE TEMP TABLE pseudonyms AS SELECT person_key, "
+            f"{pseudonyms.hmac_sql('person_key', 'project')} AS pseudo_id "
+            f"FROM (SELECT DISTINCT person_key FROM ({people}))"
+        )
+        datasets = {}
+        for name, columns in spec.datasets.items():
+            dataset = catalog.dataset(name)
+            select = []
+            for column in columns:
+                if column == dataset.record_key:  # record ids get per-project pseudonyms too
+                    expr = pseudonyms.hmac_sql(f"'rec:' || c.\"{column}\"", "project")
+                    select.append(f'{expr} AS "{column}"')
+                else:
+                    select.append(f'c."{column}"')
+            out = target / name
+            con.execute(
+                f"COPY (SELECT p.pseudo_id, {', '.join(select)} FROM {sources[name]} c "
+                f"JOIN pseudonyms p USING (person_key)) TO {_copy_to(dataset, columns, out)}"
+            )
+            if not any(out.rglob("*.parquet")):  # an empty extract still shows its columns
+                out.mkdir(parents=True, exist_ok=True)
+                con.execute(
+                    f"COPY (SELECT p.pseudo_id, {', '.join(select)} FROM {sources[name]} c "
+                    f"JOIN pseudonyms p USING (person_key) LIMIT 0) TO '{out / 'data_0.parquet'}' "
+                    "(FORMAT parquet)"
+                )
+            files = [
+                {
+                    "path": str(path.relative_to(target)),
+                    "rows": pq.ParquetFile(path).metadata.num_rows,
+                    "sha256": _sha256(path),
+                }
+                for path in sorted(out.rglob("*.parquet"))
+            ]
+            described = {c.released_name: c for c in dataset.released_columns}
+            datasets[name] = {
+                "title": dataset.title,
+                "custodian": dataset.custodian,
+                "columns": [
+                    {
+                        "name": c,
+                        "type": described[c].released_type.value,
+                        "description": described[c].description,
+                    }
+                    for c in columns
+                ],
+                "rows": sum(f["rows"] for f in files),
+                "files": files,
+                "source": source_info[name],
+            }
+    finally:
+        con.close()
+    return {
+        "project": project.id,
+        "title": project.title,
+        "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "catalog_version": catalog.CATALOG_VERSION,
+        "pseudonyms": "pseudo_id = HMAC-SHA256(K_project, person_key); K_project = "
+        "HKDF-SHA256(master key, per-project salt)",
+        "cohort": [c.describe() for c in spec.cohort],
+        "end": spec.end.isoformat(),
+        "privacy_budget": spec.privacy_budget,
+        "datasets": datasets,
+    }
+
+
+def _running_as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _ensure_group(name: str) -> int:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        subprocess.run(["groupadd", "--system", name], check=True, capture_output=True)
+        return grp.getgrnam(name).gr_gid
+
+
+def _protect(path: Path, gid: int | None) -> None:
+    """Extracts read-only: directories r-x, files r--, for the owner and the project group."""
+    for p in [path, *path.rglob("*")]:
+        if gid is not None:
+            os.chown(p, 0, gid)
+        os.chmod(p, 0o550 if p.is_dir() else 0o440)
+
+
+def provision(home: Home, db: Database, project_id: str, by: Person) -> tuple[Project, bool]:
+    """Build the project's extracts (once). Return the project and whether anything changed."""
+    from tre import permissions
+    from tre.projects import expire_due, get
+
+    permissions.check_can_administer(by, "provision a project")
+    expire_due(db)
+    project = get(db, project_id)
+    base = folder(home, project_id)
+    target = base / "extracts"
+    if project.status is State.PROVISIONED and (target / MANIFEST).is_file():
+        return project, False
+    if project.status is not State.APPROVED:
+        raise InvalidTransition(
+            f"Project {project_id} is {project.state}: only an approved project is provisioned."
+        )
+    keys.create_project_salt(home.keys, project_id)
+    gid = _ensure_group(os_group(project_id)) if _running_as_root() else None
+    base.mkdir(mode=0o750, exist_ok=True)
+    work = base / "work"
+    work.mkdir(exist_ok=True)
+    tmp = base / f".extracts-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(mode=0o700)
+    try:
+        manifest = build(home, db, project, tmp)
+        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+        (tmp / MANIFEST).write_text(text)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        _protect(tmp, gid)
+        if gid is not None:
+            os.chown(base, 0, gid)
+            os.chown(work, 0, gid)
+        os.chmod(base, 0o750)  # noqa: S103 - the project's group reads its own extracts
+        os.chmod(work, 0o2770)  # noqa: S103 - and writes its working folder
+        if target.exists():  # left by an attempt that died before recording it
+            _make_writable(target)
+            shutil.rmtree(target)
+        with db.write() as session:
+            locked = lock(session, project_id)
+            tmp.rename(target)
+            record_provisioned(
+                session,
+                locked,
+                by,
+                digest,
+                {
+                    "datasets": {d: v["rows"] for d, v in manifest["datasets"].items()},
+                    "os_group": os_group(project_id) if gid is not None else None,
+                },
+            )
+            project = locked
+    except BaseException:
+        if tmp.exists():
+            _make_writable(tmp)
+            shutil.rmtree(tmp)
+        raise
+    return project, True
+
+
+def _make_writable(path: Path) -> None:
+    for p in [path, *path.rglob("*")]:
+        if not p.is_symlink():
+            os.chmod(p, 0o700 if p.is_dir() else 0o600)
+
+
+def close(home: Home, db: Database, project_id: str, by: Person, reason: str) -> dict:
+    """Delete the extracts, the working folder and the project key; certify it in the audit."""
+    from tre import permissions
+    from tre.projects import expire_due
+
+    permissions.check_can_administer(by, "close a project")
+    expire_due(db)
+    base = folder(home, project_id)
+    with db.write() as session:
+        project = lock(session, project_id)
+        if project.status is State.CLOSED:
+            raise InvalidTransition(f"Project {project_id} is already closed.")
+        manifest_path = base / "extracts" / MANIFEST
+        deleted = []
+        if manifest_path.is_file():
+            manifest = json.loads(manifest_path.read_text())
+            deleted = [
+                {"path": f"extracts/{f['path']}", "sha256": f["sha256"], "rows": f["rows"]}
+                for d in manifest["datasets"].values()
+                for f in d["files"]
+            ]
+        work_files = sum(1 for p in (base / "work").rglob("*") if p.is_file()) if (
+            base / "work").exists() else 0  # fmt: skip
+        certificate = {
+            "reason": reason,
+            "deleted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "deleted_by": by.username,
+            "extract_files": deleted,
+            "extracts_manifest_sha256": project.extracts_sha256,
+            "work_files_deleted": work_files,
+            "project_key_destroyed": keys.project_salt_path(home.keys, project_id).exists(),
+        }
+        if base.exists():
+            _make_writable(base)
+            shutil.rmtree(base)
+        keys.destroy_project_key(home.keys, project_id)
+        record_closed(session, project, by, certificate)
+    return certificate
