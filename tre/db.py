@@ -42,6 +42,8 @@ def metadata() -> sa.MetaData:
     import tre.audit
     import tre.curated
     import tre.custodians
+    import tre.outputs
+    import tre.outputs.privacy
     import tre.projects  # noqa: F401
 
     return Base.metadata

@@ -136,7 +136,54 @@ def project_lifecycle_reference() -> str:
     return "".join(lines)
 
 
+SPEC_TESTS = Path(__file__).resolve().parents[1] / "tests" / "spec"
+
+
+def output_rules_reference() -> str:
+    """The output-checking rules, from the spec tests: each test's docstring, its table in and
+    the released table out."""
+    import ast
+    import textwrap
+
+    lines = [
+        GENERATED_NOTE,
+        "# Output-checking rules\n\n",
+        "Each example is a spec test (`tests/spec/`): a table in, the rules, the released "
+        "table out. In a count table an entry is the number of people in the cell; in a "
+        "magnitude table (sum, mean) it lists each person's contribution. `~` is a "
+        "suppressed cell, a trailing `?` marks a cell for review, `All` is a margin. "
+        "Multi-level labels are written `x/p`.\n\n",
+    ]
+    order = ["threshold", "dominance", "class_disclosure", "secondary", "rounding"]
+    folders = [p for p in SPEC_TESTS.iterdir() if p.is_dir() and p.name != "__pycache__"]
+    folders.sort(key=lambda p: (order.index(p.name) if p.name in order else len(order), p.name))
+    for folder in folders:
+        for path in sorted(folder.glob("test_*.py")):
+            module = ast.parse(path.read_text())
+            lines.append(f"## {(ast.get_docstring(module) or folder.name).splitlines()[0]}\n\n")
+            for node in module.body:
+                if not isinstance(node, ast.FunctionDef) or not node.name.startswith("test_"):
+                    continue
+                title = node.name.removeprefix("test_").replace("_", " ").capitalize()
+                lines.append(f"### {title}\n\n{ast.get_docstring(node) or ''}\n\n")
+                call = next(n for n in ast.walk(node) if isinstance(n, ast.Call))
+                args = {k.arg: k.value for k in call.keywords}
+                settings = []
+                for name in ("statistic", "margins"):
+                    if name in args and isinstance(args[name], ast.Constant):
+                        settings.append(f"{name} = {args[name].value}")
+                if "rules" in args:
+                    settings.append(f"rules = `{ast.unparse(args['rules'])}`")
+                if settings:
+                    lines.append("Settings: " + ", ".join(settings) + ".\n\n")
+                for label, key in (("In", "table"), ("Released", "released")):
+                    text = textwrap.dedent(args[key].value).strip("\n")
+                    lines.append(f"{label}:\n\n```text\n{textwrap.dedent(text)}\n```\n\n")
+    return "".join(lines).rstrip() + "\n"
+
+
 PAGES: dict[str, Callable[[], str]] = {
+    "reference/output-rules.md": output_rules_reference,
     "reference/project-lifecycle.md": project_lifecycle_reference,
     "reference/catalog.md": catalog_reference,
     "reference/cli.md": cli_reference,

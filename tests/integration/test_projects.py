@@ -124,6 +124,7 @@ def test_submit_approve_provision(world):
         "project.custodian_approved",
         "project.approved",
         "project.provisioned",
+        "privacy.budget_set",
     ]
     manifest = json.loads(
         (extracts.folder(home, "p-flow") / "extracts" / "manifest.json").read_text()

@@ -132,6 +132,8 @@ class Dataset:
     partition_by: str | None = None
     """The released column whose values split the curated Parquet into files."""
     row_checks: tuple[RowCheck, ...] = ()
+    output_rules: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    """Output-checking rules this dataset's custodian requires (only stricter than default)."""
 
     def __post_init__(self):
         names = [c.name for c in self.columns]

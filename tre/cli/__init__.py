@@ -135,4 +135,4 @@ def run() -> None:
 
 
 # Register the commands of each part of the TRE.
-from tre.cli import audit, data, identity, projects  # noqa: E402, F401
+from tre.cli import audit, data, identity, outputs, projects  # noqa: E402, F401

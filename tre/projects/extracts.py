@@ -256,6 +256,16 @@ def provision(home: Home, db: Database, project_id: str, by: Person) -> tuple[Pr
                     "os_group": os_group(project_id) if gid is not None else None,
                 },
             )
+            from tre import audit
+            from tre.outputs import privacy
+
+            privacy.set_budget(
+                session,
+                project_id,
+                locked.approved().privacy_budget,
+                audit.Event(by.username, by.main_role, "privacy.budget_set", "project",
+                            project_id),
+            )  # fmt: skip
             project = locked
     except BaseException:
         if tmp.exists():

@@ -38,61 +38,21 @@ import yaml
 
 from tre import catalog
 from tre.catalog import Transform, Type
+from tre.conditions import OPERATORS, Condition
 from tre.exceptions import InvalidInput
+from tre.outputs.rules import STRICTER_WHEN_LARGER, RuleSet
 
 ID_PATTERN = re.compile(r"[a-z][a-z0-9-]{2,29}")
 USERNAME = re.compile(r"[a-z][a-z0-9._-]{1,63}")
 MAX_EPSILON = 10.0
 MAX_YEARS = 5
 
-OPERATORS = {
-    "eq": "=",
-    "ne": "<>",
-    "lt": "<",
-    "lte": "<=",
-    "gt": ">",
-    "gte": ">=",
-    "in": "IN",
-    "not_in": "NOT IN",
-    "between": "BETWEEN",
-    "is_null": "IS NULL",
-    "not_null": "IS NOT NULL",
-}
 
 #: Output rules a project may tighten, their defaults, and which way is stricter.
 OUTPUT_RULES: dict[str, tuple[float, str]] = {
-    "threshold": (10, "higher"),
-    "dominance_n": (2, "higher"),
-    "dominance_k": (90, "lower"),
-    "p_percent": (10, "higher"),
-    "min_dof": (10, "higher"),
-    "rounding_base": (1, "higher"),
+    name: (getattr(RuleSet(), name), "higher" if larger else "lower")
+    for name, larger in STRICTER_WHEN_LARGER.items()
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class Condition:
-    column: str
-    op: str
-    value: Any = None
-
-    def sql(self, column_type: Type) -> str:
-        """SQL for this condition; values are rendered as typed literals, never spliced."""
-        name = f'"{self.column}"'
-        if self.op in ("is_null", "not_null"):
-            return f"{name} {OPERATORS[self.op]}"
-        if self.op in ("in", "not_in"):
-            values = ", ".join(_literal(v, column_type) for v in self.value)
-            return f"{name} {OPERATORS[self.op]} ({values})"
-        if self.op == "between":
-            low, high = (_literal(v, column_type) for v in self.value)
-            return f"{name} BETWEEN {low} AND {high}"
-        return f"{name} {OPERATORS[self.op]} {_literal(self.value, column_type)}"
-
-    def describe(self) -> str:
-        if self.op in ("is_null", "not_null"):
-            return f"{self.column} {OPERATORS[self.op].lower()}"
-        return f"{self.column} {self.op} {self.value!r}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,18 +124,6 @@ def load(path: Path) -> ProjectSpec:
     except yaml.YAMLError as e:
         raise InvalidInput(f"{path} is not valid YAML: {e}") from None
     return ProjectSpec.from_dict(data, str(path))
-
-
-def _literal(value: Any, column_type: Type) -> str:
-    if value is None:
-        return "NULL"
-    if column_type is Type.BOOLEAN:
-        return "true" if value else "false"
-    if column_type in (Type.INTEGER, Type.DECIMAL):
-        return repr(float(value)) if column_type is Type.DECIMAL else str(int(value))
-    if column_type is Type.DATE:
-        return f"DATE '{dt.date.fromisoformat(str(value)).isoformat()}'"
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 class _Reader:

@@ -1,0 +1,312 @@
+"""Outputs computed from a provisioned project's real extracts: tables, differencing, models,
+files, ACRO sessions, and differential privacy against the budget, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import multiprocessing
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import _fresh_postgres_database
+from tests.factories import init_home
+from tre import outputs, projects
+from tre.cli import main
+from tre.config import Settings
+from tre.db import Database
+from tre.exceptions import InvalidInput, PermissionDenied
+from tre.home import Home
+from tre.outputs import privacy, specs
+from tre.outputs import rules as R
+from tre.people import local_person
+from tre.projects import extracts, spec
+
+REPO = Path(__file__).resolve().parents[2]
+ALICE, BOB, DORA, HUGH, ADA = (local_person(u) for u in ("alice", "bob", "dora", "hugh", "ada"))
+
+
+@dataclasses.dataclass
+class World:
+    environ: dict
+    home: Home
+    db: Database
+    project: str
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def world(request, tmp_path_factory, synthetic):
+    tmp = tmp_path_factory.mktemp(f"outputs-{request.param}")
+    environ = {"TRE_HOME": str(tmp / "home"), "TRE_LOG_LEVEL": "WARNING",
+               "PATH": os.environ.get("PATH", ""), "HOME": str(Path.home())}  # fmt: skip
+    dropper = None
+    if request.param == "postgres":
+        url, admin, name = _fresh_postgres_database(request.getfixturevalue("postgres_url"))
+        environ["TRE_DATABASE_URL"] = url
+        dropper = (admin, name)
+    init_home(environ, synthetic.keys)
+    assert main(["ingest", str(synthetic.dfe)], environ) == 0
+    assert main(["ingest", str(synthetic.nhs)], environ) == 0
+    settings = Settings.from_environ(environ)
+    db, home = Database(settings.metadata_url), Home(settings.home)
+    today = dt.date.today()
+    application = dataclasses.replace(
+        spec.load(REPO / "projects" / "asthma-ks4.yaml"),
+        id="out-project",
+        start=today,
+        end=today + dt.timedelta(days=100),
+        cohort=(),
+        privacy_budget=1.0,
+    )
+    projects.submit(db, application, ALICE)
+    projects.decide(db, "out-project", "dfe", DORA, approve=True)
+    projects.decide(db, "out-project", "nhs", HUGH, approve=True)
+    extracts.provision(home, db, "out-project", ADA)
+    yield World(environ, home, db, "out-project")
+    db.dispose()
+    if dropper:
+        admin, name = dropper
+        with admin.connect() as c:
+            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def table(name: str, **fields) -> specs.OutputSpec:
+    return specs.parse({"name": name, "kind": "table", "dataset": "pupils", **fields})
+
+
+def test_a_table_is_computed_from_the_extract_and_checked(world):
+    output, result = outputs.check(
+        world.home, world.db, world.project,
+        table("pupils by sex and fsm", rows=["sex"], cols=["fsm_eligible"], margins=True),
+        ALICE,
+    )  # fmt: skip
+    cells = {(tuple(c.row), tuple(c.col)): c for c in result.cells}
+    total = cells[(("All",), ("All",))]
+    assert total.value == 300  # every pupil of the synthetic delivery, counted once
+    stored = outputs.get(world.db, output.id)
+    assert stored.result["summary"]["status"] == result.status
+    assert {tuple(c["row"]) for c in stored.result["cells"]} >= {("F",), ("M",), ("All",)}
+
+
+def test_only_members_of_an_active_project_make_outputs(world):
+    spec_ = table("t", rows=["sex"])
+    with pytest.raises(PermissionDenied, match="not a member"):
+        outputs.check(world.home, world.db, world.project, spec_, DORA)
+
+
+def test_unknown_columns_and_extracts_are_refused_clearly(world):
+    with pytest.raises(InvalidInput, match="unknown column 'postcode'"):
+        outputs.check(world.home, world.db, world.project, table("t", rows=["postcode"]), ALICE)
+    with pytest.raises(InvalidInput, match="no extract 'deaths'"):
+        outputs.check(
+            world.home,
+            world.db,
+            world.project,
+            specs.parse({"name": "t", "dataset": "deaths", "rows": ["x"]}),
+            ALICE,
+        )
+
+
+def test_a_joined_mean_table_with_dominance_statistics(world):
+    _, result = outputs.check(
+        world.home, world.db, world.project,
+        specs.parse({"name": "attainment", "dataset": "ks4", "rows": ["fsm_eligible"],
+                     "statistic": "mean", "value": "attainment8",
+                     "join": [{"dataset": "pupils", "on": ["academic_year"],
+                               "columns": ["fsm_eligible"]}]}),
+        ALICE,
+    )  # fmt: skip
+    values = {c.row: c.value for c in result.cells if c.value is not None}
+    assert values[("False",)] > values[("True",)]  # the synthetic data's deprivation gradient
+
+
+def test_differencing_catches_two_releases_a_few_people_apart(world):
+    import duckdb
+
+    folder = extracts.folder(world.home, world.project) / "extracts" / "pupils"
+    counts = (
+        duckdb.connect()
+        .execute(
+            "SELECT ethnicity, count(DISTINCT pseudo_id) n FROM "
+            f"read_parquet('{folder}/**/*.parquet') GROUP BY ALL "
+            "HAVING n BETWEEN 1 AND 9 ORDER BY n"
+        )
+        .fetchall()
+    )
+    assert counts, "the synthetic data has a small ethnic group"
+    small_group = counts[0][0]
+    first, _ = outputs.check(world.home, world.db, world.project,
+                             table("by sex", rows=["sex"]), ALICE)  # fmt: skip
+    with world.db.write() as session:
+        outputs.mark_released(session, session.get(outputs.Output, first.id),
+                              outputs.audit.Event("olga", "output-checker", "output.released",
+                                                  "output", str(first.id)))  # fmt: skip
+    _, result = outputs.check(
+        world.home, world.db, world.project,
+        table("by sex without one group", rows=["sex"],
+              filters=[{"column": "ethnicity", "op": "ne", "value": small_group}]),
+        ALICE,
+    )  # fmt: skip
+    failing = [c for c in result.cells if "differencing" in c.rules]
+    assert failing, "at least one cell differs from the earlier release by a few people"
+    assert all(c.value is None and f"#{first.id}" in " ".join(c.reasons) for c in failing)
+    # the same filters again are not a difference
+    _, again = outputs.check(world.home, world.db, world.project,
+                             table("by sex again", rows=["sex"]), ALICE)  # fmt: skip
+    assert not any("differencing" in c.rules for c in again.cells)
+
+
+def test_a_model_with_enough_degrees_of_freedom_passes_and_a_tiny_one_fails(world):
+    model = {"name": "ols", "kind": "model", "dataset": "ks4",
+             "formula": "attainment8 ~ C(fsm_eligible)", "family": "ols",
+             "join": [{"dataset": "pupils", "on": ["academic_year"],
+                       "columns": ["fsm_eligible"]}]}  # fmt: skip
+    _, result = outputs.check(world.home, world.db, world.project, specs.parse(model), ALICE)
+    assert result.status == R.PASS and result.extra["residual_dof"] >= 10
+    import duckdb
+
+    folder = extracts.folder(world.home, world.project) / "extracts" / "ks4"
+    fifth = (
+        duckdb.connect()
+        .execute(
+            f"SELECT attainment8 FROM read_parquet('{folder}/**/*.parquet') "
+            "ORDER BY attainment8 DESC LIMIT 1 OFFSET 4"
+        )
+        .fetchone()[0]
+    )
+    tiny = {**model, "name": "tiny", "formula": "attainment8 ~ 1",
+            "filters": [{"column": "attainment8", "op": "gte", "value": fifth}]}  # fmt: skip
+    _, result = outputs.check(world.home, world.db, world.project, specs.parse(tiny), ALICE)
+    assert result.status == R.FAIL and all(c.value is None for c in result.cells)
+    assert "degrees of freedom" in result.cells[0].reasons[0]
+
+
+def test_a_plain_csv_is_checked_on_its_face_and_always_reviewed(world, tmp_path):
+    path = tmp_path / "counts.csv"
+    path.write_text("group,n\nA,25\nB,3\nC,40\n")
+    output = outputs.add_file(world.home, world.db, world.project, path, ALICE)
+    assert output.result["summary"]["status"] == R.REVIEW
+    flagged = [c for c in output.result["cells"] if c["status"] == R.FAIL]
+    assert [c["row"] for c in flagged] == [["B"]]
+
+
+def test_an_acro_session_is_imported_for_review(world, tmp_path):
+    import acro
+    import pandas as pd
+
+    folder = tmp_path / "acro"
+    with warnings.catch_warnings():  # ACRO itself warns (pandas); not ours to fix
+        warnings.simplefilter("ignore")
+        session = acro.ACRO(suppress=True)
+        data = pd.DataFrame({"group": ["a"] * 30 + ["b"] * 3, "sex": ["F", "M"] * 16 + ["F"]})
+        session.crosstab(data["group"], data["sex"])
+        session.finalise(str(folder), "json")
+    env = world.environ
+    assert main(["outputs", "import-acro", str(folder), "--project", world.project,
+                 "--as", "alice"], env) == 0  # fmt: skip
+    listed = outputs.of_project(world.db, world.project)
+    imported = [o for o in listed if o.kind == "file" and "ACRO" in o.spec["description"]]
+    assert imported and all(o.status == R.REVIEW for o in imported)
+
+
+def test_check_table_cli_writes_the_documented_json(world, tmp_path, capsys):
+    folder = extracts.folder(world.home, world.project) / "extracts" / "pupils"
+    data = next(folder.rglob("*.parquet"))
+    capsys.readouterr()
+    assert main(["outputs", "check-table", "--data", str(data), "--rows", "sex", "--cols",
+                 "ethnicity", "--unit", "pseudo_id", "--margins", "--json"], {}) == 0  # fmt: skip
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["summary"]) >= {"status", "suppressed_primary", "suppressed_secondary"}
+    for cell in result["cells"]:
+        assert set(cell) == {"row", "col", "value", "status", "reasons", "suppression"}
+        assert isinstance(cell["row"], list) and isinstance(cell["col"], list)
+        if cell["suppression"]:
+            assert cell["value"] is None
+    assert any(cell["row"] == ["All"] for cell in result["cells"])
+
+
+# -- differential privacy ----------------------------------------------------------------------
+
+
+def dp_spec(epsilon: float, query: str = "count", **fields) -> specs.OutputSpec:
+    return specs.parse({"name": f"dp {query}", "kind": "dp", "dataset": "pupils",
+                        "query": query, "epsilon": epsilon, **fields})  # fmt: skip
+
+
+def test_a_dp_count_spends_budget_and_is_close(world):
+    granted, before = privacy.remaining(world.db, world.project)
+    assert granted == 1.0
+    plan = outputs.preview_dp(world.db, world.project, dp_spec(0.2), ALICE)
+    assert plan.epsilon == 0.2 and "95 %" in plan.accuracy
+    assert privacy.remaining(world.db, world.project)[1] == before  # preview spends nothing
+    _, result = outputs.run_dp(world.home, world.db, world.project, dp_spec(0.2), ALICE)
+    assert abs(privacy.remaining(world.db, world.project)[1] - (before - 0.2)) < 1e-9
+    assert abs(result["cells"][0]["value"] - 300) < 80  # within a wide margin of the truth
+
+
+def test_a_dp_histogram_and_mean(world):
+    histogram = dp_spec(0.1, "histogram", value="sex", categories=["F", "M"])
+    _, result = outputs.run_dp(world.home, world.db, world.project, histogram, ALICE)
+    assert [c["row"] for c in result["cells"]] == [["F"], ["M"]]
+    mean = dp_spec(0.1, "mean", dataset="ks4", value="attainment8", bounds=[0, 90])
+    _, result = outputs.run_dp(world.home, world.db, world.project, mean, ALICE)
+    assert len(result["cells"]) == 1
+
+
+def test_the_budget_cannot_be_exceeded(world):
+    left = privacy.remaining(world.db, world.project)[1]
+    with pytest.raises(PermissionDenied, match="is left"):
+        outputs.run_dp(world.home, world.db, world.project, dp_spec(left + 0.01), ALICE)
+    assert privacy.remaining(world.db, world.project)[1] == left
+
+
+BUDGET, COST, WORKERS = 1.0, 0.3, 8
+
+
+def _spend(url: str, project_id: str, results) -> None:
+    db = Database(url)
+    try:
+        privacy.reserve(db, project_id, COST, "concurrent", ALICE)
+        results.put(True)
+    except PermissionDenied:
+        results.put(False)
+    finally:
+        db.dispose()
+
+
+def test_concurrent_spending_never_exceeds_the_budget(world):
+    with world.db.write() as session:  # a project of its own, with ε = 1.0
+        session.add(
+            projects.Project(
+                id="out-budget",
+                title="budget",
+                lead="alice",
+                state="provisioned",
+                spec={"members": ["alice"]},
+                end_date="2099-01-01",
+                created_at="x",
+                updated_at="x",
+            )
+        )
+        session.flush()
+        session.add(privacy.PrivacyBudget(project_id="out-budget", epsilon=BUDGET))
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    workers = [context.Process(target=_spend, args=(world.db.url, "out-budget", queue))
+               for _ in range(WORKERS)]  # fmt: skip
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+        assert w.exitcode == 0
+    granted = [queue.get() for _ in range(WORKERS)]
+    assert sum(granted) == int(BUDGET // COST)  # exactly as many as fit: 3
+    total, left = privacy.remaining(world.db, "out-budget")
+    assert total - left <= BUDGET + 1e-12

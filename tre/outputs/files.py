@@ -1,0 +1,110 @@
+"""Plain files and ACRO sessions: checked on their face, always reviewed by people.
+
+A CSV file is read as a table: any whole number above zero and below the threshold is flagged
+as a possible small count. Other files (figures, documents) cannot be checked automatically.
+Either way a plain file goes to review: only a table computed by the TRE from its specification
+can pass on its own.
+
+An ACRO session (``results.json`` and its files, as ``acro.finalise(path, "json")`` writes
+them) is imported output by output: ACRO's own status, summary and comments are kept for the
+checkers, and each CSV file is checked again on its face.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from tre.exceptions import InvalidInput
+from tre.outputs import rules as R
+
+MAX_FILE_BYTES = 50 << 20
+
+
+def check_file(path: Path, rule_set: R.RuleSet) -> dict[str, Any]:
+    if not path.is_file():
+        raise InvalidInput(f"There is no file {path}.")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise InvalidInput(f"{path.name} is larger than {MAX_FILE_BYTES >> 20} MB: outputs are "
+                           "summaries, not data.")  # fmt: skip
+    cells: list[dict[str, Any]] = []
+    reasons = ["a plain file is always reviewed by two output checkers"]
+    if path.suffix.lower() == ".csv":
+        cells = _csv_cells(path, rule_set)
+        small = sum(c["status"] == R.FAIL for c in cells)
+        if small:
+            reasons.append(f"{small} value(s) look like counts below {rule_set.threshold}")
+    else:
+        reasons.append(f"a {path.suffix or 'file'} cannot be checked automatically")
+    return {
+        "kind": "file",
+        "name": path.name,
+        "bytes": path.stat().st_size,
+        "summary": {"status": R.REVIEW, "cells": len(cells), "reasons": reasons},
+        "cells": cells,
+    }
+
+
+def _csv_cells(path: Path, rule_set: R.RuleSet) -> list[dict[str, Any]]:
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise InvalidInput(f"{path.name} is not a readable CSV file: {e}") from None
+    if not rows:
+        return []
+    header, cells = rows[0], []
+    for row in rows[1:]:
+        label = row[0] if row else ""
+        for column, text in zip(header[1:], row[1:], strict=False):
+            value = _number(text)
+            if value is None:
+                continue
+            small = value.is_integer() and 0 < value < rule_set.threshold
+            cells.append({
+                "row": [label], "col": [column], "value": value,
+                "status": R.FAIL if small else R.REVIEW,
+                "reasons": [f"looks like a count below {rule_set.threshold}"] if small else [],
+                "suppression": None,
+            })  # fmt: skip
+    return cells
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def read_acro_session(folder: Path) -> list[dict[str, Any]]:
+    """The outputs of an ACRO session: name, ACRO's status and comments, files."""
+    results_file = folder / "results.json"
+    if not results_file.is_file():
+        raise InvalidInput(f"{folder} has no results.json: write the ACRO session with "
+                           "acro.finalise(folder, 'json').")  # fmt: skip
+    try:
+        session = json.loads(results_file.read_text())
+        outputs = session["results"]
+    except (json.JSONDecodeError, KeyError) as e:
+        raise InvalidInput(f"{results_file} is not an ACRO results file: {e}") from None
+    imported = []
+    for uid, output in outputs.items():
+        files = [folder / f["name"] for f in output.get("files", []) if "name" in f]
+        imported.append(
+            {
+                "uid": uid,
+                "status": output.get("status"),
+                "type": output.get("type"),
+                "summary": output.get("summary", ""),
+                "command": output.get("command", ""),
+                "comments": output.get("comments", []),
+                "exception": output.get("exception", ""),
+                "files": [p for p in files if p.is_file()],
+            }
+        )
+    return imported

@@ -1,0 +1,314 @@
+"""Output specifications: what a researcher wants to take out, as data over the extracts.
+
+```yaml
+name: attainment by fsm                 # how the researcher calls it
+kind: table                             # table | summary | model | dp
+dataset: ks4                            # an extract of the project
+join:                                   # optional: other extracts, joined on pseudo_id (+ on)
+  - {dataset: pupils, on: [academic_year], columns: [fsm_eligible, sex]}
+flags:                                  # optional: per-person yes/no from another extract
+  - {name: asthma_admission, dataset: hes_apc,
+     where: [{column: primary_diagnosis, op: in, value: [J450, J459, J46X]}]}
+filters: [{column: academic_year, op: gte, value: 2019}]
+rows: [fsm_eligible]
+cols: [sex]
+statistic: mean                         # count | sum | mean | median | quantile | min | max | std
+value: attainment8
+margins: true
+```
+
+A ``model`` has a ``formula`` (statsmodels/patsy) and a ``family`` (ols, logit, probit); a
+``summary`` has ``statistics`` (a list) of ``value`` by ``rows``; a ``dp`` query has ``query``
+(count, sum, mean, histogram, quantiles), ``value``, ``bounds``, ``epsilon`` (and
+``categories`` or ``alphas``). Nothing here is SQL: every name is checked against the
+extracts' manifest and every condition is rendered by the TRE.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tre.catalog import Type
+from tre.conditions import OPERATORS, Condition
+from tre.exceptions import InvalidInput
+from tre.outputs.tables import STATISTICS
+
+KINDS = ("table", "summary", "model", "dp")
+FAMILIES = ("ols", "logit", "probit")
+DP_QUERIES = ("count", "sum", "mean", "histogram", "quantiles")
+UNIT = "pseudo_id"
+
+
+@dataclasses.dataclass(frozen=True)
+class Join:
+    dataset: str
+    on: tuple[str, ...] = ()
+    columns: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    name: str
+    dataset: str
+    where: tuple[Condition, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputSpec:
+    name: str
+    kind: str
+    dataset: str
+    join: tuple[Join, ...] = ()
+    flags: tuple[Flag, ...] = ()
+    filters: tuple[Condition, ...] = ()
+    rows: tuple[str, ...] = ()
+    cols: tuple[str, ...] = ()
+    statistic: str = "count"
+    value: str | None = None
+    quantile: float | None = None
+    margins: bool = False
+    statistics: tuple[str, ...] = ()
+    formula: str | None = None
+    family: str = "ols"
+    query: str | None = None
+    bounds: tuple[float, float] | None = None
+    epsilon: float | None = None
+    categories: tuple[Any, ...] = ()
+    alphas: tuple[float, ...] = ()
+    raw: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+
+    def population(self) -> dict[str, Any]:
+        """Everything but the statistic and layout: two outputs with the same population and
+        keys count the same people."""
+        return {
+            "dataset": self.dataset,
+            "join": [dataclasses.asdict(j) for j in self.join],
+            "flags": [{"name": f.name, "dataset": f.dataset,
+                       "where": [dataclasses.asdict(c) for c in f.where]} for f in self.flags],
+            "filters": [dataclasses.asdict(c) for c in self.filters],
+        }  # fmt: skip
+
+
+def load(path: Path) -> OutputSpec:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise InvalidInput(f"There is no output specification {path}.") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise InvalidInput(f"{path} is not valid {path.suffix.lstrip('.').upper()}: {e}") from None
+    return parse(data, str(path))
+
+
+def parse(data: Any, source: str = "the output specification") -> OutputSpec:
+    if not isinstance(data, Mapping):
+        raise InvalidInput(f"{source} must be a mapping of fields (name, kind, dataset, …).")
+    errors: list[str] = []
+
+    def names(field: str) -> tuple[str, ...]:
+        value = data.get(field, [])
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            errors.append(f"{field}: a list of column names is required")
+            return ()
+        return tuple(value)
+
+    def conditions(raw: Any, field: str) -> tuple[Condition, ...]:
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            errors.append(f"{field}: a list of {{column, op, value}} is required")
+            return ()
+        out = []
+        for i, c in enumerate(raw):
+            if not isinstance(c, Mapping) or c.get("op") not in OPERATORS or not c.get("column"):
+                errors.append(f"{field}[{i}]: a condition is {{column, op, value}} with op one "
+                              f"of {', '.join(OPERATORS)}")  # fmt: skip
+                continue
+            out.append(Condition(str(c["column"]), c["op"], c.get("value")))
+        return tuple(out)
+
+    kind = data.get("kind", "table")
+    if kind not in KINDS:
+        errors.append(f"kind: one of {', '.join(KINDS)} is required")
+    name = str(data.get("name") or "").strip()
+    if not name:
+        errors.append("name: a name for the output is required")
+    dataset = data.get("dataset")
+    if not isinstance(dataset, str):
+        errors.append("dataset: the extract the output is computed from is required")
+    joins = []
+    for i, j in enumerate(data.get("join") or []):
+        if not isinstance(j, Mapping) or not isinstance(j.get("dataset"), str):
+            errors.append(f"join[{i}]: {{dataset, on, columns}} is required")
+            continue
+        joins.append(Join(j["dataset"], tuple(j.get("on") or ()), tuple(j.get("columns") or ())))
+    flags = []
+    for i, f in enumerate(data.get("flags") or []):
+        if not isinstance(f, Mapping) or not all(
+            isinstance(f.get(k), str) for k in ("name", "dataset")
+        ):
+            errors.append(f"flags[{i}]: {{name, dataset, where}} is required")
+            continue
+        flags.append(Flag(f["name"], f["dataset"], conditions(f.get("where"), f"flags[{i}].where")))
+    statistic = data.get("statistic", "count")
+    if kind == "table" and statistic not in STATISTICS:
+        errors.append(f"statistic: one of {', '.join(STATISTICS)} is required")
+    value = data.get("value")
+    if kind in ("table", "summary") and statistic != "count" and not value and kind == "table":
+        errors.append(f"value: a {statistic} table needs the column it summarises")
+    if kind == "summary" and not value:
+        errors.append("value: a summary needs the column it summarises")
+    family = data.get("family", "ols")
+    if kind == "model":
+        if not isinstance(data.get("formula"), str):
+            errors.append("formula: a model needs a formula such as 'y ~ x + C(group)'")
+        if family not in FAMILIES:
+            errors.append(f"family: one of {', '.join(FAMILIES)} is required")
+    query = data.get("query")
+    bounds = data.get("bounds")
+    epsilon = data.get("epsilon")
+    if kind == "dp":
+        if query not in DP_QUERIES:
+            errors.append(f"query: one of {', '.join(DP_QUERIES)} is required")
+        if not isinstance(epsilon, int | float) or isinstance(epsilon, bool) or epsilon <= 0:
+            errors.append("epsilon: the privacy cost ε > 0 to spend is required")
+        if query in ("sum", "mean", "quantiles") and (
+            not isinstance(bounds, list) or len(bounds) != 2 or bounds[0] >= bounds[1]
+        ):
+            errors.append("bounds: [lower, upper] of the value is required (values are clamped)")
+        if query in ("sum", "mean", "quantiles", "histogram") and not value:
+            errors.append(f"value: a DP {query} needs the column it is about")
+    quantile = data.get("quantile")
+    if statistic == "quantile" and not isinstance(quantile, int | float):
+        errors.append("quantile: a quantile table needs the quantile, e.g. 0.25")
+    if errors:
+        raise InvalidInput(f"{source} is not a valid output specification:\n  - "
+                           + "\n  - ".join(errors))  # fmt: skip
+    return OutputSpec(
+        name=name,
+        kind=kind,
+        dataset=dataset,
+        join=tuple(joins),
+        flags=tuple(flags),
+        filters=conditions(data.get("filters"), "filters"),
+        rows=names("rows"),
+        cols=names("cols"),
+        statistic=statistic,
+        value=value,
+        quantile=float(quantile) if quantile is not None else None,
+        margins=bool(data.get("margins", False)),
+        statistics=tuple(data.get("statistics") or ("count", "mean", "std", "median")),
+        formula=data.get("formula"),
+        family=family,
+        query=query,
+        bounds=(float(bounds[0]), float(bounds[1])) if bounds else None,
+        epsilon=float(epsilon) if epsilon is not None else None,
+        categories=tuple(data.get("categories") or ()),
+        alphas=tuple(data.get("alphas") or (0.25, 0.5, 0.75)),
+        raw=dict(data),
+    )
+
+
+# -- the relation an output is computed over ------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Extracts:
+    """A project's extracts as the output engine sees them: a read_parquet per dataset and the
+    type of every column (from the manifest)."""
+
+    sources: Mapping[str, str]
+    types: Mapping[str, Mapping[str, Type]]
+
+    @classmethod
+    def of(cls, folder: Path) -> Extracts:
+        manifest_path = folder / "manifest.json"
+        if not manifest_path.is_file():
+            raise InvalidInput(f"The project has no extracts in {folder}: is it provisioned?")
+        manifest = json.loads(manifest_path.read_text())
+        sources = {
+            name: f"read_parquet('{folder / name}/**/*.parquet', union_by_name = true)"
+            for name in manifest["datasets"]
+        }
+        types = {
+            name: {UNIT: Type.STRING, **{c["name"]: Type(c["type"]) for c in d["columns"]}}
+            for name, d in manifest["datasets"].items()
+        }
+        return cls(sources, types)
+
+
+def relation(spec: OutputSpec, extracts: Extracts) -> tuple[str, dict[str, Type]]:
+    """SQL for the records an output is computed over, and the type of each column."""
+    problems = []
+
+    def need(dataset: str) -> Mapping[str, Type]:
+        if dataset not in extracts.types:
+            problems.append(f"the project has no extract {dataset!r}; it has "
+                            f"{', '.join(sorted(extracts.types))}")  # fmt: skip
+            return {}
+        return extracts.types[dataset]
+
+    main = need(spec.dataset)
+    columns: dict[str, Type] = dict(main)
+    joins = []
+    for i, j in enumerate(spec.join):
+        other = need(j.dataset)
+        for c in (*j.on, *j.columns):
+            if other and c not in other:
+                problems.append(f"{j.dataset} has no column {c!r}")
+            if c in j.on and c not in main:
+                problems.append(f"{spec.dataset} has no column {c!r} to join on")
+        picked = ", ".join(f'"{c}"' for c in (*j.on, *j.columns))
+        on = " AND ".join([f"m.{UNIT} = j{i}.{UNIT}", *(f'm."{c}" = j{i}."{c}"' for c in j.on)])
+        # One row per key on the joined side, so joining never multiplies the records.
+        partition = ", ".join([UNIT, *(f'"{c}"' for c in j.on)])
+        joins.append(
+            f"LEFT JOIN (SELECT {UNIT}, {picked} FROM {extracts.sources.get(j.dataset, 'x')} "
+            f"QUALIFY row_number() OVER (PARTITION BY {partition}) = 1) j{i} ON {on}"
+        )
+        for c in j.columns:
+            columns[c] = other.get(c, Type.STRING)
+    flag_sql = []
+    for f in spec.flags:
+        other = need(f.dataset)
+        for c in f.where:
+            if other and c.column not in other:
+                problems.append(f"flag {f.name}: {f.dataset} has no column {c.column!r}")
+        if problems:
+            continue
+        where = " AND ".join(c.sql(other[c.column]) for c in f.where) or "true"
+        flag_sql.append(
+            f"m.{UNIT} IN (SELECT {UNIT} FROM {extracts.sources[f.dataset]} WHERE {where}) "
+            f'AS "{f.name}"'
+        )
+        columns[f.name] = Type.BOOLEAN
+    for c in spec.filters:
+        if c.column not in columns:
+            problems.append(f"filter on unknown column {c.column!r}")
+    for c in (*spec.rows, *spec.cols, *([spec.value] if spec.value else [])):
+        if c not in columns:
+            problems.append(f"unknown column {c!r}; available: {', '.join(sorted(columns))}")
+    if problems:
+        raise InvalidInput(f"Output {spec.name!r} cannot be computed:\n  - " + "\n  - ".join(
+            dict.fromkeys(problems)))  # fmt: skip
+    selected = ["m.*"]
+    for i, j in enumerate(spec.join):
+        selected += [f'j{i}."{c}"' for c in j.columns]
+    selected += flag_sql
+    sql = (
+        f"(SELECT {', '.join(selected)} FROM {extracts.sources[spec.dataset]} m {' '.join(joins)})"
+    )
+    return sql, columns
+
+
+def where(conditions: tuple[Condition, ...], columns: Mapping[str, Type]) -> str:
+    return " AND ".join(f"({c.sql(columns[c.column])})" for c in conditions) or "true"

@@ -1,0 +1,232 @@
+"""Tables and the per-cell statistics the rules need, computed from the data in one query.
+
+A table is a statistic (count of units, sum, mean, median, quantile, min, max, std) of a value
+by row and column variables, over the records that pass the filters. For every cell, and for
+every margin, the same query gives the number of distinct units (persons) in the cell, the
+total and the largest per-unit contributions (for dominance), whether any contribution is
+negative, and how many records lack the value. Margins are labelled ``All``, as pandas does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+
+from tre.outputs.rules import CellStats
+
+ALL = "All"
+MISSING = "(missing)"
+STATISTICS = ("count", "sum", "mean", "median", "quantile", "min", "max", "std")
+TOP = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    row: tuple[str, ...]
+    col: tuple[str, ...]
+    stats: CellStats
+    value: float | None
+
+    @property
+    def margin(self) -> bool:
+        return ALL in self.row or ALL in self.col
+
+    @property
+    def key(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return self.row, self.col
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    rows: tuple[str, ...]
+    cols: tuple[str, ...]
+    statistic: str
+    value: str | None
+    cells: tuple[Cell, ...]
+    margins: bool
+    quantile: float | None = None
+
+    @property
+    def additive(self) -> bool:
+        """Whether margins are sums of the cells they cover (so suppression must hold)."""
+        return self.statistic in ("count", "sum")
+
+    def interior(self) -> list[Cell]:
+        return [c for c in self.cells if not c.margin]
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _label(value: Any) -> str:
+    if value is None:
+        return MISSING
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _statistic_sql(statistic: str, quantile: float | None) -> str:
+    v = "v"  # the value column, as the query's base names it
+    return {
+        "count": "NULL",
+        "sum": f"sum({v})",
+        "mean": f"avg({v})",
+        "median": f"median({v})",
+        "quantile": f"quantile_cont({v}, {quantile})",
+        "min": f"min({v})",
+        "max": f"max({v})",
+        "std": f"stddev_samp({v})",
+    }[statistic]
+
+
+def compute(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    rows: Sequence[str],
+    cols: Sequence[str] = (),
+    *,
+    statistic: str = "count",
+    value: str | None = None,
+    quantile: float | None = None,
+    unit: str | None = None,
+    where: str = "true",
+    margins: bool = False,
+) -> Table:
+    """Compute a table from ``source`` (a table name or a ``read_parquet(...)`` expression)."""
+    if statistic not in STATISTICS:
+        raise ValueError(f"unknown statistic {statistic!r}")
+    if statistic != "count" and not value:
+        raise ValueError(f"a {statistic} table needs a value column")
+    keys = [*rows, *cols]
+    quoted = [_quote(k) for k in keys]
+    magnitude = statistic in ("sum", "mean")
+    measure = _quote(value) if value else "NULL"
+    # Grouping sets: the cells; each row across columns; each column across rows; everything.
+    sets = {tuple(keys), tuple(rows), tuple(cols), ()}
+    grouping_sets = ", ".join("(" + ", ".join(_quote(k) for k in s) + ")" for s in sets)
+    flags = "".join(f"grouping({q}) AS g_{i}, " for i, q in enumerate(quoted))
+    key_list = "".join(f"{q}, " for q in quoted)
+    statistic_sql = _statistic_sql(statistic, quantile)
+    if unit and magnitude:
+        # Dominance looks at each person's total contribution to a cell: sum per person first.
+        unit_sets = ", ".join(
+            "(" + ", ".join([*(_quote(k) for k in s), "unit"]) + ")" for s in sets
+        )
+        group_keys = ", ".join([*quoted, *(f"g_{i}" for i in range(len(keys)))])
+        join_on = " AND ".join(
+            [f"s.{q} IS NOT DISTINCT FROM p.{q}" for q in quoted]
+            + [f"s.g_{i} = p.g_{i}" for i in range(len(keys))]
+        ) or "true"  # fmt: skip
+        sql = f"""
+            WITH base AS (
+                SELECT {key_list} {_quote(unit)} AS unit, {measure} AS v
+                FROM {source} WHERE {where}),
+            per_unit AS (
+                SELECT {key_list} {flags} unit,
+                       sum(v) AS contribution, count(*) AS records, count(v) AS present
+                FROM base GROUP BY GROUPING SETS ({unit_sets})),
+            per_cell AS (
+                SELECT {group_keys + "," if keys else ""}
+                       count(*) AS units, sum(contribution) AS total,
+                       max(contribution, {TOP}) AS top, min(contribution) < 0 AS negatives,
+                       sum(records - present) AS missing
+                FROM per_unit GROUP BY {group_keys or "()"}),
+            statistic AS (
+                SELECT {key_list} {flags} {statistic_sql} AS statistic
+                FROM base GROUP BY GROUPING SETS ({grouping_sets}))
+            SELECT p.*, s.statistic FROM per_cell p JOIN statistic s ON {join_on}"""
+    else:
+        units = f"count(DISTINCT {_quote(unit)})" if unit else "count(*)"
+        top = f"max(v, {TOP})" if magnitude else "NULL"
+        negatives = "min(v) < 0" if magnitude else "false"
+        sql = f"""
+            WITH base AS (
+                SELECT {key_list} {_quote(unit) + " AS unit," if unit else ""} {measure} AS v
+                FROM {source} WHERE {where})
+            SELECT {key_list} {flags} {units.replace(_quote(unit), "unit") if unit else units}
+                       AS units, sum(v) AS total, {top} AS top, {negatives} AS negatives,
+                   count(*) - count(v) AS missing, {statistic_sql} AS statistic
+            FROM base GROUP BY GROUPING SETS ({grouping_sets})"""
+    result = con.execute(sql)
+    names = [d[0] for d in result.description]
+    cells = []
+    for record in result.fetchall():
+        row = dict(zip(names, record, strict=True))
+        labels = [ALL if row[f"g_{i}"] else _label(row[k]) for i, k in enumerate(keys)]
+        in_set = tuple(k for i, k in enumerate(keys) if not row[f"g_{i}"])
+        if not margins and in_set != tuple(keys):
+            continue
+        total = row["total"] if statistic != "count" else None
+        stats = CellStats(
+            units=int(row["units"]),
+            total=float(total) if total is not None else None,
+            top=tuple(float(t) for t in (row["top"] or []) if t is not None)
+            if statistic in ("sum", "mean")
+            else (),
+            negatives=bool(row["negatives"]) if statistic in ("sum", "mean") else False,
+            missing=int(row["missing"] or 0) if value else 0,
+        )
+        cell_value = float(row["units"]) if statistic == "count" else row["statistic"]
+        cells.append(
+            Cell(
+                tuple(labels[: len(rows)]),
+                tuple(labels[len(rows) :]),
+                stats,
+                None if cell_value is None else float(cell_value),
+            )
+        )
+    cells = _with_shares(cells, rows, cols)
+    cells.sort(key=lambda c: (c.margin, [(x == ALL, x) for x in c.row + c.col]))
+    return Table(tuple(rows), tuple(cols), statistic, value, tuple(cells), margins, quantile)
+
+
+def _with_shares(cells: list[Cell], rows: Sequence[str], cols: Sequence[str]) -> list[Cell]:
+    """Each interior cell's share of its row's units (of all units, in a one-way table)."""
+    if not cells:
+        return cells
+    interior = [c for c in cells if not c.margin]
+    totals: dict[tuple[str, ...], int] = {}
+    for cell in interior:
+        group = cell.row if cols else ()
+        totals[group] = totals.get(group, 0) + cell.stats.units
+    out = []
+    for cell in cells:
+        if cell.margin:
+            out.append(cell)
+            continue
+        group = cell.row if cols else ()
+        share = cell.stats.units / totals[group] if totals[group] else None
+        out.append(dataclasses.replace(cell, stats=dataclasses.replace(cell.stats, share=share)))
+    return out
+
+
+def full_grid(table: Table) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Every combination of the row and column labels seen (empty cells included)."""
+    interior = table.interior()
+    row_labels = sorted({c.row for c in interior})
+    col_labels = sorted({c.col for c in interior})
+    return list(itertools.product(row_labels, col_labels))
+
+
+def with_empty_cells(table: Table) -> Table:
+    """Add the empty cells of the grid (count tables), so zeros are seen and checked."""
+    present = {c.key for c in table.cells}
+    empty = [
+        Cell(r, c, CellStats(units=0, total=0.0 if table.statistic != "count" else None,
+                             share=0.0), 0.0 if table.statistic in ("count", "sum") else None)
+        for r, c in full_grid(table)
+        if (r, c) not in present
+    ]  # fmt: skip
+    if not empty:
+        return table
+    cells = sorted(
+        [*table.cells, *empty],
+        key=lambda c: (c.margin, [(x == ALL, x) for x in c.row + c.col]),
+    )
+    return dataclasses.replace(table, cells=tuple(cells))
