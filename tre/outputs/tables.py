@@ -71,6 +71,16 @@ def _label(value: Any) -> str:
     return str(value)
 
 
+def _literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
 def _statistic_sql(statistic: str, quantile: float | None) -> str:
     v = "v"  # the value column, as the query's base names it
     return {
@@ -113,63 +123,102 @@ def compute(
     flags = "".join(f"grouping({q}) AS g_{i}, " for i, q in enumerate(quoted))
     key_list = "".join(f"{q}, " for q in quoted)
     statistic_sql = _statistic_sql(statistic, quantile)
-    if unit and magnitude:
-        # Dominance looks at each person's total contribution to a cell: sum per person first.
-        unit_sets = ", ".join(
-            "(" + ", ".join([*(_quote(k) for k in s), "unit"]) + ")" for s in sets
-        )
-        group_keys = ", ".join([*quoted, *(f"g_{i}" for i in range(len(keys)))])
-        join_on = " AND ".join(
-            [f"s.{q} IS NOT DISTINCT FROM p.{q}" for q in quoted]
-            + [f"s.g_{i} = p.g_{i}" for i in range(len(keys))]
-        ) or "true"  # fmt: skip
-        sql = f"""
-            WITH base AS (
-                SELECT {key_list} {_quote(unit)} AS unit, {measure} AS v
-                FROM {source} WHERE {where}),
-            per_unit AS (
-                SELECT {key_list} {flags} unit,
-                       sum(v) AS contribution, count(*) AS records, count(v) AS present
-                FROM base GROUP BY GROUPING SETS ({unit_sets})),
-            per_cell AS (
-                SELECT {group_keys + "," if keys else ""}
-                       count(*) AS units, sum(contribution) AS total,
-                       max(contribution, {TOP}) AS top, min(contribution) < 0 AS negatives,
-                       sum(records - present) AS missing
-                FROM per_unit GROUP BY {group_keys or "()"}),
-            statistic AS (
-                SELECT {key_list} {flags} {statistic_sql} AS statistic
-                FROM base GROUP BY GROUPING SETS ({grouping_sets}))
-            SELECT p.*, s.statistic FROM per_cell p JOIN statistic s ON {join_on}"""
-    else:
-        units = f"count(DISTINCT {_quote(unit)})" if unit else "count(*)"
-        top = f"max(v, {TOP})" if magnitude else "NULL"
-        negatives = "min(v) < 0" if magnitude else "false"
-        sql = f"""
+
+    def build(top: str, only: str = "true") -> str:
+        if unit and magnitude:
+            # Dominance looks at each person's whole contribution to a cell: sum per person.
+            unit_sets = ", ".join(
+                "(" + ", ".join([*(_quote(k) for k in s), "unit"]) + ")" for s in sets
+            )
+            group_keys = ", ".join([*quoted, *(f"g_{i}" for i in range(len(keys)))])
+            join_on = " AND ".join(
+                [f"s.{q} IS NOT DISTINCT FROM p.{q}" for q in quoted]
+                + [f"s.g_{i} = p.g_{i}" for i in range(len(keys))]
+            ) or "true"  # fmt: skip
+            return f"""
+                WITH base AS (
+                    SELECT {key_list} {_quote(unit)} AS unit, {measure} AS v
+                    FROM {source} WHERE ({where}) AND ({only})),
+                per_unit AS (
+                    SELECT {key_list} {flags} unit,
+                           sum(v) AS contribution, count(*) AS records, count(v) AS present
+                    FROM base GROUP BY GROUPING SETS ({unit_sets})),
+                per_cell AS (
+                    SELECT {group_keys + "," if keys else ""}
+                           count(*) AS units, sum(contribution) AS total,
+                           {top.format("contribution")} AS top,
+                           min(contribution) < 0 AS negatives,
+                           sum(records - present) AS missing
+                    FROM per_unit GROUP BY {group_keys or "()"}),
+                statistic AS (
+                    SELECT {key_list} {flags} {statistic_sql} AS statistic
+                    FROM base GROUP BY GROUPING SETS ({grouping_sets}))
+                SELECT p.*, s.statistic FROM per_cell p JOIN statistic s ON {join_on}"""
+        units = "count(DISTINCT unit)" if unit else "count(*)"
+        return f"""
             WITH base AS (
                 SELECT {key_list} {_quote(unit) + " AS unit," if unit else ""} {measure} AS v
-                FROM {source} WHERE {where})
-            SELECT {key_list} {flags} {units.replace(_quote(unit), "unit") if unit else units}
-                       AS units, sum(v) AS total, {top} AS top, {negatives} AS negatives,
+                FROM {source} WHERE ({where}) AND ({only}))
+            SELECT {key_list} {flags} {units} AS units, sum(v) AS total,
+                   {top.format("v") if magnitude else "NULL"} AS top,
+                   {"min(v) < 0" if magnitude else "false"} AS negatives,
                    count(*) - count(v) AS missing, {statistic_sql} AS statistic
             FROM base GROUP BY GROUPING SETS ({grouping_sets})"""
-    result = con.execute(sql)
-    names = [d[0] for d in result.description]
-    cells = []
-    for record in result.fetchall():
-        row = dict(zip(names, record, strict=True))
+
+    def labelled(row: dict) -> tuple[list[str], tuple[str, ...]]:
         labels = [ALL if row[f"g_{i}"] else _label(row[k]) for i, k in enumerate(keys)]
-        in_set = tuple(k for i, k in enumerate(keys) if not row[f"g_{i}"])
+        return labels, tuple(k for i, k in enumerate(keys) if not row[f"g_{i}"])
+
+    # The largest contribution of every cell first (cheap); the three largest, exactly, only
+    # for cells where the largest is more than a thirtieth of the total. Elsewhere the largest
+    # stands in for the second and third: an upper bound, so dominance is judged
+    # conservatively, and far from any threshold since the cell is not dominated.
+    result = con.execute(build("[max({})]"))
+    names = [d[0] for d in result.description]
+    records = [dict(zip(names, r, strict=True)) for r in result.fetchall()]
+    exact: dict[tuple[str, ...], list[float]] = {}
+    if magnitude:
+        needed = [
+            r for r in records
+            if r["top"] and r["top"][0] is not None and r["total"] is not None
+            and r["top"][0] * 30 >= abs(r["total"])
+        ]  # fmt: skip
+        if needed:
+            only = "true"
+            if len(needed) <= 50:
+                clauses = []
+                for r in needed:
+                    fixed = [
+                        f"{q} IS NOT DISTINCT FROM {_literal(r[k])}"
+                        for i, (k, q) in enumerate(zip(keys, quoted, strict=True))
+                        if not r[f"g_{i}"]
+                    ]
+                    clauses.append("(" + (" AND ".join(fixed) or "true") + ")")
+                only = " OR ".join(clauses)
+            wanted = {tuple(labelled(r)[0]) for r in needed}
+            for r in con.execute(build(f"max({{}}, {TOP})", only)).fetchall():
+                row = dict(zip(names, r, strict=True))
+                labels = tuple(labelled(row)[0])
+                if labels in wanted:  # other cells of this query saw only part of the data
+                    exact[labels] = row["top"]
+    cells = []
+    for row in records:
+        labels, in_set = labelled(row)
         if not margins and in_set != tuple(keys):
             continue
         total = row["total"] if statistic != "count" else None
+        top: tuple[float, ...] = ()
+        if magnitude and row["top"] and row["top"][0] is not None:
+            found = exact.get(tuple(labels))
+            if found:
+                top = tuple(float(t) for t in found if t is not None)
+            else:
+                top = (float(row["top"][0]),) * TOP
         stats = CellStats(
             units=int(row["units"]),
             total=float(total) if total is not None else None,
-            top=tuple(float(t) for t in (row["top"] or []) if t is not None)
-            if statistic in ("sum", "mean")
-            else (),
-            negatives=bool(row["negatives"]) if statistic in ("sum", "mean") else False,
+            top=top,
+            negatives=bool(row["negatives"]) if magnitude else False,
             missing=int(row["missing"] or 0) if value else 0,
         )
         cell_value = float(row["units"]) if statistic == "count" else row["statistic"]

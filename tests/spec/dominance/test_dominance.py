@@ -70,3 +70,24 @@ def test_dominance_applies_to_means_too():
             y | 5
         """,
     )
+
+
+def test_dominance_is_checked_in_margins_too():
+    """A margin is a cell like any other: the total of row x and of column a are dominated by
+    one or two people, so they fail, and enough other cells are hidden to protect them. The
+    grand total passes: its two largest contributors hold just under 90 %."""
+    check(
+        statistic="sum",
+        margins=True,
+        table="""
+              | a | b
+            x | 900,5,5,5,5,5,5,5,5,5 | 800,5,5,5,5,5,5,5,5,5
+            y | 5,5,5,5,5,5,5,5,5,5 | 5,5,5,5,5,5,5,5,5,5
+        """,
+        released="""
+              | a | b | All
+            x | ~ | ~ | ~
+            y | 50 | ~ | ~
+          All | ~ | ~ | 1890
+        """,
+    )
