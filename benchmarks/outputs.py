@@ -78,8 +78,9 @@ def run(rows: int, repeats: int) -> dict:
 
         def ours():
             for statistic, value in (("count", None), ("mean", "v")):
-                table = tables.compute(con, source, ["r"], ["c"], statistic=statistic,
-                                       value=value, margins=True)  # fmt: skip
+                table = tables.compute(
+                    con, source, ["r"], ["c"], statistic=statistic, value=value, margins=True
+                )
                 if statistic == "count":
                     table = tables.with_empty_cells(table)
                 results.check_table(table, R.RuleSet())
@@ -120,8 +121,15 @@ def main() -> None:
             f"{result['tre_over_group_by']}× the GROUP BY",
             file=sys.stderr,
         )
-    print(json.dumps({"benchmark": "outputs", "results": figures,
-                      "goal": {"acro_over_tre": 10, "tre_over_group_by": 5}}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "benchmark": "outputs",
+                "results": figures,
+                "goal": {"acro_over_tre": 10, "tre_over_group_by": 5},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

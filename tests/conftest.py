@@ -9,6 +9,7 @@ pass while hiding a test.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import random
 import socket
@@ -19,8 +20,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tests.factories import init_home
+from tre import projects
+from tre.cli import main
 from tre.config import Settings
 from tre.db import Database
+from tre.home import Home
+from tre.people import local_person
+from tre.projects import extracts, spec
 
 REPO = Path(__file__).resolve().parents[1]
 STRICT = os.environ.get("TRE_TEST_STRICT") == "1"
@@ -204,9 +211,212 @@ def deliveries(synthetic, tmp_path):
 @pytest.fixture
 def home_environ(environ, database_url, synthetic):
     """A TRE home with the custodians' keys registered, on SQLite and on PostgreSQL."""
-    from tests.factories import init_home
-
     if not database_url.startswith("sqlite"):
         environ["TRE_DATABASE_URL"] = database_url
     init_home(environ, synthetic.keys)
     return environ
+
+
+# -- a provisioned project ---------------------------------------------------------------------
+
+ALICE, DORA, HUGH, ADA = (local_person(u) for u in ("alice", "dora", "hugh", "ada"))
+
+
+@dataclasses.dataclass
+class World:
+    environ: dict
+    home: Home
+    db: Database
+    project: str
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def world(request, tmp_path_factory, synthetic):
+    tmp = tmp_path_factory.mktemp(f"outputs-{request.param}")
+    environ = {
+        "TRE_HOME": str(tmp / "home"),
+        "TRE_LOG_LEVEL": "WARNING",
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(Path.home()),
+    }
+    dropper = None
+    if request.param == "postgres":
+        url, admin, name = _fresh_postgres_database(request.getfixturevalue("postgres_url"))
+        environ["TRE_DATABASE_URL"] = url
+        dropper = (admin, name)
+    init_home(environ, synthetic.keys)
+    assert main(["ingest", str(synthetic.dfe)], environ) == 0
+    assert main(["ingest", str(synthetic.nhs)], environ) == 0
+    settings = Settings.from_environ(environ)
+    db, home = Database(settings.metadata_url), Home(settings.home)
+    today = dt.date.today()
+    application = dataclasses.replace(
+        spec.load(REPO / "projects" / "asthma-ks4.yaml"),
+        id="out-project",
+        start=today,
+        end=today + dt.timedelta(days=100),
+        cohort=(),
+        privacy_budget=1.0,
+    )
+    projects.submit(db, application, ALICE)
+    projects.decide(db, "out-project", "dfe", DORA, approve=True)
+    projects.decide(db, "out-project", "nhs", HUGH, approve=True)
+    extracts.provision(home, db, "out-project", ADA)
+    yield World(environ, home, db, "out-project")
+    db.dispose()
+    if dropper:
+        admin, name = dropper
+        with admin.connect() as c:
+            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+# -- the portal --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Portal:
+    """A portal served by uvicorn in its own process, behind the session's real Keycloak, over
+    a TRE home holding: ``project`` (provisioned; alice and bob), ``pending`` (submitted; bob),
+    ``in_review`` (an export request of ``project`` waiting for its reviews), ``released`` (one
+    reviewed and released) and ``output`` (the output in both)."""
+
+    url: str
+    environ: dict[str, str]
+    keycloak: LocalTRE
+    home: Home
+    db: Database
+    project: str
+    pending: str
+    in_review: int
+    released: int
+    output: int
+
+    def token(self, username: str) -> str:
+        return self.keycloak.token(username)
+
+    def api(self, username: str | None = None):
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.token(username)}"} if username else {}
+        return httpx.Client(base_url=f"{self.url}/api/v1", headers=headers, timeout=60)
+
+    def login(self, username: str):
+        """An HTTP client logged in to the portal through the real Keycloak login form."""
+        import html
+        import re
+
+        import httpx
+
+        client = httpx.Client(base_url=self.url, timeout=60, follow_redirects=True)
+        page = client.get("/login")
+        assert page.status_code == 200 and "kc-form-login" in page.text, page.text[:300]
+        action = html.unescape(re.search(r'<form[^>]+action="([^"]+)"', page.text).group(1))
+        # Keycloak marks its cookies Secure, which browsers honour on http://127.0.0.1 (a
+        # trustworthy origin) but httpx does not: send them by hand to the login form.
+        keycloak_cookies = "; ".join(
+            f"{c.name}={c.value}" for c in client.cookies.jar if c.path.startswith("/realms")
+        )
+        answer = client.post(
+            action,
+            data={
+                "username": username,
+                "password": self.keycloak.settings.demo_password,
+                "credentialId": "",
+            },
+            headers={"Cookie": keycloak_cookies},
+            follow_redirects=False,
+        )
+        assert answer.status_code == 302, answer.text[:500]
+        location = answer.headers["location"]
+        assert location.startswith(f"{self.url}/auth/callback"), location
+        done = client.get(location)
+        assert done.status_code == 200 and str(done.url).startswith(self.url), done.url
+        client.csrf = re.search(r'name="csrf" value="([^"]+)"', done.text).group(1)
+        return client
+
+
+def _serve(environ: dict[str, str], url: str, log: Path) -> subprocess.Popen:
+    import sys
+    import time
+
+    import httpx
+
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tre", "portal", "serve"],
+            env=environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the portal stopped: {log.read_text()}")
+        try:
+            if httpx.get(f"{url}/api/v1/openapi.json", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.terminate()
+    pytest.fail("the portal did not answer within 60 s")
+
+
+@pytest.fixture(scope="session")
+def portal(keycloak, synthetic, tmp_path_factory) -> Portal:
+    from tre import airlock, outputs
+    from tre.identity import groups
+    from tre.identity.server import KeycloakServer
+    from tre.outputs import specs
+
+    server = KeycloakServer.from_settings(keycloak.settings)
+    environ = {
+        **keycloak.environ,
+        "TRE_HOME": str(tmp_path_factory.mktemp("portal") / "home"),
+        "TRE_PORTAL_CLIENT_SECRET": server.secret("portal_secret"),
+        "TRE_KEYCLOAK_PROVISIONER_SECRET": server.secret("provisioner_secret"),
+        "TRE_KEYCLOAK_SYNC": "on",
+    }
+    init_home(environ, synthetic.keys)
+    assert main(["ingest", str(synthetic.dfe)], environ) == 0
+    assert main(["ingest", str(synthetic.nhs)], environ) == 0
+    settings = Settings.from_environ(environ)
+    db, home = Database(settings.metadata_url), Home(settings.home)
+    people = {u: local_person(u) for u in ("alice", "bob", "dora", "hugh", "olga", "oscar", "ada")}
+    today = dt.date.today()
+    asthma = spec.load(REPO / "projects" / "asthma-ks4.yaml")
+    application = dataclasses.replace(
+        asthma, id="portal-project", start=today, end=today + dt.timedelta(days=100), cohort=()
+    )
+    projects.ACCESS_HOOKS[:] = [lambda project: groups.sync(settings, project)]
+    try:
+        projects.submit(db, application, people["alice"])
+        projects.decide(db, application.id, "dfe", people["dora"], approve=True)
+        projects.decide(db, application.id, "nhs", people["hugh"], approve=True)
+        extracts.provision(home, db, application.id, people["ada"])
+    finally:
+        projects.ACCESS_HOOKS.clear()
+    pending = dataclasses.replace(
+        application, id="pending-project", lead="bob", members=("bob",), title="Pending"
+    )
+    projects.submit(db, pending, people["bob"])
+    table = specs.parse(
+        {"name": "pupils by sex", "kind": "table", "dataset": "pupils", "rows": ["sex"]}
+    )
+    output, _ = outputs.check(home, db, application.id, table, people["alice"])
+    made = []
+    for title in ("Waiting for review", "Released already"):
+        request = airlock.create(db, application.id, title, people["alice"])
+        airlock.put_output(db, request.id, output.id, "pupils by sex, for table 1", people["alice"])
+        airlock.submit(home, db, request.id, people["alice"])
+        made.append(request.id)
+    for checker in ("olga", "oscar"):
+        airlock.review(home, db, made[1], 1, "approve", "", people[checker])
+    url = keycloak.settings.portal_url
+    process = _serve(environ, url, Path(environ["TRE_HOME"]).parent / "portal.log")
+    yield Portal(url, environ, keycloak, home, db, application.id, pending.id, *made, output.id)
+    process.terminate()
+    process.wait(timeout=30)
+    db.dispose()

@@ -52,8 +52,22 @@ def make_deliveries(target: Path, pupils: int = 300, seed: int = 7) -> Deliverie
     for custodian in ("dfe", "nhs"):
         custodians.keygen(custodian, keys)
     out = target / "deliveries"
-    assert main(["synth", "--pupils", str(pupils), "--seed", str(seed), "--out", str(out),
-                 "--keys", str(keys)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "synth",
+                "--pupils",
+                str(pupils),
+                "--seed",
+                str(seed),
+                "--out",
+                str(out),
+                "--keys",
+                str(keys),
+            ]
+        )
+        == 0
+    )
     return Deliveries(out, keys)
 
 

@@ -67,6 +67,14 @@ def _text(value: str) -> str:
     return value
 
 
+def _switch(value: str) -> bool:
+    if value.lower() in ("1", "on", "true", "yes"):
+        return True
+    if value.lower() in ("", "0", "off", "false", "no"):
+        return False
+    raise ValueError("must be on or off")
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     """One setting: where it comes from, what it means, how its text is turned into a value."""
@@ -185,6 +193,34 @@ SETTINGS: tuple[Setting, ...] = (
         "https://workspaces.tre.example.org",
     ),
     Setting(
+        "keycloak_sync",
+        "TRE_KEYCLOAK_SYNC",
+        "off",
+        "Whether project changes update Keycloak: provisioning creates the group project-<id> "
+        "with its members; suspension, expiry and closure remove them. On for `tre up` and "
+        "the portal.",
+        _switch,
+        "on",
+    ),
+    Setting(
+        "provisioner_secret",
+        "TRE_KEYCLOAK_PROVISIONER_SECRET",
+        "",
+        "Client secret of the tre-provisioner service account. Empty means the one generated "
+        "for the local Keycloak in <home>/identity/secrets.json.",
+        _text,
+        "a-client-secret",
+    ),
+    Setting(
+        "portal_client_secret",
+        "TRE_PORTAL_CLIENT_SECRET",
+        "",
+        "Client secret of the tre-portal client, for logins. Empty means the one generated "
+        "for the local Keycloak in <home>/identity/secrets.json.",
+        _text,
+        "a-client-secret",
+    ),
+    Setting(
         "demo_password",
         "TRE_DEMO_PASSWORD",
         "tre-demo",
@@ -211,6 +247,9 @@ class Settings:
     api_audience: str
     portal_url: str
     hub_url: str
+    keycloak_sync: bool
+    provisioner_secret: str
+    portal_client_secret: str
     demo_password: str
 
     @classmethod

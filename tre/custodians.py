@@ -105,8 +105,9 @@ def signer(private_key_path: Path) -> Signer:
     return Signer(key_id(key.public_key()), key.sign)
 
 
-def register(session: Session, custodian_id: str, public_key: Ed25519PublicKey,
-             event: audit.Event) -> str:  # fmt: skip
+def register(
+    session: Session, custodian_id: str, public_key: Ed25519PublicKey, event: audit.Event
+) -> str:
     catalog.custodian(custodian_id)
     kid = key_id(public_key)
     existing = session.get(CustodianKey, kid)
@@ -125,8 +126,9 @@ def register(session: Session, custodian_id: str, public_key: Ed25519PublicKey,
             registered_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
     )
-    audit.record(session, event.but(object_type="custodian", object_id=custodian_id,
-                                     details={"key_id": kid}))  # fmt: skip
+    audit.record(
+        session, event.but(object_type="custodian", object_id=custodian_id, details={"key_id": kid})
+    )
     return kid
 
 
@@ -136,12 +138,15 @@ def revoke(session: Session, kid: str, event: audit.Event) -> None:
         raise NotFound(f"No registered key has the id {kid}.")
     if key.revoked_at is None:
         key.revoked_at = datetime.now(UTC).isoformat(timespec="seconds")
-        audit.record(session, event.but(object_type="custodian", object_id=key.custodian,
-                                         details={"key_id": kid}))  # fmt: skip
+        audit.record(
+            session,
+            event.but(object_type="custodian", object_id=key.custodian, details={"key_id": kid}),
+        )
 
 
-def verify_signature(session: Session, custodian_id: str, kid: str, message: bytes,
-                     signature: bytes) -> None:  # fmt: skip
+def verify_signature(
+    session: Session, custodian_id: str, kid: str, message: bytes, signature: bytes
+) -> None:
     """Raise unless ``signature`` is ``custodian_id``'s, by a registered, unrevoked key."""
     keys = (
         session.execute(sa.select(CustodianKey).where(CustodianKey.custodian == custodian_id))

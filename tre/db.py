@@ -39,11 +39,13 @@ class Base(DeclarativeBase):
 
 def metadata() -> sa.MetaData:
     """Every table of the TRE (importing the modules that declare them)."""
+    import tre.airlock
     import tre.audit
     import tre.curated
     import tre.custodians
     import tre.outputs
     import tre.outputs.privacy
+    import tre.portal.auth
     import tre.projects  # noqa: F401
 
     return Base.metadata

@@ -92,16 +92,20 @@ def _project_through_approval(home: Home, db: Database, application, say) -> Non
             if custodian in decided:
                 continue
             decider = DEMO_CUSTODIANS[custodian]
-            projects.decide(db, application.id, custodian, people.local_person(decider),
-                            approve=True)  # fmt: skip
+            projects.decide(
+                db, application.id, custodian, people.local_person(decider), approve=True
+            )
             say(f"{decider} approved it for {custodian}.")
     project, changed = extracts.provision(home, db, application.id, people.local_person(ADMIN))
     if changed:
         say(f"{ADMIN} provisioned it:")
-    manifest = json.loads((extracts.folder(home, application.id) / "extracts" /
-                           extracts.MANIFEST).read_text())  # fmt: skip
-    say(f"Project {application.id} ({project.state}), extracts in "
-        f"{extracts.folder(home, application.id) / 'extracts'}:")  # fmt: skip
+    manifest = json.loads(
+        (extracts.folder(home, application.id) / "extracts" / extracts.MANIFEST).read_text()
+    )
+    say(
+        f"Project {application.id} ({project.state}), extracts in "
+        f"{extracts.folder(home, application.id) / 'extracts'}:"
+    )
     for name, d in manifest["datasets"].items():
         say(f"  {name:<11} {d['rows']:>10,} rows  {', '.join(c['name'] for c in d['columns'])}")
 

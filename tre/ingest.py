@@ -61,8 +61,9 @@ class IngestReport:
 
     def lines(self) -> list[str]:
         if self.already:
-            return [f"Delivery {self.delivery} of {self.custodian} was already ingested; "
-                    "nothing to do."]  # fmt: skip
+            return [
+                f"Delivery {self.delivery} of {self.custodian} was already ingested; nothing to do."
+            ]
         out = [f"Ingested delivery {self.delivery} of {self.custodian}:"]
         for name, n in self.rows.items():
             q = self.quarantined.get(name, 0)
@@ -120,8 +121,12 @@ def released_expr(column: Column, typed: bool) -> str:
 
 
 def _copy_options(dataset: Dataset) -> str:
-    options = ["FORMAT parquet", "COMPRESSION zstd", f"COMPRESSION_LEVEL {ZSTD_LEVEL}",
-               "ROW_GROUP_SIZE 122880"]  # fmt: skip
+    options = [
+        "FORMAT parquet",
+        "COMPRESSION zstd",
+        f"COMPRESSION_LEVEL {ZSTD_LEVEL}",
+        "ROW_GROUP_SIZE 122880",
+    ]
     if dataset.partition_by:
         options += [f'PARTITION_BY ("{dataset.partition_by}")', "WRITE_PARTITION_COLUMNS true"]
     return ", ".join(options)
@@ -329,9 +334,8 @@ def _ingest(
         done = session.get(curated.Delivery, manifest.digest)
         current = curated.current_versions(session)
         others = {
-            c: d for c, d in curated.current_deliveries(session).items()
-            if c != manifest.custodian
-        }  # fmt: skip
+            c: d for c, d in curated.current_deliveries(session).items() if c != manifest.custodian
+        }
     report = IngestReport(manifest.delivery, manifest.custodian)
     if done is not None:
         report.already = True
@@ -418,15 +422,20 @@ def _ingest(
             progress.step(f"writing {dataset.name}")
             staging = staging_root / dataset.name
             _write_curated(
-                con, dataset, staging, loaded[dataset.name].typed,
+                con,
+                dataset,
+                staging,
+                loaded[dataset.name].typed,
                 bool(report.quarantined.get(dataset.name)),
-            )  # fmt: skip
+            )
             staged.append(
                 curated.StagedVersion(
-                    dataset.name, custodian.id, staging,
+                    dataset.name,
+                    custodian.id,
+                    staging,
                     home.curated / custodian.id / dataset.name / version,
                 )
-            )  # fmt: skip
+            )
         for name, existing in current.items():
             if existing.custodian == custodian.id:
                 continue
@@ -435,10 +444,12 @@ def _ingest(
                 report.rekeyed.append(name)
                 staged.append(
                     curated.StagedVersion(
-                        name, existing.custodian, staging,
+                        name,
+                        existing.custodian,
+                        staging,
                         home.curated / existing.custodian / name / version,
                     )
-                )  # fmt: skip
+                )
         con.close()
         curated.failpoint("ingest-before-commit")
 

@@ -69,6 +69,17 @@ def read_key(path: Path) -> bytes:
     return key
 
 
+def purpose_key(keys_dir: Path, purpose: str) -> bytes:
+    """A key for one purpose of the TRE itself (signing the portal's cookies), derived from the
+    master key so that there is nothing more to back up."""
+    import hashlib
+    import hmac
+
+    return hmac.new(
+        read_key(keys_dir / MASTER_KEY), f"tre purpose key v1|{purpose}".encode(), hashlib.sha256
+    ).digest()
+
+
 # -- project keys --------------------------------------------------------------------------
 #
 # K_project = HKDF-SHA256(master key, salt, info = "tre project key v1|<project id>"), with a

@@ -27,8 +27,9 @@ def _boolean(check: Callable[..., None]) -> Callable[..., bool]:
 
 def check_has_role(person: Person, role: str, doing: str) -> None:
     if not person.has_role(role):
-        raise PermissionDenied(f"Only a user with the {role} role can {doing}; {person.username} "
-                               "does not have it.")  # fmt: skip
+        raise PermissionDenied(
+            f"Only a user with the {role} role can {doing}; {person.username} does not have it."
+        )
 
 
 # -- projects ----------------------------------------------------------------------------------
@@ -74,7 +75,97 @@ def check_can_view_project(person: Person, project) -> None:
     )
 
 
+def check_can_see_risk(person: Person, project) -> None:
+    """The disclosure-risk report of an application is for its custodians and administrators."""
+    check_can_view_project(person, project)
+    if not (
+        person.has_role("tre-admin") or person.custodian_of & set(project.spec_object().custodians)
+    ):
+        raise PermissionDenied("The disclosure-risk report is for custodians and administrators.")
+
+
+def check_can_view_output(person: Person, project, submitted: bool) -> None:
+    """Those who see the project see its outputs; output checkers outside the project see the
+    outputs ``submitted`` in an export request."""
+    if submitted and person.has_role("output-checker") and person.username not in project.members():
+        return
+    try:
+        check_can_view_project(person, project)
+    except PermissionDenied:
+        raise PermissionDenied(
+            "Only the project's members, custodians and administrators see its outputs, and "
+            "output checkers those submitted for export."
+        ) from None
+
+
+# -- the airlock -------------------------------------------------------------------------------
+
+
+def check_can_request_export(person: Person, project) -> None:
+    """Researchers of an active project ask for exports of its outputs."""
+    check_has_role(person, "researcher", "request an export")
+    if person.username not in project.members():
+        raise PermissionDenied(f"{person.username} is not a member of project {project.id}.")
+    if project.state != "provisioned":
+        raise PermissionDenied(
+            f"Project {project.id} is {project.state}: exports are requested only while it is "
+            "active."
+        )
+
+
+def check_is_author(person: Person, request) -> None:
+    if person.username != request.author:
+        raise PermissionDenied(
+            f"Only the author of export request #{request.id} ({request.author}) can change, "
+            "submit or withdraw it."
+        )
+
+
+def check_can_review(person: Person, request, members: tuple[str, ...]) -> None:
+    """Output checkers review requests of projects they are not part of, never their own."""
+    check_has_role(person, "output-checker", "review export requests")
+    if person.username == request.author:
+        raise PermissionDenied("Nobody reviews their own export request.")
+    if person.username in members:
+        raise PermissionDenied(
+            f"{person.username} is a member of project {request.project_id} and so cannot "
+            "review its outputs."
+        )
+
+
+def check_can_view_request(person: Person, request, project) -> None:
+    if person.username in project.members() or person.has_role("tre-admin"):
+        return
+    if (
+        person.has_role("output-checker")
+        and person.username not in project.members()
+        and request.state != "draft"
+    ):
+        return
+    raise PermissionDenied(
+        f"{person.username} is neither a member of project {project.id} nor an output checker."
+    )
+
+
+def check_can_download(person: Person, request, project) -> None:
+    """Released outputs are downloaded by the project's researchers."""
+    if person.username not in project.members() or not person.has_role("researcher"):
+        raise PermissionDenied(
+            f"Only the researchers of project {project.id} download its released outputs."
+        )
+
+
+def check_can_revoke(person: Person) -> None:
+    if not (person.has_role("tre-admin") or person.has_role("output-checker")):
+        raise PermissionDenied("Only output checkers and administrators revoke a release.")
+
+
 can_submit = _boolean(check_can_submit)
 can_decide = _boolean(check_can_decide)
 can_administer = _boolean(check_can_administer)
 can_view_project = _boolean(check_can_view_project)
+can_see_risk = _boolean(check_can_see_risk)
+can_request_export = _boolean(check_can_request_export)
+can_review = _boolean(check_can_review)
+can_download = _boolean(check_can_download)
+can_revoke = _boolean(check_can_revoke)

@@ -49,8 +49,9 @@ def test_check_dp_budget_and_listing(home_environ, synthetic, capsys, tmp_path):
     dp.write_text("name: count\nkind: dp\ndataset: pupils\nquery: count\nepsilon: 0.25\n")
     preview = run(env, capsys, "outputs", "dp", str(dp), "--project", "fsm-ae", "--as", "bob")
     assert "costing ε = 0.25 of the 1 left" in preview and "Nothing spent" in preview
-    spent = run(env, capsys, "outputs", "dp", str(dp), "--project", "fsm-ae", "--as", "bob",
-                "--spend")  # fmt: skip
+    spent = run(
+        env, capsys, "outputs", "dp", str(dp), "--project", "fsm-ae", "--as", "bob", "--spend"
+    )
     assert "ε left: 0.75" in spent
     assert "0.75 left" in run(env, capsys, "outputs", "budget", "--project", "fsm-ae")
 

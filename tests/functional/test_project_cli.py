@@ -31,9 +31,19 @@ def test_an_application_from_submission_to_closure(home_environ, synthetic, caps
     assert "is not a custodian of nhs" in run(
         env, capsys, "project", "approve", "fsm-ae", "--as", "dora", "--custodian", "nhs", code=77
     )
-    run(env, capsys, "project", "approve", "fsm-ae", "--as", "dora",
-        "--columns", "pupils=sex,fsm_eligible,academic_year,nc_year",
-        "--where", "pupils:idaci_decile lte 5")  # fmt: skip
+    run(
+        env,
+        capsys,
+        "project",
+        "approve",
+        "fsm-ae",
+        "--as",
+        "dora",
+        "--columns",
+        "pupils=sex,fsm_eligible,academic_year,nc_year",
+        "--where",
+        "pupils:idaci_decile lte 5",
+    )
     assert "only an approved project is provisioned" in run(
         env, capsys, "project", "provision", "fsm-ae", "--as", "ada", code=65
     )
@@ -47,8 +57,12 @@ def test_an_application_from_submission_to_closure(home_environ, synthetic, caps
     assert "fsm-ae" not in listed
     assert "provisioned" in run(env, capsys, "project", "list", "--as", "bob")
     shown = json.loads(run(env, capsys, "project", "show", "fsm-ae", "--json"))
-    assert shown["approved"]["datasets"]["pupils"] == ["sex", "fsm_eligible", "academic_year",
-                                                       "nc_year"]  # fmt: skip
+    assert shown["approved"]["datasets"]["pupils"] == [
+        "sex",
+        "fsm_eligible",
+        "academic_year",
+        "nc_year",
+    ]
     run(env, capsys, "project", "suspend", "fsm-ae", "--as", "ada", "--reason", "audit check")
     assert "is now provisioned" in run(env, capsys, "project", "resume", "fsm-ae", "--as", "ada")
     assert "Closed project fsm-ae" in run(
@@ -64,7 +78,16 @@ def test_a_rejection_is_shown_to_the_applicant(home_environ, synthetic, capsys):
     env = home_environ
     run(env, capsys, "ingest", str(synthetic.dfe))
     run(env, capsys, "project", "submit", str(PROJECTS / "asthma-ks4.yaml"), "--as", "alice")
-    run(env, capsys, "project", "reject", "asthma-ks4", "--as", "hugh", "--reason",
-        "Primary diagnoses of every admission are more than the purpose needs.")  # fmt: skip
+    run(
+        env,
+        capsys,
+        "project",
+        "reject",
+        "asthma-ks4",
+        "--as",
+        "hugh",
+        "--reason",
+        "Primary diagnoses of every admission are more than the purpose needs.",
+    )
     shown = run(env, capsys, "project", "show", "asthma-ks4", "--as", "alice")
     assert "state: rejected" in shown and "more than the purpose needs" in shown

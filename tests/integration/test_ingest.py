@@ -49,8 +49,7 @@ def test_both_deliveries_land_and_link(home_environ, synthetic, capsys):
     assert "Ingested delivery nhs-synthetic-300-seed7 of nhs" in out
     versions = current_versions(home_environ)
     for name in catalog.DATASETS:
-        expected = len(read_csv(synthetic.root / catalog.dataset(name).custodian
-                                 / f"{name}.csv"))  # fmt: skip
+        expected = len(read_csv(synthetic.root / catalog.dataset(name).custodian / f"{name}.csv"))
         assert versions[name] == expected, name
     home = Path(home_environ["TRE_HOME"])
     with duckdb.connect() as con:

@@ -3,78 +3,24 @@ files, ACRO sessions, and differential privacy against the budget, on SQLite and
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
 import json
 import multiprocessing
-import os
 import warnings
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import _fresh_postgres_database
-from tests.factories import init_home
 from tre import outputs, projects
 from tre.cli import main
-from tre.config import Settings
 from tre.db import Database
 from tre.exceptions import InvalidInput, PermissionDenied
-from tre.home import Home
 from tre.outputs import privacy, specs
 from tre.outputs import rules as R
 from tre.people import local_person
-from tre.projects import extracts, spec
+from tre.projects import extracts
 
 REPO = Path(__file__).resolve().parents[2]
 ALICE, BOB, DORA, HUGH, ADA = (local_person(u) for u in ("alice", "bob", "dora", "hugh", "ada"))
-
-
-@dataclasses.dataclass
-class World:
-    environ: dict
-    home: Home
-    db: Database
-    project: str
-
-
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
-def world(request, tmp_path_factory, synthetic):
-    tmp = tmp_path_factory.mktemp(f"outputs-{request.param}")
-    environ = {"TRE_HOME": str(tmp / "home"), "TRE_LOG_LEVEL": "WARNING",
-               "PATH": os.environ.get("PATH", ""), "HOME": str(Path.home())}  # fmt: skip
-    dropper = None
-    if request.param == "postgres":
-        url, admin, name = _fresh_postgres_database(request.getfixturevalue("postgres_url"))
-        environ["TRE_DATABASE_URL"] = url
-        dropper = (admin, name)
-    init_home(environ, synthetic.keys)
-    assert main(["ingest", str(synthetic.dfe)], environ) == 0
-    assert main(["ingest", str(synthetic.nhs)], environ) == 0
-    settings = Settings.from_environ(environ)
-    db, home = Database(settings.metadata_url), Home(settings.home)
-    today = dt.date.today()
-    application = dataclasses.replace(
-        spec.load(REPO / "projects" / "asthma-ks4.yaml"),
-        id="out-project",
-        start=today,
-        end=today + dt.timedelta(days=100),
-        cohort=(),
-        privacy_budget=1.0,
-    )
-    projects.submit(db, application, ALICE)
-    projects.decide(db, "out-project", "dfe", DORA, approve=True)
-    projects.decide(db, "out-project", "nhs", HUGH, approve=True)
-    extracts.provision(home, db, "out-project", ADA)
-    yield World(environ, home, db, "out-project")
-    db.dispose()
-    if dropper:
-        admin, name = dropper
-        with admin.connect() as c:
-            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 def table(name: str, **fields) -> specs.OutputSpec:
@@ -83,10 +29,12 @@ def table(name: str, **fields) -> specs.OutputSpec:
 
 def test_a_table_is_computed_from_the_extract_and_checked(world):
     output, result = outputs.check(
-        world.home, world.db, world.project,
+        world.home,
+        world.db,
+        world.project,
         table("pupils by sex and fsm", rows=["sex"], cols=["fsm_eligible"], margins=True),
         ALICE,
-    )  # fmt: skip
+    )
     cells = {(tuple(c.row), tuple(c.col)): c for c in result.cells}
     total = cells[(("All",), ("All",))]
     assert total.value == 300  # every pupil of the synthetic delivery, counted once
@@ -116,13 +64,23 @@ def test_unknown_columns_and_extracts_are_refused_clearly(world):
 
 def test_a_joined_mean_table_with_dominance_statistics(world):
     _, result = outputs.check(
-        world.home, world.db, world.project,
-        specs.parse({"name": "attainment", "dataset": "ks4", "rows": ["fsm_eligible"],
-                     "statistic": "mean", "value": "attainment8",
-                     "join": [{"dataset": "pupils", "on": ["academic_year"],
-                               "columns": ["fsm_eligible"]}]}),
+        world.home,
+        world.db,
+        world.project,
+        specs.parse(
+            {
+                "name": "attainment",
+                "dataset": "ks4",
+                "rows": ["fsm_eligible"],
+                "statistic": "mean",
+                "value": "attainment8",
+                "join": [
+                    {"dataset": "pupils", "on": ["academic_year"], "columns": ["fsm_eligible"]}
+                ],
+            }
+        ),
         ALICE,
-    )  # fmt: skip
+    )
     values = {c.row: c.value for c in result.cells if c.value is not None}
     assert values[("False",)] > values[("True",)]  # the synthetic data's deprivation gradient
 
@@ -142,32 +100,47 @@ def test_differencing_catches_two_releases_a_few_people_apart(world):
     )
     assert counts, "the synthetic data has a small ethnic group"
     small_group = counts[0][0]
-    first, _ = outputs.check(world.home, world.db, world.project,
-                             table("by sex", rows=["sex"]), ALICE)  # fmt: skip
+    first, _ = outputs.check(
+        world.home, world.db, world.project, table("by sex", rows=["sex"]), ALICE
+    )
     with world.db.write() as session:
-        outputs.mark_released(session, session.get(outputs.Output, first.id),
-                              outputs.audit.Event("olga", "output-checker", "output.released",
-                                                  "output", str(first.id)))  # fmt: skip
+        outputs.mark_released(
+            session,
+            session.get(outputs.Output, first.id),
+            outputs.audit.Event(
+                "olga", "output-checker", "output.released", "output", str(first.id)
+            ),
+        )
     _, result = outputs.check(
-        world.home, world.db, world.project,
-        table("by sex without one group", rows=["sex"],
-              filters=[{"column": "ethnicity", "op": "ne", "value": small_group}]),
+        world.home,
+        world.db,
+        world.project,
+        table(
+            "by sex without one group",
+            rows=["sex"],
+            filters=[{"column": "ethnicity", "op": "ne", "value": small_group}],
+        ),
         ALICE,
-    )  # fmt: skip
+    )
     failing = [c for c in result.cells if "differencing" in c.rules]
     assert failing, "at least one cell differs from the earlier release by a few people"
     assert all(c.value is None and f"#{first.id}" in " ".join(c.reasons) for c in failing)
     # the same filters again are not a difference
-    _, again = outputs.check(world.home, world.db, world.project,
-                             table("by sex again", rows=["sex"]), ALICE)  # fmt: skip
+    _, again = outputs.check(
+        world.home, world.db, world.project, table("by sex again", rows=["sex"]), ALICE
+    )
     assert not any("differencing" in c.rules for c in again.cells)
 
 
 def test_a_model_with_enough_degrees_of_freedom_passes_and_a_tiny_one_fails(world):
-    model = {"name": "ols", "kind": "model", "dataset": "ks4",
-             "formula": "attainment8 ~ C(fsm_eligible)", "family": "ols",
-             "join": [{"dataset": "pupils", "on": ["academic_year"],
-                       "columns": ["fsm_eligible"]}]}  # fmt: skip
+    model = {
+        "name": "ols",
+        "kind": "model",
+        "dataset": "ks4",
+        "formula": "attainment8 ~ C(fsm_eligible)",
+        "family": "ols",
+        "join": [{"dataset": "pupils", "on": ["academic_year"], "columns": ["fsm_eligible"]}],
+    }
     _, result = outputs.check(world.home, world.db, world.project, specs.parse(model), ALICE)
     assert result.status == R.PASS and result.extra["residual_dof"] >= 10
     import duckdb
@@ -181,8 +154,12 @@ def test_a_model_with_enough_degrees_of_freedom_passes_and_a_tiny_one_fails(worl
         )
         .fetchone()[0]
     )
-    tiny = {**model, "name": "tiny", "formula": "attainment8 ~ 1",
-            "filters": [{"column": "attainment8", "op": "gte", "value": fifth}]}  # fmt: skip
+    tiny = {
+        **model,
+        "name": "tiny",
+        "formula": "attainment8 ~ 1",
+        "filters": [{"column": "attainment8", "op": "gte", "value": fifth}],
+    }
     _, result = outputs.check(world.home, world.db, world.project, specs.parse(tiny), ALICE)
     assert result.status == R.FAIL and all(c.value is None for c in result.cells)
     assert "degrees of freedom" in result.cells[0].reasons[0]
@@ -209,8 +186,13 @@ def test_an_acro_session_is_imported_for_review(world, tmp_path):
         session.crosstab(data["group"], data["sex"])
         session.finalise(str(folder), "json")
     env = world.environ
-    assert main(["outputs", "import-acro", str(folder), "--project", world.project,
-                 "--as", "alice"], env) == 0  # fmt: skip
+    assert (
+        main(
+            ["outputs", "import-acro", str(folder), "--project", world.project, "--as", "alice"],
+            env,
+        )
+        == 0
+    )
     listed = outputs.of_project(world.db, world.project)
     imported = [o for o in listed if o.kind == "file" and "ACRO" in o.spec["description"]]
     assert imported and all(o.status == R.REVIEW for o in imported)
@@ -220,8 +202,26 @@ def test_check_table_cli_writes_the_documented_json(world, tmp_path, capsys):
     folder = extracts.folder(world.home, world.project) / "extracts" / "pupils"
     data = next(folder.rglob("*.parquet"))
     capsys.readouterr()
-    assert main(["outputs", "check-table", "--data", str(data), "--rows", "sex", "--cols",
-                 "ethnicity", "--unit", "pseudo_id", "--margins", "--json"], {}) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "outputs",
+                "check-table",
+                "--data",
+                str(data),
+                "--rows",
+                "sex",
+                "--cols",
+                "ethnicity",
+                "--unit",
+                "pseudo_id",
+                "--margins",
+                "--json",
+            ],
+            {},
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert set(result["summary"]) >= {"status", "suppressed_primary", "suppressed_secondary"}
     for cell in result["cells"]:
@@ -236,8 +236,16 @@ def test_check_table_cli_writes_the_documented_json(world, tmp_path, capsys):
 
 
 def dp_spec(epsilon: float, query: str = "count", **fields) -> specs.OutputSpec:
-    return specs.parse({"name": f"dp {query}", "kind": "dp", "dataset": "pupils",
-                        "query": query, "epsilon": epsilon, **fields})  # fmt: skip
+    return specs.parse(
+        {
+            "name": f"dp {query}",
+            "kind": "dp",
+            "dataset": "pupils",
+            "query": query,
+            "epsilon": epsilon,
+            **fields,
+        }
+    )
 
 
 def test_a_dp_count_spends_budget_and_is_close(world):
@@ -299,8 +307,10 @@ def test_concurrent_spending_never_exceeds_the_budget(world):
         session.add(privacy.PrivacyBudget(project_id="out-budget", epsilon=BUDGET))
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    workers = [context.Process(target=_spend, args=(world.db.url, "out-budget", queue))
-               for _ in range(WORKERS)]  # fmt: skip
+    workers = [
+        context.Process(target=_spend, args=(world.db.url, "out-budget", queue))
+        for _ in range(WORKERS)
+    ]
     for w in workers:
         w.start()
     for w in workers:

@@ -257,9 +257,13 @@ def test_one_rejection_rejects_with_reasons(world):
     with pytest.raises(InvalidInput, match="Say why"):
         projects.decide(db, "p-reject", "dfe", DORA, approve=False, reasons="no")
     project = projects.decide(
-        db, "p-reject", "dfe", DORA, approve=False,
+        db,
+        "p-reject",
+        "dfe",
+        DORA,
+        approve=False,
         reasons="The ethnicity column is not needed for the stated purpose.",
-    )  # fmt: skip
+    )
     assert project.status is State.REJECTED
     reasons = [d.reasons for d in projects.decisions(db, "p-reject") if d.decision == "rejected"]
     assert reasons == ["The ethnicity column is not needed for the stated purpose."]

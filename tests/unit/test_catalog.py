@@ -88,8 +88,9 @@ SQL_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("constraint", "type_", "values"), SQL_CASES,
-                         ids=[c[0].name for c in SQL_CASES])  # fmt: skip
+@pytest.mark.parametrize(
+    ("constraint", "type_", "values"), SQL_CASES, ids=[c[0].name for c in SQL_CASES]
+)
 def test_sql_and_python_forms_agree(constraint, type_, values):
     con = duckdb.connect()
 
@@ -110,8 +111,9 @@ def test_every_nine_digit_prefix_has_at_most_one_valid_nhs_number(prefix):
     first_nine = f"{prefix:09d}"
     valid = [d for d in range(10) if NHSNumber().valid(first_nine + str(d))]
     assert len(valid) <= 1
-    assert valid == ([nhs_check_digit(first_nine)] if nhs_check_digit(first_nine) is not None
-                     else [])  # fmt: skip
+    assert valid == (
+        [nhs_check_digit(first_nine)] if nhs_check_digit(first_nine) is not None else []
+    )
 
 
 def test_catalog_version_changes_when_a_declaration_changes(monkeypatch):

@@ -61,8 +61,9 @@ def build(counts: dict[tuple[str, ...], int], dims: tuple[int, int]) -> tables.T
             person += 1
             rows.append((*labels, person))
     if rows:
-        con.executemany(f"INSERT INTO t VALUES ({', '.join('?' for _ in range(len(names) + 1))})",
-                        rows)  # fmt: skip
+        con.executemany(
+            f"INSERT INTO t VALUES ({', '.join('?' for _ in range(len(names) + 1))})", rows
+        )
     table = tables.compute(con, "t", names[: dims[0]], names[dims[0] :], unit="p", margins=True)
     return tables.with_empty_cells(table)
 

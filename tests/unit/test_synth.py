@@ -119,7 +119,11 @@ def test_pupils_are_in_both_custodians_data_and_some_children_only_in_one(data):
 
 
 def test_generated_identifiers_are_valid(data):
-    bad = [n for (n,) in data.execute(
-        "SELECT DISTINCT nhs_number FROM hes_apc WHERE nhs_number IS NOT NULL").fetchall()
-        if not NHSNumber().valid(n)]  # fmt: skip
+    bad = [
+        n
+        for (n,) in data.execute(
+            "SELECT DISTINCT nhs_number FROM hes_apc WHERE nhs_number IS NOT NULL"
+        ).fetchall()
+        if not NHSNumber().valid(n)
+    ]
     assert bad == []

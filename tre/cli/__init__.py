@@ -112,6 +112,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         level = "INFO"
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    _sync_keycloak_groups(context)
     try:
         result = cli.main(args=argv, prog_name="tre", standalone_mode=False, obj=context)
     except TREError as e:
@@ -130,9 +131,25 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     return result if isinstance(result, int) else 0
 
 
+def _sync_keycloak_groups(context: Context) -> None:
+    """With TRE_KEYCLOAK_SYNC on, project changes also update their Keycloak groups."""
+    from tre import projects as project_lifecycle
+
+    try:
+        on = Settings.from_environ(context.environ).keycloak_sync
+    except TREError:
+        on = False
+    if on:
+        from tre.identity import groups
+
+        project_lifecycle.ACCESS_HOOKS[:] = [lambda project: groups.sync(context.settings, project)]
+    else:
+        project_lifecycle.ACCESS_HOOKS.clear()
+
+
 def run() -> None:
     sys.exit(main())
 
 
 # Register the commands of each part of the TRE.
-from tre.cli import audit, data, identity, outputs, projects  # noqa: E402, F401
+from tre.cli import audit, data, identity, outputs, portal, projects  # noqa: E402, F401

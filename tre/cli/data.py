@@ -14,14 +14,32 @@ existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
 
 
 @cli.command()
-@click.option("--pupils", type=click.IntRange(1, 10_000_000), default=2000, show_default=True,
-              help="How many pupils (children in the school census).")  # fmt: skip
-@click.option("--seed", type=int, default=42, show_default=True,
-              help="Random seed: the same seed gives the same files, byte for byte.")  # fmt: skip
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder to write dfe/, nhs/ and truth/ into.")  # fmt: skip
-@click.option("--keys", type=existing_dir, default=None,
-              help="Folder of <custodian>.key files: sign each delivery with them.")  # fmt: skip
+@click.option(
+    "--pupils",
+    type=click.IntRange(1, 10_000_000),
+    default=2000,
+    show_default=True,
+    help="How many pupils (children in the school census).",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=42,
+    show_default=True,
+    help="Random seed: the same seed gives the same files, byte for byte.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder to write dfe/, nhs/ and truth/ into.",
+)
+@click.option(
+    "--keys",
+    type=existing_dir,
+    default=None,
+    help="Folder of <custodian>.key files: sign each delivery with them.",
+)
 def synth(pupils: int, seed: int, out: Path, keys: Path | None) -> None:
     """Write synthetic deliveries (DfE and NHS) for invented children."""
     from tre import custodians
@@ -48,16 +66,23 @@ def custodian_group() -> None:
 
 @custodian_group.command("keygen")
 @click.argument("custodian")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
-              show_default=True, help="Folder for <custodian>.key and .pub.")  # fmt: skip
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder for <custodian>.key and .pub.",
+)
 def custodian_keygen(custodian: str, out: Path) -> None:
     """Make an Ed25519 key pair for signing a custodian's deliveries."""
     from tre import custodians
 
     private, public = custodians.keygen(custodian, out)
     click.echo(f"Wrote {private} (private: keep it with the custodian, mode 0600) and {public}.")
-    click.echo(f"Send {public.name} to the TRE to register: tre custodian register "
-               f"{custodian} {public.name}")  # fmt: skip
+    click.echo(
+        f"Send {public.name} to the TRE to register: tre custodian register "
+        f"{custodian} {public.name}"
+    )
 
 
 @custodian_group.command("register")
@@ -74,10 +99,13 @@ def custodian_register(ctx: Context, custodian: str, public_key: Path, actor: st
     db = ctx.database()
     with db.write() as session:
         kid = custodians.register(
-            session, custodian, key,
-            audit.Event(actor_name(actor), "tre-admin", "custodian.key_registered", "custodian",
-                        custodian),
-        )  # fmt: skip
+            session,
+            custodian,
+            key,
+            audit.Event(
+                actor_name(actor), "tre-admin", "custodian.key_registered", "custodian", custodian
+            ),
+        )
     click.echo(f"Registered key {kid} for custodian {custodian}.")
 
 
@@ -92,16 +120,22 @@ def custodian_revoke(ctx: Context, key_id: str, actor: str | None) -> None:
 
     with ctx.database().write() as session:
         custodians.revoke(
-            session, key_id,
+            session,
+            key_id,
             audit.Event(actor_name(actor), "tre-admin", "custodian.key_revoked", "custodian", "?"),
-        )  # fmt: skip
+        )
     click.echo(f"Revoked key {key_id}.")
 
 
 @custodian_group.command("sign")
 @click.argument("delivery", type=existing_dir)
-@click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              required=True, help="The custodian's private key (<custodian>.key).")  # fmt: skip
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="The custodian's private key (<custodian>.key).",
+)
 def custodian_sign(delivery: Path, key_file: Path) -> None:
     """Sign a delivery's manifest.json (writes manifest.sig)."""
     from tre import custodians, deliveries
@@ -129,9 +163,12 @@ def custodian_manifest(delivery: Path, custodian: str, name: str, description: s
 @cli.command()
 @home_option
 @click.argument("delivery", type=existing_dir)
-@click.option("--quarantine", is_flag=True,
-              help="Set rows that break the catalog aside (counted, kept in the landing store) "
-              "instead of refusing the delivery.")  # fmt: skip
+@click.option(
+    "--quarantine",
+    is_flag=True,
+    help="Set rows that break the catalog aside (counted, kept in the landing store) "
+    "instead of refusing the delivery.",
+)
 @actor_option
 @pass_context
 def ingest(ctx: Context, delivery: Path, quarantine: bool, actor: str | None) -> None:
@@ -156,8 +193,12 @@ def linkage_group() -> None:
 
 @linkage_group.command("report")
 @home_option
-@click.option("--truth", type=existing_dir, default=None,
-              help="truth/ folder of synthetic deliveries: adds precision, recall.")  # fmt: skip
+@click.option(
+    "--truth",
+    type=existing_dir,
+    default=None,
+    help="truth/ folder of synthetic deliveries: adds precision, recall.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_context
 def linkage_report(ctx: Context, truth: Path | None, as_json: bool) -> None:
@@ -183,8 +224,13 @@ def demo_group() -> None:
 
 @demo_group.command("prepare")
 @home_option
-@click.option("--pupils", type=click.IntRange(1, 10_000_000), default=2000, show_default=True,
-              help="How many synthetic pupils.")  # fmt: skip
+@click.option(
+    "--pupils",
+    type=click.IntRange(1, 10_000_000),
+    default=2000,
+    show_default=True,
+    help="How many synthetic pupils.",
+)
 @pass_context
 def demo_prepare(ctx: Context, pupils: int) -> None:
     """Keys, synthetic deliveries, ingest and linkage report, in one go (re-runnable)."""

@@ -82,9 +82,13 @@ def outputs_check(ctx: Context, spec_file: Path, project_id: str, actor, rule_se
     from tre.outputs import specs
 
     output, result = outputs.check(
-        Home(ctx.settings.home), ctx.database(), project_id, specs.load(spec_file),
-        _person(actor), rule_set,
-    )  # fmt: skip
+        Home(ctx.settings.home),
+        ctx.database(),
+        project_id,
+        specs.load(spec_file),
+        _person(actor),
+        rule_set,
+    )
     if as_json:
         click.echo(outputs.as_json(output))
         return
@@ -94,13 +98,23 @@ def outputs_check(ctx: Context, spec_file: Path, project_id: str, actor, rule_se
 
 
 @outputs_group.command("check-table")
-@click.option("--data", "data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              required=True, help="A Parquet or CSV file.")  # fmt: skip
+@click.option(
+    "--data",
+    "data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="A Parquet or CSV file.",
+)
 @click.option("--rows", required=True, help="Row variable(s), comma-separated.")
 @click.option("--cols", default="", help="Column variable(s), comma-separated.")
 @click.option("--values", "value", default=None, help="The column a sum or mean is of.")
-@click.option("--agg", type=click.Choice(["count", "sum", "mean", "median", "min", "max", "std"]),
-              default="count", show_default=True, help="The statistic in each cell.")  # fmt: skip
+@click.option(
+    "--agg",
+    type=click.Choice(["count", "sum", "mean", "median", "min", "max", "std"]),
+    default="count",
+    show_default=True,
+    help="The statistic in each cell.",
+)
 @click.option("--unit", default=None, help="Column identifying a person (default: each record).")
 @click.option("--margins", is_flag=True, help="Add row and column totals (All).")
 @rule_set_option
@@ -120,9 +134,15 @@ def outputs_check_table(data: Path, rows, cols, value, agg, unit, margins, rule_
     con = duckdb.connect()
     try:
         table = tables.compute(
-            con, source, [r for r in rows.split(",") if r], [c for c in cols.split(",") if c],
-            statistic=agg, value=value, unit=unit, margins=margins,
-        )  # fmt: skip
+            con,
+            source,
+            [r for r in rows.split(",") if r],
+            [c for c in cols.split(",") if c],
+            statistic=agg,
+            value=value,
+            unit=unit,
+            margins=margins,
+        )
     except duckdb.Error as e:
         raise InvalidInput(f"The table cannot be computed from {data.name}: {e}") from None
     finally:
@@ -154,8 +174,10 @@ def outputs_dp(ctx: Context, spec_file: Path, project_id: str, actor, spend: boo
     db, person, spec = ctx.database(), _person(actor), specs.load(spec_file)
     plan = outputs.preview_dp(db, project_id, spec, person)
     granted, left = privacy.remaining(db, project_id)
-    click.echo(f"{spec.name}: a DP {plan.query} costing ε = {plan.epsilon:g} of the "
-               f"{left:g} left (of {granted:g}); {plan.accuracy}.")  # fmt: skip
+    click.echo(
+        f"{spec.name}: a DP {plan.query} costing ε = {plan.epsilon:g} of the "
+        f"{left:g} left (of {granted:g}); {plan.accuracy}."
+    )
     if not spend:
         click.echo("Nothing spent. Run again with --spend to spend it and see the result.")
         return
@@ -192,8 +214,9 @@ def outputs_add_file(ctx: Context, path: Path, project_id: str, actor, descripti
     from tre import outputs
     from tre.home import Home
 
-    output = outputs.add_file(Home(ctx.settings.home), ctx.database(), project_id, path,
-                              _person(actor), description)  # fmt: skip
+    output = outputs.add_file(
+        Home(ctx.settings.home), ctx.database(), project_id, path, _person(actor), description
+    )
     click.echo(f"Output #{output.id} ({path.name}) stored for review.")
     for line in render(output.result):
         click.echo(line)
@@ -216,13 +239,22 @@ def outputs_import_acro(ctx: Context, folder: Path, project_id: str, actor) -> N
     for item in imported:
         for path in item["files"]:
             output = outputs.add_file(
-                home, db, project_id, path, person,
+                home,
+                db,
+                project_id,
+                path,
+                person,
                 f"ACRO {item['type']} {item['uid']} ({item['status']}): {item['summary']}"
-                + (f"; comments: {' '.join(map(str, item['comments']))}" if item["comments"]
-                   else ""),
-            )  # fmt: skip
-            click.echo(f"Output #{output.id}: {path.name} from ACRO {item['uid']} "
-                       f"(ACRO said {item['status']}); for review.")  # fmt: skip
+                + (
+                    f"; comments: {' '.join(map(str, item['comments']))}"
+                    if item["comments"]
+                    else ""
+                ),
+            )
+            click.echo(
+                f"Output #{output.id}: {path.name} from ACRO {item['uid']} "
+                f"(ACRO said {item['status']}); for review."
+            )
     if not imported:
         click.echo("The ACRO session holds no outputs.")
 

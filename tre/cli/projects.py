@@ -78,19 +78,35 @@ def project_show(ctx: Context, project_id: str, actor: str | None, as_json: bool
     project = projects.get(db, project_id, viewer)
     decisions = projects.decisions(db, project_id)
     if as_json:
-        click.echo(json.dumps({
-            "id": project.id, "state": project.state, "spec": project.spec,
-            "approved": project.approved_spec,
-            "decisions": [{"custodian": d.custodian, "decision": d.decision,
-                           "by": d.decided_by, "at": d.decided_at,
-                           "conditions": d.conditions, "reasons": d.reasons} for d in decisions],
-        }, indent=2))  # fmt: skip
+        click.echo(
+            json.dumps(
+                {
+                    "id": project.id,
+                    "state": project.state,
+                    "spec": project.spec,
+                    "approved": project.approved_spec,
+                    "decisions": [
+                        {
+                            "custodian": d.custodian,
+                            "decision": d.decision,
+                            "by": d.decided_by,
+                            "at": d.decided_at,
+                            "conditions": d.conditions,
+                            "reasons": d.reasons,
+                        }
+                        for d in decisions
+                    ],
+                },
+                indent=2,
+            )
+        )
         return
     spec = project.spec_object()
     click.echo(f"{project.id}: {project.title}")
     click.echo(f"  state: {project.state} (next: {OWNERS[project.status]})")
-    click.echo(f"  lead {spec.lead}; members {', '.join(spec.members)}; "
-               f"{spec.start} to {project.end_date}")  # fmt: skip
+    click.echo(
+        f"  lead {spec.lead}; members {', '.join(spec.members)}; {spec.start} to {project.end_date}"
+    )
     click.echo(f"  purpose: {spec.purpose}")
     for name, columns in spec.datasets.items():
         click.echo(f"  requests {name}: {', '.join(columns)}")
@@ -185,8 +201,9 @@ def _custodian_for(person, project, custodian: str | None) -> str:
 @click.option("--privacy-budget", type=float, help="Lower the privacy budget ε.")
 @click.option("--note", default="", help="A note for the applicant.")
 @pass_context
-def project_approve(ctx, project_id, actor, custodian, columns, where, end, privacy_budget,
-                    note) -> None:  # fmt: skip
+def project_approve(
+    ctx, project_id, actor, custodian, columns, where, end, privacy_budget, note
+) -> None:
     """Approve, as a custodian, the use of your datasets (optionally narrowed)."""
     from tre import projects
     from tre.projects import approvals
@@ -209,8 +226,9 @@ def project_approve(ctx, project_id, actor, custodian, columns, where, end, priv
         privacy_budget=privacy_budget,
         note=note,
     )
-    project = projects.decide(db, project_id, custodian, person, approve=True,
-                              conditions=conditions)  # fmt: skip
+    project = projects.decide(
+        db, project_id, custodian, person, approve=True, conditions=conditions
+    )
     click.echo(f"{custodian} approved project {project_id}; it is now {project.state}.")
 
 
@@ -288,5 +306,22 @@ def project_close(ctx: Context, project_id: str, actor: str | None, reason: str)
     certificate = extracts.close(
         Home(ctx.settings.home), ctx.database(), project_id, _person(actor), reason
     )
-    click.echo(f"Closed project {project_id}: {len(certificate['extract_files'])} extract files "
-               "and the project key destroyed; certificate in the audit log.")  # fmt: skip
+    click.echo(
+        f"Closed project {project_id}: {len(certificate['extract_files'])} extract files "
+        "and the project key destroyed; certificate in the audit log."
+    )
+
+
+@project_group.command("sync-access")
+@home_option
+@click.argument("project_id")
+@pass_context
+def project_sync_access(ctx: Context, project_id: str) -> None:
+    """Make the project's Keycloak group match its state (members only while active)."""
+    from tre import projects
+    from tre.identity import groups
+
+    project = projects.get(ctx.database(), project_id)
+    groups.sync(ctx.settings, project)
+    members = groups.ProjectGroups(ctx.settings).members(project_id)
+    click.echo(f"Group {groups.group_name(project_id)}: {', '.join(members) or 'no members'}.")

@@ -49,6 +49,7 @@ DEMO_USERS = {
     "hugh": ("custodian", "Custodian of the NHS datasets (group custodian-nhs)"),
     "olga": ("output-checker", "Output checker"),
     "oscar": ("output-checker", "Output checker"),
+    "otto": ("output-checker", "Output checker (a third, to break ties)"),
     "ada": ("tre-admin", "TRE administrator"),
 }
 

@@ -146,7 +146,7 @@ def _one_to_one(con: duckdb.DuckDBPyConnection, level: str) -> int:
         SELECT upn, nhs, '{level}' FROM link_candidates
         WHERE upn IN (SELECT upn FROM link_candidates GROUP BY upn HAVING count(*) = 1)
           AND nhs IN (SELECT nhs FROM link_candidates GROUP BY nhs HAVING count(*) = 1)
-    """).fetchone()[0]  # fmt: skip
+    """).fetchone()[0]
     con.execute(
         f"DELETE FROM link_open_pupils WHERE upn IN "
         f"(SELECT upn FROM link_pairs WHERE level = '{level}')"
@@ -178,7 +178,7 @@ def _link_pupils_to_patients(con: duckdb.DuckDBPyConnection, result: LinkageResu
             JOIN {_unique_among(_keyed("link_variants", patient_cols, "nhs"), "link_shared")} q
               ON p.h1 = q.h1 AND p.h2 = q.h2
             WHERE p.owner IN (SELECT upn FROM link_open_pupils)
-              AND q.owner IN (SELECT nhs FROM link_open_variants)""")  # fmt: skip
+              AND q.owner IN (SELECT nhs FROM link_open_variants)""")
         result.pupil_patient_links[level] = _one_to_one(con, level)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE link_candidates AS
@@ -186,7 +186,7 @@ def _link_pupils_to_patients(con: duckdb.DuckDBPyConnection, result: LinkageResu
              q AS (SELECT DISTINCT nhs, fnc, snc, dob, sex FROM link_open_variants)
         SELECT DISTINCT p.upn, q.nhs FROM p JOIN q USING (dob, sex)
         WHERE damerau_levenshtein(p.fnc, q.fnc) <= {MAX_EDITS}
-          AND damerau_levenshtein(p.snc, q.snc) <= {MAX_EDITS}""")  # fmt: skip
+          AND damerau_levenshtein(p.snc, q.snc) <= {MAX_EDITS}""")
     result.pupil_patient_links[FUZZY] = _one_to_one(con, FUZZY)
 
 
@@ -214,7 +214,7 @@ def _link_records_without_nhs_number(con: duckdb.DuckDBPyConnection, result: Lin
             FROM orphans r
             JOIN {_unique_among(_keyed("link_persons", pupil_cols, "person"), "wanted")} p
               ON p.h1 = r.h1 AND p.h2 = r.h2
-        """).fetchone()[0]  # fmt: skip
+        """).fetchone()[0]
     result.record_links[FUZZY] = con.execute(f"""
         INSERT INTO link_records
         SELECT rid, min(person), '{FUZZY}' FROM (
@@ -224,7 +224,7 @@ def _link_records_without_nhs_number(con: duckdb.DuckDBPyConnection, result: Lin
             WHERE damerau_levenshtein(p.fnc, r.fnc) <= {MAX_EDITS}
               AND damerau_levenshtein(p.snc, r.snc) <= {MAX_EDITS})
         GROUP BY rid HAVING count(*) = 1
-    """).fetchone()[0]  # fmt: skip
+    """).fetchone()[0]
 
 
 def _keys(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
@@ -239,7 +239,7 @@ def _keys(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
                p.person_key IS NOT NULL AS pupil, coalesce(l.level, 'nhs number') AS level
         FROM (SELECT DISTINCT nhs FROM link_variants) n
         LEFT JOIN link_pairs l USING (nhs)
-        LEFT JOIN link_pupil_keys p ON p.upn = l.upn""")  # fmt: skip
+        LEFT JOIN link_pupil_keys p ON p.upn = l.upn""")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE link_orphan_keys AS
         SELECT o.dataset, o.record_id,
@@ -250,7 +250,7 @@ def _keys(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
         FROM link_orphans o
         LEFT JOIN link_records r USING (rid)
         LEFT JOIN link_pupil_keys p ON 'upn:' || p.upn = r.person
-        LEFT JOIN link_nhs_keys n ON 'nhs:' || n.nhs = r.person""")  # fmt: skip
+        LEFT JOIN link_nhs_keys n ON 'nhs:' || n.nhs = r.person""")
 
 
 def link(con: duckdb.DuckDBPyConnection, key: bytes) -> LinkageResult:

@@ -155,7 +155,7 @@ def _against_truth(con, home: Home, truth: Path) -> dict:
         FROM records r
         JOIN read_csv('{records_csv}', types = {{'record_id': 'VARCHAR'}}) x
           USING (dataset, record_id)
-        LEFT JOIN true_pupils t ON t.child = x.child AND x.in_npd""")  # fmt: skip
+        LEFT JOIN true_pupils t ON t.child = x.child AND x.in_npd""")
     linked, correct, linkable = con.execute(
         "SELECT count(*) FILTER (WHERE linked), count(*) FILTER (WHERE correct), "
         "count(*) FILTER (WHERE linkable) FROM judged"
@@ -166,7 +166,7 @@ def _against_truth(con, home: Home, truth: Path) -> dict:
             SELECT p.{group}, count(*) FILTER (WHERE linked), count(*) FILTER (WHERE correct),
                    count(*) FILTER (WHERE linkable)
             FROM judged j JOIN pupils p ON p.person_key = j.subject
-            GROUP BY ALL ORDER BY 1""").fetchall()  # fmt: skip
+            GROUP BY ALL ORDER BY 1""").fetchall()
         by_subgroup[group] = {
             str(value): {
                 "precision": c / lk if lk else 1.0,

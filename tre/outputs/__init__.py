@@ -108,10 +108,17 @@ def compute(
     try:
         if spec.kind == "table":
             table = tables.compute(
-                con, relation, spec.rows, spec.cols, statistic=spec.statistic,
-                value=spec.value, quantile=spec.quantile, unit=specs.UNIT, where=where,
+                con,
+                relation,
+                spec.rows,
+                spec.cols,
+                statistic=spec.statistic,
+                value=spec.value,
+                quantile=spec.quantile,
+                unit=specs.UNIT,
+                where=where,
                 margins=spec.margins,
-            )  # fmt: skip
+            )
             if table.statistic in ("count", "sum"):
                 table = tables.with_empty_cells(table)
             earlier = released_specs(db, project.id)
@@ -121,8 +128,9 @@ def compute(
         if spec.kind == "summary":
             return _summary(con, relation, where, spec, rule_set, description)
         if spec.kind == "model":
-            return models.fit(con, relation, where, spec.formula, spec.family, rule_set,
-                              description)  # fmt: skip
+            return models.fit(
+                con, relation, where, spec.formula, spec.family, rule_set, description
+            )
         raise InvalidInput("DP queries spend budget: run them with `tre outputs dp`.")
     finally:
         con.close()
@@ -130,17 +138,27 @@ def compute(
 
 def _describe(result: results.Result, description: dict[str, Any]) -> results.Result:
     return results.Result(
-        result.kind, {**description, **result.description}, result.cells, result.rule_set,
+        result.kind,
+        {**description, **result.description},
+        result.cells,
+        result.rule_set,
         result.extra,
-    )  # fmt: skip
+    )
 
 
 def _summary(con, relation, where, spec, rule_set, description) -> results.Result:
     cells: list[results.CheckedCell] = []
     for statistic in spec.statistics:
-        table = tables.compute(con, relation, spec.rows or (), (), statistic=statistic,
-                               value=None if statistic == "count" else spec.value,
-                               unit=specs.UNIT, where=where)  # fmt: skip
+        table = tables.compute(
+            con,
+            relation,
+            spec.rows or (),
+            (),
+            statistic=statistic,
+            value=None if statistic == "count" else spec.value,
+            unit=specs.UNIT,
+            where=where,
+        )
         checked = results.check_table(table, rule_set)
         cells += [
             results.CheckedCell(
@@ -156,34 +174,68 @@ def _summary(con, relation, where, spec, rule_set, description) -> results.Resul
         ]
     return results.Result(
         "summary",
-        {**description, "rows": list(spec.rows), "value": spec.value,
-         "statistics": list(spec.statistics)},
-        tuple(cells), rule_set,
-    )  # fmt: skip
+        {
+            **description,
+            "rows": list(spec.rows),
+            "value": spec.value,
+            "statistics": list(spec.statistics),
+        },
+        tuple(cells),
+        rule_set,
+    )
 
 
-def _store(db: Database, project_id: str, spec: dict, result: dict, kind: str, by: Person,
-           action: str, file_path: str | None = None) -> Output:  # fmt: skip
+def _store(
+    db: Database,
+    project_id: str,
+    spec: dict,
+    result: dict,
+    kind: str,
+    by: Person,
+    action: str,
+    file_path: str | None = None,
+) -> Output:
     with db.write() as session:
         output = Output(
-            project_id=project_id, name=str(spec.get("name", ""))[:200], kind=kind, spec=spec,
-            result=result, status=result["summary"]["status"], file_path=file_path,
-            created_by=by.username, created_at=now(),
-        )  # fmt: skip
+            project_id=project_id,
+            name=str(spec.get("name", ""))[:200],
+            kind=kind,
+            spec=spec,
+            result=result,
+            status=result["summary"]["status"],
+            file_path=file_path,
+            created_by=by.username,
+            created_at=now(),
+        )
         session.add(output)
         session.flush()
-        audit.record(session, audit.Event(by.username, by.main_role, action, "output",
-                                          str(output.id), {"project": project_id, "kind": kind,
-                                          "status": output.status}))  # fmt: skip
+        audit.record(
+            session,
+            audit.Event(
+                by.username,
+                by.main_role,
+                action,
+                "output",
+                str(output.id),
+                {"project": project_id, "kind": kind, "status": output.status},
+            ),
+        )
         return output
 
 
-def check(home: Home, db: Database, project_id: str, spec: specs.OutputSpec, by: Person,
-          rule_set_name: str = "default") -> tuple[Output, results.Result]:  # fmt: skip
+def check(
+    home: Home,
+    db: Database,
+    project_id: str,
+    spec: specs.OutputSpec,
+    by: Person,
+    rule_set_name: str = "default",
+) -> tuple[Output, results.Result]:
     project = _active_project(db, project_id, by)
     result = compute(home, db, project, spec, rule_set_name)
-    output = _store(db, project_id, dict(spec.raw), result.as_dict(), spec.kind, by,
-                    "output.checked")  # fmt: skip
+    output = _store(
+        db, project_id, dict(spec.raw), result.as_dict(), spec.kind, by, "output.checked"
+    )
     return output, result
 
 
@@ -192,8 +244,9 @@ def preview_dp(db: Database, project_id: str, spec: specs.OutputSpec, by: Person
     return privacy.plan(spec, spec.categories)
 
 
-def run_dp(home: Home, db: Database, project_id: str, spec: specs.OutputSpec, by: Person
-           ) -> tuple[Output, dict]:  # fmt: skip
+def run_dp(
+    home: Home, db: Database, project_id: str, spec: specs.OutputSpec, by: Person
+) -> tuple[Output, dict]:
     """Reserve the cost, run the query over one record per person, store the noisy result."""
     from tre.projects import extracts as project_extracts
 
@@ -206,18 +259,26 @@ def run_dp(home: Home, db: Database, project_id: str, spec: specs.OutputSpec, by
     con = duckdb.connect()
     try:
         if spec.query == "histogram":
-            data = [str(v) for (v,) in con.execute(
-                f"SELECT mode(\"{spec.value}\") FROM {relation} WHERE {where} "
-                f"GROUP BY {specs.UNIT}").fetchall()]  # fmt: skip
+            data = [
+                str(v)
+                for (v,) in con.execute(
+                    f'SELECT mode("{spec.value}") FROM {relation} WHERE {where} '
+                    f"GROUP BY {specs.UNIT}"
+                ).fetchall()
+            ]
         elif spec.query == "count":
             data = [1.0] * con.execute(
                 f"SELECT count(DISTINCT {specs.UNIT}) FROM {relation} WHERE {where}"
             ).fetchone()[0]
         else:
             aggregate = "sum" if spec.query in ("sum", "mean") else "avg"
-            data = [float(v) for (v,) in con.execute(
-                f"SELECT {aggregate}(\"{spec.value}\") FROM {relation} WHERE {where} "
-                f"AND \"{spec.value}\" IS NOT NULL GROUP BY {specs.UNIT}").fetchall()]  # fmt: skip
+            data = [
+                float(v)
+                for (v,) in con.execute(
+                    f'SELECT {aggregate}("{spec.value}") FROM {relation} WHERE {where} '
+                    f'AND "{spec.value}" IS NOT NULL GROUP BY {specs.UNIT}'
+                ).fetchall()
+            ]
     finally:
         con.close()
     reservation = privacy.reserve(db, project_id, planned.epsilon, spec.name, by)
@@ -233,22 +294,30 @@ def run_dp(home: Home, db: Database, project_id: str, spec: specs.OutputSpec, by
         "epsilon": planned.epsilon,
         "accuracy": planned.accuracy,
         "rule_set": {"threshold": rule_set.threshold, "rounding_base": rule_set.rounding_base},
-        "summary": {"status": R.FAIL if R.FAIL in statuses and len(statuses) == 1 else R.PASS,
-                    "cells": len(cells)},
+        "summary": {
+            "status": R.FAIL if R.FAIL in statuses and len(statuses) == 1 else R.PASS,
+            "cells": len(cells),
+        },
         "cells": cells,
-    }  # fmt: skip
+    }
     output = _store(db, project_id, dict(spec.raw), result, "dp", by, "output.dp_released")
     return output, result
 
 
-def add_file(home: Home, db: Database, project_id: str, path: Path, by: Person,
-             description: str = "") -> Output:  # fmt: skip
+def add_file(
+    home: Home, db: Database, project_id: str, path: Path, by: Person, description: str = ""
+) -> Output:
+    """Accept a file: a copy is kept in the project's folder (what the checkers review is what
+    is released, whatever happens to the original afterwards) and checked on its face."""
     from tre.outputs import files
+    from tre.projects import extracts as project_extracts
 
     project = _active_project(db, project_id, by)
-    result = files.check_file(path, rule_set_for(project, []))
+    kept = files.keep(path, project_extracts.folder(home, project_id) / "outputs")
+    result = files.check_file(kept, rule_set_for(project, []))
+    result["name"] = path.name
     spec = {"name": path.name, "kind": "file", "description": description}
-    return _store(db, project_id, spec, result, "file", by, "output.file_added", str(path))
+    return _store(db, project_id, spec, result, "file", by, "output.file_added", str(kept))
 
 
 def get(db: Database, output_id: int) -> Output:
@@ -274,11 +343,20 @@ def of_project(db: Database, project_id: str, viewer: Person | None = None) -> l
 
 def mark_released(session, output: Output, event: audit.Event) -> None:
     output.released_at = now()
-    audit.record(session, event.but(action="output.released", object_type="output",
-                                    object_id=str(output.id),
-                                    details={"project": output.project_id}))  # fmt: skip
+    audit.record(
+        session,
+        event.but(
+            action="output.released",
+            object_type="output",
+            object_id=str(output.id),
+            details={"project": output.project_id},
+        ),
+    )
 
 
 def as_json(output: Output) -> str:
-    return json.dumps({"id": output.id, "project": output.project_id, "name": output.name,
-                       **output.result}, indent=2, default=str)  # fmt: skip
+    return json.dumps(
+        {"id": output.id, "project": output.project_id, "name": output.name, **output.result},
+        indent=2,
+        default=str,
+    )

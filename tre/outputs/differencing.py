@@ -51,15 +51,14 @@ def findings(
             continue
         in_new = f"coalesce({where(new.filters, columns)}, false)"
         in_old = f"coalesce({where(old.filters, columns)}, false)"
-        sets = {tuple(keys), tuple(new.rows), tuple(new.cols), ()} if new.margins else {
-            tuple(keys)}  # fmt: skip
+        sets = {tuple(keys), tuple(new.rows), tuple(new.cols), ()} if new.margins else {tuple(keys)}
         grouping = ", ".join("(" + ", ".join(f'"{k}"' for k in s) + ")" for s in sets)
         flags = ", ".join(f'grouping("{k}") AS g_{i}' for i, k in enumerate(keys))
         rows = con.execute(f"""
             SELECT {quoted}, {flags},
                    count(DISTINCT {UNIT}) FILTER (WHERE {in_new} <> {in_old}) AS differ
             FROM {relation} WHERE {in_new} OR {in_old}
-            GROUP BY GROUPING SETS ({grouping})""").fetchall()  # fmt: skip
+            GROUP BY GROUPING SETS ({grouping})""").fetchall()
         for row in rows:
             values, groups, differ = row[: len(keys)], row[len(keys) : 2 * len(keys)], row[-1]
             if not 0 < differ < rules.threshold:

@@ -13,8 +13,10 @@ checkers, and each CSV file is checked again on its face.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +26,45 @@ from tre.outputs import rules as R
 MAX_FILE_BYTES = 50 << 20
 
 
-def check_file(path: Path, rule_set: R.RuleSet) -> dict[str, Any]:
+def _check_size(path: Path) -> None:
     if not path.is_file():
         raise InvalidInput(f"There is no file {path}.")
     if path.stat().st_size > MAX_FILE_BYTES:
-        raise InvalidInput(f"{path.name} is larger than {MAX_FILE_BYTES >> 20} MB: outputs are "
-                           "summaries, not data.")  # fmt: skip
+        raise InvalidInput(
+            f"{path.name} is larger than {MAX_FILE_BYTES >> 20} MB: outputs are "
+            "summaries, not data."
+        )
+
+
+def keep(path: Path, folder: Path) -> Path:
+    """Copy ``path`` into ``folder`` under a name that starts with its SHA-256; read-only."""
+    _check_size(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{os.getpid()}-{path.name}.tmp"
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as source, open(tmp, "wb") as target:
+            while chunk := source.read(1 << 20):
+                digest.update(chunk)
+                target.write(chunk)
+        kept = folder / f"{digest.hexdigest()[:16]}-{path.name}"
+        os.chmod(tmp, 0o440)
+        os.replace(tmp, kept)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return kept
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_file(path: Path, rule_set: R.RuleSet) -> dict[str, Any]:
+    _check_size(path)
     cells: list[dict[str, Any]] = []
     reasons = ["a plain file is always reviewed by two output checkers"]
     if path.suffix.lower() == ".csv":
@@ -43,6 +78,7 @@ def check_file(path: Path, rule_set: R.RuleSet) -> dict[str, Any]:
         "kind": "file",
         "name": path.name,
         "bytes": path.stat().st_size,
+        "sha256": sha256(path),
         "summary": {"status": R.REVIEW, "cells": len(cells), "reasons": reasons},
         "cells": cells,
     }
@@ -64,12 +100,16 @@ def _csv_cells(path: Path, rule_set: R.RuleSet) -> list[dict[str, Any]]:
             if value is None:
                 continue
             small = value.is_integer() and 0 < value < rule_set.threshold
-            cells.append({
-                "row": [label], "col": [column], "value": value,
-                "status": R.FAIL if small else R.REVIEW,
-                "reasons": [f"looks like a count below {rule_set.threshold}"] if small else [],
-                "suppression": None,
-            })  # fmt: skip
+            cells.append(
+                {
+                    "row": [label],
+                    "col": [column],
+                    "value": value,
+                    "status": R.FAIL if small else R.REVIEW,
+                    "reasons": [f"looks like a count below {rule_set.threshold}"] if small else [],
+                    "suppression": None,
+                }
+            )
     return cells
 
 
@@ -85,8 +125,10 @@ def read_acro_session(folder: Path) -> list[dict[str, Any]]:
     """The outputs of an ACRO session: name, ACRO's status and comments, files."""
     results_file = folder / "results.json"
     if not results_file.is_file():
-        raise InvalidInput(f"{folder} has no results.json: write the ACRO session with "
-                           "acro.finalise(folder, 'json').")  # fmt: skip
+        raise InvalidInput(
+            f"{folder} has no results.json: write the ACRO session with "
+            "acro.finalise(folder, 'json')."
+        )
     try:
         session = json.loads(results_file.read_text())
         outputs = session["results"]

@@ -14,8 +14,15 @@ from tre.outputs import rules as R
 from tre.outputs.results import CheckedCell, Result
 
 
-def fit(con: duckdb.DuckDBPyConnection, relation: str, where: str, formula: str, family: str,
-        rule_set: R.RuleSet, description: dict[str, Any]) -> Result:  # fmt: skip
+def fit(
+    con: duckdb.DuckDBPyConnection,
+    relation: str,
+    where: str,
+    formula: str,
+    family: str,
+    rule_set: R.RuleSet,
+    description: dict[str, Any],
+) -> Result:
     import statsmodels.formula.api as smf
     from patsy import PatsyError
 
@@ -58,5 +65,10 @@ def fit(con: duckdb.DuckDBPyConnection, relation: str, where: str, formula: str,
         "residual_dof": dof,
         "status": status,
     }
-    return Result("model", {**description, "formula": formula, "family": family},
-                  tuple(cells), rule_set, extra)  # fmt: skip
+    return Result(
+        "model",
+        {**description, "formula": formula, "family": family},
+        tuple(cells),
+        rule_set,
+        extra,
+    )

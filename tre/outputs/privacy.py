@@ -97,14 +97,26 @@ def reserve(db: Database, project_id: str, epsilon: float, query: str, by) -> in
                 f" of the project's {budget.epsilon:g} is left. Ask for less precision (a "
                 "smaller ε) or ask the custodians for more budget."
             )
-        spend = PrivacySpend(project_id=project_id, query=query[:200], epsilon=epsilon,
-                             state="reserved", spent_by=by.username)  # fmt: skip
+        spend = PrivacySpend(
+            project_id=project_id,
+            query=query[:200],
+            epsilon=epsilon,
+            state="reserved",
+            spent_by=by.username,
+        )
         session.add(spend)
         session.flush()
-        audit.record(session, audit.Event(by.username, by.main_role, "privacy.reserved",
-                                          "project", project_id,
-                                          {"epsilon": epsilon, "query": query[:200],
-                                           "reservation": spend.id}))  # fmt: skip
+        audit.record(
+            session,
+            audit.Event(
+                by.username,
+                by.main_role,
+                "privacy.reserved",
+                "project",
+                project_id,
+                {"epsilon": epsilon, "query": query[:200], "reservation": spend.id},
+            ),
+        )
         return spend.id
 
 
@@ -157,8 +169,12 @@ def plan(spec: OutputSpec, categories: Sequence[Any] = ()) -> Plan:
         sensitivity = max(abs(low), abs(high))
         share = epsilon if spec.query == "sum" else epsilon / 2
         scale = widen * sensitivity / share
-        summed = (floats >> dp.t.then_clamp((low, high)) >> dp.t.then_sum()
-                  >> dp.m.then_laplace(scale=scale))  # fmt: skip
+        summed = (
+            floats
+            >> dp.t.then_clamp((low, high))
+            >> dp.t.then_sum()
+            >> dp.m.then_laplace(scale=scale)
+        )
         accuracy = dp.laplacian_scale_to_accuracy(scale, ALPHA)
         if spec.query == "sum":
             meas, text = summed, f"±{accuracy:.1f} on the sum"
@@ -171,8 +187,11 @@ def plan(spec: OutputSpec, categories: Sequence[Any] = ()) -> Plan:
             raise InvalidInput("A DP histogram needs its categories, listed in the specification.")
         strings = (dp.vector_domain(dp.atom_domain(T=str)), dp.symmetric_distance())
         scale = widen / epsilon
-        meas = (strings >> dp.t.then_count_by_categories(categories=[str(c) for c in categories])
-                >> dp.m.then_laplace(scale=scale))  # fmt: skip
+        meas = (
+            strings
+            >> dp.t.then_count_by_categories(categories=[str(c) for c in categories])
+            >> dp.m.then_laplace(scale=scale)
+        )
         accuracy = dp.discrete_laplacian_scale_to_accuracy(scale, ALPHA)
         text = f"±{accuracy:.1f} persons per category"
     elif spec.query == "quantiles":
@@ -182,10 +201,12 @@ def plan(spec: OutputSpec, categories: Sequence[Any] = ()) -> Plan:
         parts = []
         for alpha in spec.alphas:
             parts.append(
-                floats >> dp.t.then_clamp((low, high))
-                >> dp.m.then_private_quantile(dp.max_divergence(), candidates=candidates,
-                                              alpha=alpha, scale=widen / share)
-            )  # fmt: skip
+                floats
+                >> dp.t.then_clamp((low, high))
+                >> dp.m.then_private_quantile(
+                    dp.max_divergence(), candidates=candidates, alpha=alpha, scale=widen / share
+                )
+            )
         meas = dp.c.make_composition(parts)
         text = f"to the nearest 1 % of [{low:g}, {high:g}], noisier with few persons"
     else:
@@ -196,19 +217,31 @@ def plan(spec: OutputSpec, categories: Sequence[Any] = ()) -> Plan:
     return Plan(spec.query, epsilon, f"with 95 % confidence within {text}", meas)
 
 
-def release(spec: OutputSpec, noisy: Any, categories: Sequence[Any], rule_set: R.RuleSet
-            ) -> list[dict[str, Any]]:  # fmt: skip
+def release(
+    spec: OutputSpec, noisy: Any, categories: Sequence[Any], rule_set: R.RuleSet
+) -> list[dict[str, Any]]:
     """The released cells: noisy values post-processed by the rule set (rounding, and
     suppression of noisy counts below the threshold)."""
 
     def count_cell(label: list[str], value: float) -> dict[str, Any]:
         value = max(0.0, float(value))
         if value < rule_set.threshold:
-            return {"row": label, "col": ["count"], "value": None, "status": R.FAIL,
-                    "reasons": [f"the noisy count is below {rule_set.threshold}"],
-                    "suppression": "primary"}  # fmt: skip
-        return {"row": label, "col": ["count"], "value": R.round_to(value, rule_set.rounding_base),
-                "status": R.PASS, "reasons": [], "suppression": None}  # fmt: skip
+            return {
+                "row": label,
+                "col": ["count"],
+                "value": None,
+                "status": R.FAIL,
+                "reasons": [f"the noisy count is below {rule_set.threshold}"],
+                "suppression": "primary",
+            }
+        return {
+            "row": label,
+            "col": ["count"],
+            "value": R.round_to(value, rule_set.rounding_base),
+            "status": R.PASS,
+            "reasons": [],
+            "suppression": None,
+        }
 
     if spec.query == "count":
         return [count_cell(["All"], noisy)]
@@ -216,21 +249,50 @@ def release(spec: OutputSpec, noisy: Any, categories: Sequence[Any], rule_set: R
         # OpenDP adds a last bin for values outside the categories: it is not released.
         return [count_cell([str(c)], v) for c, v in zip(categories, noisy, strict=False)]
     if spec.query == "sum":
-        return [{"row": ["All"], "col": ["sum"], "value": float(noisy), "status": R.PASS,
-                 "reasons": [], "suppression": None}]  # fmt: skip
+        return [
+            {
+                "row": ["All"],
+                "col": ["sum"],
+                "value": float(noisy),
+                "status": R.PASS,
+                "reasons": [],
+                "suppression": None,
+            }
+        ]
     if spec.query == "mean":
         total, count = noisy
         if count < rule_set.threshold:
-            return [{"row": ["All"], "col": ["mean"], "value": None, "status": R.FAIL,
-                     "reasons": [f"the noisy count behind the mean is below "
-                                 f"{rule_set.threshold}"], "suppression": "primary"}]  # fmt: skip
-        return [{"row": ["All"], "col": ["mean"], "value": float(total) / max(count, 1),
-                 "status": R.PASS, "reasons": [], "suppression": None}]  # fmt: skip
+            return [
+                {
+                    "row": ["All"],
+                    "col": ["mean"],
+                    "value": None,
+                    "status": R.FAIL,
+                    "reasons": [f"the noisy count behind the mean is below {rule_set.threshold}"],
+                    "suppression": "primary",
+                }
+            ]
+        return [
+            {
+                "row": ["All"],
+                "col": ["mean"],
+                "value": float(total) / max(count, 1),
+                "status": R.PASS,
+                "reasons": [],
+                "suppression": None,
+            }
+        ]
     return [
-        {"row": [f"q{alpha:g}"], "col": [spec.value], "value": float(v), "status": R.PASS,
-         "reasons": [], "suppression": None}
+        {
+            "row": [f"q{alpha:g}"],
+            "col": [spec.value],
+            "value": float(v),
+            "status": R.PASS,
+            "reasons": [],
+            "suppression": None,
+        }
         for alpha, v in zip(spec.alphas, noisy, strict=True)
-    ]  # fmt: skip
+    ]
 
 
 def is_finite(value: float) -> bool:

@@ -89,10 +89,16 @@ class OutputSpec:
         return {
             "dataset": self.dataset,
             "join": [dataclasses.asdict(j) for j in self.join],
-            "flags": [{"name": f.name, "dataset": f.dataset,
-                       "where": [dataclasses.asdict(c) for c in f.where]} for f in self.flags],
+            "flags": [
+                {
+                    "name": f.name,
+                    "dataset": f.dataset,
+                    "where": [dataclasses.asdict(c) for c in f.where],
+                }
+                for f in self.flags
+            ],
             "filters": [dataclasses.asdict(c) for c in self.filters],
-        }  # fmt: skip
+        }
 
 
 def load(path: Path) -> OutputSpec:
@@ -130,8 +136,10 @@ def parse(data: Any, source: str = "the output specification") -> OutputSpec:
         out = []
         for i, c in enumerate(raw):
             if not isinstance(c, Mapping) or c.get("op") not in OPERATORS or not c.get("column"):
-                errors.append(f"{field}[{i}]: a condition is {{column, op, value}} with op one "
-                              f"of {', '.join(OPERATORS)}")  # fmt: skip
+                errors.append(
+                    f"{field}[{i}]: a condition is {{column, op, value}} with op one "
+                    f"of {', '.join(OPERATORS)}"
+                )
                 continue
             out.append(Condition(str(c["column"]), c["op"], c.get("value")))
         return tuple(out)
@@ -191,8 +199,9 @@ def parse(data: Any, source: str = "the output specification") -> OutputSpec:
     if statistic == "quantile" and not isinstance(quantile, int | float):
         errors.append("quantile: a quantile table needs the quantile, e.g. 0.25")
     if errors:
-        raise InvalidInput(f"{source} is not a valid output specification:\n  - "
-                           + "\n  - ".join(errors))  # fmt: skip
+        raise InvalidInput(
+            f"{source} is not a valid output specification:\n  - " + "\n  - ".join(errors)
+        )
     return OutputSpec(
         name=name,
         kind=kind,
@@ -252,8 +261,10 @@ def relation(spec: OutputSpec, extracts: Extracts) -> tuple[str, dict[str, Type]
 
     def need(dataset: str) -> Mapping[str, Type]:
         if dataset not in extracts.types:
-            problems.append(f"the project has no extract {dataset!r}; it has "
-                            f"{', '.join(sorted(extracts.types))}")  # fmt: skip
+            problems.append(
+                f"the project has no extract {dataset!r}; it has "
+                f"{', '.join(sorted(extracts.types))}"
+            )
             return {}
         return extracts.types[dataset]
 
@@ -298,8 +309,10 @@ def relation(spec: OutputSpec, extracts: Extracts) -> tuple[str, dict[str, Type]
         if c not in columns:
             problems.append(f"unknown column {c!r}; available: {', '.join(sorted(columns))}")
     if problems:
-        raise InvalidInput(f"Output {spec.name!r} cannot be computed:\n  - " + "\n  - ".join(
-            dict.fromkeys(problems)))  # fmt: skip
+        raise InvalidInput(
+            f"Output {spec.name!r} cannot be computed:\n  - "
+            + "\n  - ".join(dict.fromkeys(problems))
+        )
     selected = ["m.*"]
     for i, j in enumerate(spec.join):
         selected += [f'j{i}."{c}"' for c in j.columns]

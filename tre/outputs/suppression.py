@@ -90,8 +90,9 @@ class Structure:
         ]
 
 
-def audit(structure: Structure, suppressed: set[Key], targets: Iterable[Key] | None = None
-          ) -> dict[Key, tuple[float, float]]:  # fmt: skip
+def audit(
+    structure: Structure, suppressed: set[Key], targets: Iterable[Key] | None = None
+) -> dict[Key, tuple[float, float]]:
     """The range [min, max] each target (default: each suppressed cell) can take, given every
     published cell and the additivity of the margins."""
     keys = list(structure.cells)
@@ -150,8 +151,7 @@ def width(structure: Structure, suppressed: set[Key], target: Key) -> float:
     objective = np.zeros(2 * n)
     t = keys.index(target)
     objective[t], objective[n + t] = -1.0, 1.0  # minimise (copy 2 - copy 1) = -(width)
-    result = linprog(objective, A_eq=a_eq, b_eq=np.zeros(len(a_eq)), bounds=bounds,
-                     method="highs")  # fmt: skip
+    result = linprog(objective, A_eq=a_eq, b_eq=np.zeros(len(a_eq)), bounds=bounds, method="highs")
     if result.status == 3:  # unbounded: nothing limits the cell
         return np.inf
     return -result.fun if result.status == 0 else 0.0

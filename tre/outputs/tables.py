@@ -131,10 +131,13 @@ def compute(
                 "(" + ", ".join([*(_quote(k) for k in s), "unit"]) + ")" for s in sets
             )
             group_keys = ", ".join([*quoted, *(f"g_{i}" for i in range(len(keys)))])
-            join_on = " AND ".join(
-                [f"s.{q} IS NOT DISTINCT FROM p.{q}" for q in quoted]
-                + [f"s.g_{i} = p.g_{i}" for i in range(len(keys))]
-            ) or "true"  # fmt: skip
+            join_on = (
+                " AND ".join(
+                    [f"s.{q} IS NOT DISTINCT FROM p.{q}" for q in quoted]
+                    + [f"s.g_{i} = p.g_{i}" for i in range(len(keys))]
+                )
+                or "true"
+            )
             return f"""
                 WITH base AS (
                     SELECT {key_list} {_quote(unit)} AS unit, {measure} AS v
@@ -179,10 +182,13 @@ def compute(
     exact: dict[tuple[str, ...], list[float]] = {}
     if magnitude:
         needed = [
-            r for r in records
-            if r["top"] and r["top"][0] is not None and r["total"] is not None
+            r
+            for r in records
+            if r["top"]
+            and r["top"][0] is not None
+            and r["total"] is not None
             and r["top"][0] * 30 >= abs(r["total"])
-        ]  # fmt: skip
+        ]
         if needed:
             only = "true"
             if len(needed) <= 50:
@@ -267,11 +273,15 @@ def with_empty_cells(table: Table) -> Table:
     """Add the empty cells of the grid (count tables), so zeros are seen and checked."""
     present = {c.key for c in table.cells}
     empty = [
-        Cell(r, c, CellStats(units=0, total=0.0 if table.statistic != "count" else None,
-                             share=0.0), 0.0 if table.statistic in ("count", "sum") else None)
+        Cell(
+            r,
+            c,
+            CellStats(units=0, total=0.0 if table.statistic != "count" else None, share=0.0),
+            0.0 if table.statistic in ("count", "sum") else None,
+        )
         for r, c in full_grid(table)
         if (r, c) not in present
-    ]  # fmt: skip
+    ]
     if not empty:
         return table
     cells = sorted(

@@ -8,7 +8,7 @@ writes that transition's audit event in the same transaction as the change.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -68,6 +68,16 @@ class Approval(Base):
     __table_args__ = (sa.UniqueConstraint("project_id", "custodian"),)
 
 
+#: Called with the project after its access changes (provisioned, suspended, resumed, expired,
+#: closed); the CLI and the portal register the Keycloak group sync here when it is on.
+ACCESS_HOOKS: list[Callable[[Project], None]] = []
+
+
+def access_changed(project: Project) -> None:
+    for hook in ACCESS_HOOKS:
+        hook(project)
+
+
 def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -85,8 +95,14 @@ def _lock(session: Session, project_id: str) -> Project:
     return project
 
 
-def _move(session: Session, project: Project, action: str, by: Person, details: dict,
-          last_approval: bool = False) -> None:  # fmt: skip
+def _move(
+    session: Session,
+    project: Project,
+    action: str,
+    by: Person,
+    details: dict,
+    last_approval: bool = False,
+) -> None:
     step = transition(project.status, action, last_approval=last_approval)
     project.state = step.target.value
     project.updated_at = now()
@@ -156,11 +172,17 @@ def submit(db: Database, spec: ProjectSpec, by: Person) -> Project:
         session.add(project)
         session.flush()
         audit.record(session, _event(by, "project.drafted", spec.id, {"title": spec.title}))
-        _move(session, project, "submit", by, {
-            "datasets": {d: list(c) for d, c in spec.datasets.items()},
-            "custodians": list(spec.custodians),
-            "members": list(spec.members),
-        })  # fmt: skip
+        _move(
+            session,
+            project,
+            "submit",
+            by,
+            {
+                "datasets": {d: list(c) for d, c in spec.datasets.items()},
+                "custodians": list(spec.custodians),
+                "members": list(spec.members),
+            },
+        )
         return project
 
 
@@ -179,9 +201,11 @@ def decide(
     with db.write() as session:
         project = _lock(session, project_id)
         permissions.check_can_decide(by, project, custodian)
-        transition(project.status, "approve" if approve else "reject",
-                   last_approval=False if not approve else _others_approved(session, project,
-                                                                            custodian))  # fmt: skip
+        transition(
+            project.status,
+            "approve" if approve else "reject",
+            last_approval=False if not approve else _others_approved(session, project, custodian),
+        )
         if session.execute(
             sa.select(Approval).where(
                 Approval.project_id == project_id, Approval.custodian == custodian
@@ -245,7 +269,8 @@ def set_state(db: Database, project_id: str, action: str, by: Person, reason: st
     with db.write() as session:
         project = _lock(session, project_id)
         _move(session, project, action, by, {"reason": reason} if reason else {})
-        return project
+    access_changed(project)
+    return project
 
 
 def expire_due(db: Database, today: dt.date | None = None) -> list[str]:
@@ -264,11 +289,14 @@ def expire_due(db: Database, today: dt.date | None = None) -> list[str]:
         )
         for project in due:
             _move(session, project, "expire", SYSTEM, {"end_date": project.end_date})
-        return [p.id for p in due]
+    for project in due:
+        access_changed(project)
+    return [p.id for p in due]
 
 
-def record_provisioned(session: Session, project: Project, by: Person, manifest_sha256: str,
-                       details: dict) -> None:  # fmt: skip
+def record_provisioned(
+    session: Session, project: Project, by: Person, manifest_sha256: str, details: dict
+) -> None:
     project.extracts_sha256 = manifest_sha256
     _move(session, project, "provision", by, {**details, "manifest_sha256": manifest_sha256})
 

@@ -96,8 +96,10 @@ def check_narrows(spec: ProjectSpec, custodian: str, conditions: Conditions) -> 
     own = set(spec.datasets_of(custodian))
     for dataset, columns in conditions.columns.items():
         if dataset not in own:
-            raise InvalidInput(f"{custodian} can only set the columns of its own datasets "
-                               f"({', '.join(sorted(own))}), not of {dataset}.")  # fmt: skip
+            raise InvalidInput(
+                f"{custodian} can only set the columns of its own datasets "
+                f"({', '.join(sorted(own))}), not of {dataset}."
+            )
         extra = set(columns) - set(spec.datasets[dataset])
         if extra:
             raise InvalidInput(

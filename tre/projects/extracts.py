@@ -32,7 +32,7 @@ from tre.db import Database
 from tre.exceptions import InvalidInput, InvalidTransition
 from tre.home import Home
 from tre.people import Person
-from tre.projects import Project, lock, record_closed, record_provisioned
+from tre.projects import Project, access_changed, lock, record_closed, record_provisioned
 from tre.projects.lifecycle import State
 from tre.projects.spec import ProjectSpec
 
@@ -263,15 +263,15 @@ def provision(home: Home, db: Database, project_id: str, by: Person) -> tuple[Pr
                 session,
                 project_id,
                 locked.approved().privacy_budget,
-                audit.Event(by.username, by.main_role, "privacy.budget_set", "project",
-                            project_id),
-            )  # fmt: skip
+                audit.Event(by.username, by.main_role, "privacy.budget_set", "project", project_id),
+            )
             project = locked
     except BaseException:
         if tmp.exists():
             _make_writable(tmp)
             shutil.rmtree(tmp)
         raise
+    access_changed(project)
     return project, True
 
 
@@ -302,8 +302,11 @@ def close(home: Home, db: Database, project_id: str, by: Person, reason: str) ->
                 for d in manifest["datasets"].values()
                 for f in d["files"]
             ]
-        work_files = sum(1 for p in (base / "work").rglob("*") if p.is_file()) if (
-            base / "work").exists() else 0  # fmt: skip
+        work_files = (
+            sum(1 for p in (base / "work").rglob("*") if p.is_file())
+            if (base / "work").exists()
+            else 0
+        )
         certificate = {
             "reason": reason,
             "deleted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -318,4 +321,5 @@ def close(home: Home, db: Database, project_id: str, by: Person, reason: str) ->
             shutil.rmtree(base)
         keys.destroy_project_key(home.keys, project_id)
         record_closed(session, project, by, certificate)
+    access_changed(project)
     return certificate

@@ -49,35 +49,79 @@ class Transition:
 
 
 TRANSITIONS: tuple[Transition, ...] = (
-    Transition("draft", State.DRAFT, State.DRAFT, "project.drafted",
-               "An application was written."),
-    Transition("submit", State.DRAFT, State.SUBMITTED, "project.submitted",
-               "The applicant submitted the application to the custodians."),
-    Transition("approve", State.SUBMITTED, State.SUBMITTED, "project.custodian_approved",
-               "A custodian approved the use of their datasets, possibly with conditions; "
-               "others have still to decide."),
-    Transition("approve", State.SUBMITTED, State.APPROVED, "project.approved",
-               "The last custodian approved: every custodian concerned has approved."),
-    Transition("reject", State.SUBMITTED, State.REJECTED, "project.rejected",
-               "A custodian rejected the application, with reasons shown to the applicant."),
-    Transition("provision", State.APPROVED, State.PROVISIONED, "project.provisioned",
-               "Extracts were built with per-project pseudonyms; the project is active."),
-    Transition("suspend", State.PROVISIONED, State.SUSPENDED, "project.suspended",
-               "An administrator suspended the project; its workspaces cannot start."),
-    Transition("resume", State.SUSPENDED, State.PROVISIONED, "project.resumed",
-               "An administrator resumed a suspended project."),
+    Transition("draft", State.DRAFT, State.DRAFT, "project.drafted", "An application was written."),
+    Transition(
+        "submit",
+        State.DRAFT,
+        State.SUBMITTED,
+        "project.submitted",
+        "The applicant submitted the application to the custodians.",
+    ),
+    Transition(
+        "approve",
+        State.SUBMITTED,
+        State.SUBMITTED,
+        "project.custodian_approved",
+        "A custodian approved the use of their datasets, possibly with conditions; "
+        "others have still to decide.",
+    ),
+    Transition(
+        "approve",
+        State.SUBMITTED,
+        State.APPROVED,
+        "project.approved",
+        "The last custodian approved: every custodian concerned has approved.",
+    ),
+    Transition(
+        "reject",
+        State.SUBMITTED,
+        State.REJECTED,
+        "project.rejected",
+        "A custodian rejected the application, with reasons shown to the applicant.",
+    ),
+    Transition(
+        "provision",
+        State.APPROVED,
+        State.PROVISIONED,
+        "project.provisioned",
+        "Extracts were built with per-project pseudonyms; the project is active.",
+    ),
+    Transition(
+        "suspend",
+        State.PROVISIONED,
+        State.SUSPENDED,
+        "project.suspended",
+        "An administrator suspended the project; its workspaces cannot start.",
+    ),
+    Transition(
+        "resume",
+        State.SUSPENDED,
+        State.PROVISIONED,
+        "project.resumed",
+        "An administrator resumed a suspended project.",
+    ),
     *(
-        Transition("expire", state, State.EXPIRED, "project.expired",
-                   "The project passed its end date and was expired automatically.")
+        Transition(
+            "expire",
+            state,
+            State.EXPIRED,
+            "project.expired",
+            "The project passed its end date and was expired automatically.",
+        )
         for state in (State.SUBMITTED, State.APPROVED, State.PROVISIONED, State.SUSPENDED)
     ),
     *(
-        Transition("close", state, State.CLOSED, "project.closed",
-                   "An administrator closed the project: extracts and project key destroyed, "
-                   "with a deletion certificate in the audit log.")
+        Transition(
+            "close",
+            state,
+            State.CLOSED,
+            "project.closed",
+            "An administrator closed the project: extracts and project key destroyed, "
+            "with a deletion certificate in the audit log.",
+        )
         for state in (State.APPROVED, State.PROVISIONED, State.SUSPENDED, State.EXPIRED)
     ),
-)  # fmt: skip
+)
 
 audit.declare_actions({t.event: t.meaning for t in TRANSITIONS})
 

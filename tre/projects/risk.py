@@ -61,7 +61,7 @@ def _classes(con, source: str, columns: list[str]) -> tuple[int, float, float]:
         SELECT min(persons),
                coalesce(sum(records) FILTER (WHERE persons < 5) / sum(records), 0),
                coalesce(sum(records) FILTER (WHERE persons < 10) / sum(records), 0)
-        FROM classes""").fetchone()  # fmt: skip
+        FROM classes""").fetchone()
     return k or 0, float(below5), float(below10)
 
 

@@ -273,8 +273,9 @@ class _Reader:
         column = columns.get(raw.get("column"))
         op = raw.get("op")
         if column is None:
-            self.error(field, f"column {raw.get('column')!r} is not a released column of "
-                       f"{dataset.name}")  # fmt: skip
+            self.error(
+                field, f"column {raw.get('column')!r} is not a released column of {dataset.name}"
+            )
             return None
         if op not in OPERATORS:
             self.error(field, f"op {op!r} is not one of {', '.join(OPERATORS)}")

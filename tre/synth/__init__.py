@@ -153,10 +153,20 @@ class _People:
         second = second[~np.isin(second - 1, second)]  # no triplets
         first = second - 1
         for field in (
-            "dob", "ethnicity", "ethnicity_codes", "decile", "la", "primary_urn",
-            "secondary_urn", "postcode", "moved", "move_date", "new_postcode", "surname",
+            "dob",
+            "ethnicity",
+            "ethnicity_codes",
+            "decile",
+            "la",
+            "primary_urn",
+            "secondary_urn",
+            "postcode",
+            "moved",
+            "move_date",
+            "new_postcode",
+            "surname",
             "name_group",
-        ):  # fmt: skip
+        ):
             values = getattr(self, field)
             values[second] = values[first]
         same_sex = rng.random(len(second)) < 0.65
@@ -270,10 +280,12 @@ class _Generator:
         death_start = np.maximum(p.dob + np.timedelta64(30, "D"), HOSPITAL_START)
         p.death[dies] = _random_dates(rng, death_start[dies], np.full(dies.sum(), HOSPITAL_END))
 
-        kinds = np.concatenate([np.full(n_asthma.sum(), 0), np.full(n_injury.sum(), 1),
-                                np.full(n_other.sum(), 2)])  # fmt: skip
-        child = np.concatenate([np.repeat(np.arange(p.n), k) for k in (n_asthma, n_injury,
-                                                                          n_other)])  # fmt: skip
+        kinds = np.concatenate(
+            [np.full(n_asthma.sum(), 0), np.full(n_injury.sum(), 1), np.full(n_other.sum(), 2)]
+        )
+        child = np.concatenate(
+            [np.repeat(np.arange(p.n), k) for k in (n_asthma, n_injury, n_other)]
+        )
         admitted = _random_dates(rng, start[child], np.full(len(child), HOSPITAL_END))
         keep = np.isnat(p.death[child]) | (admitted <= p.death[child])
         kinds, child, admitted = kinds[keep], child[keep], admitted[keep]
@@ -286,8 +298,9 @@ class _Generator:
             np.where(kinds == 1, _choose(rng, INJURY_CODES, n), _choose(rng, OTHER_CODES, n)),
         )
         stay = np.where(kinds == 2, rng.integers(0, 8, n), rng.integers(0, 3, n))
-        discharged = np.minimum(admitted + stay.astype("timedelta64[D]"),
-                                np.datetime64("2022-06-30"))  # fmt: skip
+        discharged = np.minimum(
+            admitted + stay.astype("timedelta64[D]"), np.datetime64("2022-06-30")
+        )
         emergency = (kinds < 2) | (rng.random(n) < 0.6)
         method = np.where(
             emergency,
@@ -297,7 +310,10 @@ class _Generator:
         secondary = np.where(rng.random(n) < 0.25, _choose(rng, (SECONDARY_CODES, None), n), None)
         record = _record_ids("EP", n, 9)
         self._nhs_table(
-            "hes_apc", child, admitted, record,
+            "hes_apc",
+            child,
+            admitted,
+            record,
             admission_date=admitted,
             discharge_date=discharged,
             length_of_stay=(discharged - admitted).astype(int),
@@ -306,7 +322,7 @@ class _Generator:
             primary_diagnosis=diagnosis,
             secondary_diagnosis=secondary,
             financial_year=_financial_year(admitted),
-        )  # fmt: skip
+        )
 
         n_ae = rng.poisson((0.22 + 0.05 * p.asthma) * boys * deprived * years)
         child = np.repeat(np.arange(p.n), n_ae)
@@ -328,14 +344,18 @@ class _Generator:
         )
         record = _record_ids("AE", n, 9)
         self._nhs_table(
-            "hes_ae", child, arrived, record,
+            "hes_ae",
+            child,
+            arrived,
+            record,
             arrival_date=arrived,
             arrival_mode=np.where(rng.random(n) < 0.18, "1", "2").astype(object),
             diagnosis=diagnosis,
-            disposal=_choose(rng, (list(codes.AE_DISPOSAL),
-                                   [0.08, 0.3, 0.45, 0.07, 0.05, 0.0, 0.05]), n),
+            disposal=_choose(
+                rng, (list(codes.AE_DISPOSAL), [0.08, 0.3, 0.45, 0.07, 0.05, 0.0, 0.05]), n
+            ),
             financial_year=_financial_year(arrived),
-        )  # fmt: skip
+        )
 
         child = np.flatnonzero(~np.isnat(p.death))
         died = p.death[child]
@@ -343,11 +363,14 @@ class _Generator:
         registered = died + rng.integers(1, 12, n).astype("timedelta64[D]")
         record = _record_ids("DR", n, 8)
         self._nhs_table(
-            "deaths", child, died, record,
+            "deaths",
+            child,
+            died,
+            record,
             date_of_death=died,
             underlying_cause=_choose(rng, DEATH_CODES, n),
             registration_year=registered.astype("datetime64[Y]").astype(int) + 1970,
-        )  # fmt: skip
+        )
 
     def _nhs_table(self, name, child, when, record, **columns) -> None:
         """A hospital-side table: identifiers as the hospital recorded them, with errors."""
@@ -375,9 +398,11 @@ class _Generator:
         )
         postcode = p.postcode_on(child, when)
         stale = rng.random(n) < 0.04
-        other = np.where(p.moved[child], np.where(postcode == p.postcode[child],
-                                                  p.new_postcode[child], p.postcode[child]),
-                         self.people._postcodes(rng, p.la[child]))  # fmt: skip
+        other = np.where(
+            p.moved[child],
+            np.where(postcode == p.postcode[child], p.new_postcode[child], p.postcode[child]),
+            self.people._postcodes(rng, p.la[child]),
+        )
         postcode = np.where(stale, other, postcode)
         sex = np.where(rng.random(n) < 0.002, "9", np.where(p.male[child], "1", "2"))
         nhs = np.where(rng.random(n) < 0.03, None, p.nhs_number[child])
@@ -410,9 +435,10 @@ class _Generator:
         child = np.concatenate([c for c, _, _ in chunks])
         year = np.concatenate([np.full(len(c), y) for c, y, _ in chunks])
         nc = np.concatenate([n for _, _, n in chunks])
-        census_day = np.array([f"{y + 1}-01-20" for y in range(FIRST_ACADEMIC_YEAR,
-                                                             LAST_ACADEMIC_YEAR + 1)],
-                              dtype="datetime64[D]")[year - FIRST_ACADEMIC_YEAR]  # fmt: skip
+        census_day = np.array(
+            [f"{y + 1}-01-20" for y in range(FIRST_ACADEMIC_YEAR, LAST_ACADEMIC_YEAR + 1)],
+            dtype="datetime64[D]",
+        )[year - FIRST_ACADEMIC_YEAR]
         urn = np.where(nc <= 6, p.primary_urn[child], p.secondary_urn[child])
         self.tables["pupils"] = {
             "upn": p.upn[child],
@@ -447,8 +473,9 @@ class _Generator:
             0.9,
         )
         missed = np.round(possible * rate).astype(int)
-        unauthorised = np.round(missed * np.clip(0.2 + 0.15 * p.fsm[c] + 0.1 * rng.normal(
-            size=m), 0, 1)).astype(int)  # fmt: skip
+        unauthorised = np.round(
+            missed * np.clip(0.2 + 0.15 * p.fsm[c] + 0.1 * rng.normal(size=m), 0, 1)
+        ).astype(int)
         self.tables["absence"] = {
             "upn": p.upn[c],
             "academic_year": y,
@@ -471,10 +498,16 @@ class _Generator:
             "academic_year": e_year,
             "exclusion_date": term_start + rng.integers(0, 320, e).astype("timedelta64[D]"),
             "exclusion_type": e_kind.astype(object),
-            "reason": _choose(rng, (list(codes.EXCLUSION_REASON),
-                                    [0.12, 0.08, 0.1, 0.12, 0.04, 0.05, 0.05, 0.34, 0.1]), e),
+            "reason": _choose(
+                rng,
+                (
+                    list(codes.EXCLUSION_REASON),
+                    [0.12, 0.08, 0.1, 0.12, 0.04, 0.05, 0.05, 0.34, 0.1],
+                ),
+                e,
+            ),
             "sessions": sessions,
-        }  # fmt: skip
+        }
 
         ks2 = nc == 6
         c, y = child[ks2], year[ks2]
@@ -497,8 +530,7 @@ class _Generator:
         ks4 = nc == 11
         c, y = child[ks4], year[ks4]
         m = len(c)
-        attainment = np.clip(np.round(46 + 15 * p.ability[c] + 5 * rng.normal(size=m)) / 1,
-                             0, 90)  # fmt: skip
+        attainment = np.clip(np.round(46 + 15 * p.ability[c] + 5 * rng.normal(size=m)) / 1, 0, 90)
         attainment = np.round(attainment * 2) / 2
         self.tables["ks4"] = {
             "upn": p.upn[c],
@@ -543,25 +575,29 @@ class _Generator:
         p = self.people
         pupils = np.flatnonzero(p.in_npd)
         pacsv.write_csv(
-            pa.table({
-                "child": pupils,
-                "upn": pa.array(p.upn[pupils], pa.string()),
-                "nhs_number": pa.array(p.nhs_number[pupils], pa.string()),
-                "twin": p.twin[pupils],
-            }),
+            pa.table(
+                {
+                    "child": pupils,
+                    "upn": pa.array(p.upn[pupils], pa.string()),
+                    "nhs_number": pa.array(p.nhs_number[pupils], pa.string()),
+                    "twin": p.twin[pupils],
+                }
+            ),
             folder / "pupils.csv",
-        )  # fmt: skip
+        )
         records = []
         for name, child in self.truth.items():
             key = catalog.dataset(name).record_key
             records.append(
-                pa.table({
-                    "dataset": pa.array([name] * len(child), pa.string()),
-                    "record_id": pa.array(self.tables[name][key], pa.string()),
-                    "child": child,
-                    "in_npd": p.in_npd[child],
-                })
-            )  # fmt: skip
+                pa.table(
+                    {
+                        "dataset": pa.array([name] * len(child), pa.string()),
+                        "record_id": pa.array(self.tables[name][key], pa.string()),
+                        "child": child,
+                        "in_npd": p.in_npd[child],
+                    }
+                )
+            )
         pacsv.write_csv(pa.concat_tables(records), folder / "nhs_records.csv")
         (folder / "README.txt").write_text(
             "The true identity of every synthetic record. Only for measuring linkage quality "
@@ -618,5 +654,6 @@ def generate(
 
 
 def summarise_json(summary: Summary) -> str:
-    return json.dumps({"pupils": summary.pupils, "children": summary.children,
-                       "rows": summary.rows})  # fmt: skip
+    return json.dumps(
+        {"pupils": summary.pupils, "children": summary.children, "rows": summary.rows}
+    )

@@ -1,0 +1,357 @@
+"""The airlock over a provisioned project's real outputs, on SQLite and PostgreSQL: every state
+of an export request, independent reviews, conflicts, returns, release, download, revocation."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import pytest
+
+from tre import airlock, audit, outputs
+from tre.airlock.lifecycle import OWNERS, TRANSITIONS, State
+from tre.exceptions import (
+    IntegrityError,
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+    PermissionDenied,
+)
+from tre.outputs import specs
+from tre.people import Person, local_person
+
+ALICE, BOB, DORA, ADA = (local_person(u) for u in ("alice", "bob", "dora", "ada"))
+OLGA, OSCAR, OTTO = (local_person(u) for u in ("olga", "oscar", "otto"))
+#: A researcher of the project who is also an output checker: still cannot review it.
+BOB_CHECKER = Person("bob", frozenset({"researcher", "output-checker"}))
+
+
+def table_output(world, name="pupils by sex", **fields):
+    spec = specs.parse(
+        {"name": name, "kind": "table", "dataset": "pupils", "rows": ["sex"], **fields}
+    )
+    output, _ = outputs.check(world.home, world.db, world.project, spec, ALICE)
+    return output
+
+
+def draft(world, *outputs_, title="Tables for the paper"):
+    request = airlock.create(world.db, world.project, title, ALICE)
+    for output in outputs_:
+        airlock.put_output(
+            world.db, request.id, output.id, f"{output.name}, for table 1 of the paper", ALICE
+        )
+    return request
+
+
+def submitted(world, *outputs_):
+    request = draft(world, *(outputs_ or (table_output(world),)))
+    return airlock.submit(world.home, world.db, request.id, ALICE)
+
+
+def vote(world, request, slot, by, choice="approve", comment="", visibility="researcher"):
+    comment = comment or ("" if choice == "approve" else f"{by.username}: please change this")
+    return airlock.review(world.home, world.db, request.id, slot, choice, comment, by, visibility)[
+        "request"
+    ]
+
+
+def events_of(world, request_id):
+    with world.db.read() as session:
+        return [
+            e["action"]
+            for e in audit.events(session, object_type="export_request", object_id=str(request_id))
+        ]
+
+
+# -- the lifecycle -----------------------------------------------------------------------------
+
+
+def test_every_state_has_an_owner_and_every_transition_an_audit_event():
+    assert set(OWNERS) == set(State)
+    reachable = {State.DRAFT} | {t.target for t in TRANSITIONS}
+    assert reachable == set(State)
+    for t in TRANSITIONS:
+        assert t.event.startswith("request.")
+        assert t.event in audit.ACTIONS
+
+
+def test_every_state_is_reached_with_its_audit_event(world):
+    seen: dict[str, set[str]] = {}
+
+    def note(request):
+        fresh = airlock.get(world.db, request.id)
+        seen.setdefault(fresh.state, set()).update(events_of(world, request.id))
+        return fresh
+
+    # draft → withdrawn
+    note(airlock.withdraw(world.db, note(draft(world, table_output(world))).id, ALICE))
+    # submitted → in review → approved → released → revoked
+    request = submitted(world)
+    note(request)
+    vote(world, request, 1, OLGA)
+    assert vote(world, request, 1, OSCAR) == "released"
+    note(request)
+    note(airlock.revoke(world.home, world.db, request.id, ADA, "released by mistake, see #12"))
+    # in review → returned ; returned → rejected
+    request = submitted(world)
+    vote(world, request, 1, OLGA, "request_changes")
+    assert vote(world, request, 1, OSCAR, "request_changes") == "returned"
+    note(request)
+    with pytest.raises(InvalidInput, match=r"asked for changes to output\(s\) 1"):
+        airlock.submit(world.home, world.db, request.id, ALICE)
+    replacement = table_output(world, "pupils by sex again")
+    airlock.put_output(world.db, request.id, replacement.id, "the same, checked again", ALICE, 1)
+    airlock.submit(world.home, world.db, request.id, ALICE)
+    vote(world, request, 1, OLGA, "reject")
+    assert vote(world, request, 1, OSCAR, "reject") == "rejected"
+    note(request)
+    # the submitted state is passed through on every submission
+    assert "request.submitted" in seen["in_review"] | seen["returned"]
+    assert set(seen) | {"submitted", "in_review", "approved"} == {s.value for s in State}
+    assert {"request.released", "request.approved"} <= seen["released"]
+    assert "request.revoked" in seen["revoked"]
+    assert "request.returned" in seen["returned"]
+    assert "request.rejected" in seen["rejected"]
+    assert "request.withdrawn" in seen["withdrawn"]
+
+
+def test_impossible_moves_are_refused_and_say_what_is_possible(world):
+    request = submitted(world)
+    with pytest.raises(InvalidTransition, match="in review cannot be submit"):
+        airlock.submit(world.home, world.db, request.id, ALICE)
+    with pytest.raises(InvalidTransition, match=r"Possible: .*withdraw"):
+        airlock.put_output(
+            world.db, request.id, table_output(world).id, "another table of pupils", ALICE
+        )
+    with pytest.raises(PermissionDenied, match="Only the author"):
+        airlock.withdraw(world.db, request.id, BOB)
+    with pytest.raises(NotFound, match="no export request #999999"):
+        airlock.withdraw(world.db, 999999, ALICE)
+
+
+def test_only_researchers_of_the_active_project_create_requests(world):
+    with pytest.raises(PermissionDenied):
+        airlock.create(world.db, world.project, "tables", OLGA)
+    with pytest.raises(PermissionDenied, match="not a member"):
+        airlock.create(world.db, world.project, "tables", Person("rita", frozenset({"researcher"})))
+    with pytest.raises(InvalidInput, match="title"):
+        airlock.create(world.db, world.project, " ", ALICE)
+
+
+def test_a_request_needs_described_outputs_of_its_own_project(world):
+    request = airlock.create(world.db, world.project, "Empty for now", ALICE)
+    with pytest.raises(InvalidInput, match="at least one output"):
+        airlock.submit(world.home, world.db, request.id, ALICE)
+    output = table_output(world)
+    with pytest.raises(InvalidInput, match="Describe each output"):
+        airlock.put_output(world.db, request.id, output.id, "a table", ALICE)
+    with pytest.raises(InvalidInput, match="not an output of project"):
+        airlock.put_output(world.db, request.id, 999999, "a table of nothing", ALICE)
+    with pytest.raises(PermissionDenied, match="Only the author"):
+        airlock.put_output(world.db, request.id, output.id, "bob adds a table here", BOB)
+    assert airlock.slots(world.db, request.id) == []
+
+
+def test_an_output_with_nothing_releasable_cannot_be_requested(world):
+    # Every cell of a table by pupil-level categories is too small: nothing could leave.
+    output = table_output(world, "too fine", rows=["sex", "ethnicity", "la_code", "idaci_decile"])
+    assert output.result["summary"]["status"] == "fail"
+    assert all(c.get("value") is None for c in output.result["cells"])
+    request = airlock.create(world.db, world.project, "Too fine", ALICE)
+    with pytest.raises(InvalidInput, match="nothing of it could be released"):
+        airlock.put_output(world.db, request.id, output.id, "every combination", ALICE)
+
+
+def test_submission_runs_the_automatic_checks_again(world):
+    output = table_output(world)
+    request = draft(world, output)
+    with world.db.write() as session:  # as if the stored result had been edited
+        stored = session.get(outputs.Output, output.id)
+        stored.result = {**stored.result, "cells": []}
+    airlock.submit(world.home, world.db, request.id, ALICE)
+    again = outputs.get(world.db, output.id)
+    assert again.result["cells"], "the result was recomputed from the extract"
+    with world.db.read() as session:
+        checked = [
+            e
+            for e in audit.events(session, object_type="export_request", object_id=str(request.id))
+            if e["action"] == "request.checked"
+        ]
+    assert checked and checked[-1]["details"]["checks"]["1"] == again.status
+
+
+# -- who reviews -------------------------------------------------------------------------------
+
+
+def test_only_independent_output_checkers_review(world):
+    request = submitted(world)
+    for person, reason in [
+        (ALICE, "output-checker"),
+        (BOB_CHECKER, "is a member of project"),
+        (DORA, "output-checker"),
+        (ADA, "output-checker"),
+    ]:
+        with pytest.raises(PermissionDenied, match=reason):
+            vote(world, request, 1, person)
+    author_checker = Person("alice", frozenset({"researcher", "output-checker"}))
+    with pytest.raises(PermissionDenied):
+        vote(world, request, 1, author_checker)
+    assert airlock.reviews_of(world.db, airlock.slots(world.db, request.id)[0]) == []
+
+
+def test_a_checker_reviews_an_output_once_and_says_why_unless_approving(world):
+    request = submitted(world)
+    with pytest.raises(InvalidInput, match="Say why"):
+        airlock.review(world.home, world.db, request.id, 1, "reject", "no", OLGA)
+    with pytest.raises(InvalidInput, match="A vote is one of"):
+        airlock.review(world.home, world.db, request.id, 1, "maybe", "", OLGA)
+    with pytest.raises(NotFound, match="no output 7"):
+        vote(world, request, 7, OLGA)
+    vote(world, request, 1, OLGA)
+    with pytest.raises(InvalidInput, match="already reviewed"):
+        vote(world, request, 1, OLGA)
+
+
+def test_drafts_are_private_to_the_project(world):
+    request = draft(world, table_output(world))
+    with pytest.raises(PermissionDenied):
+        airlock.view(world.db, request.id, OLGA)
+    assert airlock.view(world.db, request.id, BOB)["state"] == "draft"
+    assert request.id not in {r["id"] for r in airlock.queue(world.db, OLGA, limit=10_000)}
+
+
+def test_a_reviewer_does_not_see_the_other_vote_until_both_have_voted(world):
+    request = submitted(world, table_output(world), table_output(world, "pupils by fsm"))
+    vote(world, request, 1, OLGA, "request_changes", "olga: merge the smaller ethnic groups")
+    before = airlock.view(world.db, request.id, OSCAR)["outputs"][0]
+    assert before["reviews"] == [] and before["reviews_received"] == 1
+    mine = airlock.view(world.db, request.id, OLGA)["outputs"][0]["reviews"]
+    assert [r["reviewer"] for r in mine] == ["olga"]
+    researcher = airlock.view(world.db, request.id, ALICE)["outputs"][0]
+    assert researcher["reviews"] == [] and researcher["outcome"] is None
+    vote(world, request, 1, OSCAR, "approve")
+    after = airlock.view(world.db, request.id, OSCAR)["outputs"][0]
+    assert after["outcome"] == "conflicted"
+    assert sorted(r["reviewer"] for r in after["reviews"]) == ["olga", "oscar"]
+    # a third review resolves the conflict; the researcher sees comments meant for them only
+    vote(world, request, 1, OTTO, "request_changes", "otto: checkers only", visibility="checkers")
+    decided = airlock.view(world.db, request.id, ALICE)["outputs"][0]
+    assert decided["outcome"] == "changes requested"
+    comments = [r["comment"] for r in decided["reviews"]]
+    assert "olga: merge the smaller ethnic groups" in comments
+    assert "otto: checkers only" not in comments
+    assert all(r["reviewer"] == "an output checker" for r in decided["reviews"])
+    assert airlock.get(world.db, request.id).state == "in_review"  # output 2 is undecided
+    with pytest.raises(InvalidInput, match="already decided"):
+        vote(world, request, 1, Person("ivy", frozenset({"output-checker"})))
+
+
+def test_a_return_lets_the_researcher_replace_an_output_and_restarts_its_reviews(world):
+    first, second = table_output(world), table_output(world, "pupils by fsm")
+    request = submitted(world, first, second)
+    vote(world, request, 1, OLGA, "request_changes")
+    vote(world, request, 1, OSCAR, "request_changes")
+    vote(world, request, 2, OLGA)
+    assert vote(world, request, 2, OSCAR) == "returned"
+    better = table_output(world, "pupils by sex, rounded", rows=["sex"], cols=["fsm_eligible"])
+    airlock.put_output(world.db, request.id, better.id, "the table, with broader groups", ALICE, 1)
+    airlock.submit(world.home, world.db, request.id, ALICE)
+    view = airlock.view(world.db, request.id, OTTO)
+    assert view["outputs"][0]["output"]["id"] == better.id
+    assert view["outputs"][0]["round"] == 2 and view["outputs"][0]["reviews_received"] == 0
+    assert view["outputs"][1]["outcome"] == "approved"  # untouched outputs keep their decision
+    vote(world, request, 1, OLGA)
+    assert vote(world, request, 1, OTTO) == "released"
+
+
+def test_one_rejection_rejects_the_request_and_nothing_is_released(world):
+    request = submitted(world, table_output(world), table_output(world, "pupils by fsm"))
+    vote(world, request, 1, OLGA)
+    vote(world, request, 1, OSCAR)
+    vote(world, request, 2, OLGA, "reject")
+    assert vote(world, request, 2, OSCAR, "reject") == "rejected"
+    assert not (world.home.released / world.project / str(request.id)).exists()
+    with pytest.raises(PermissionDenied, match="nothing is released"):
+        airlock.download(world.home, world.db, request.id, 1, ALICE)
+
+
+# -- release, download, revocation -------------------------------------------------------------
+
+
+def test_approved_outputs_are_released_and_downloaded_by_the_project_only(world, tmp_path):
+    figure = tmp_path / "figure.csv"
+    figure.write_text("group,n\nA,120\nB,340\n")
+    file_output = outputs.add_file(world.home, world.db, world.project, figure, ALICE, "counts")
+    figure.write_text("group,n\nA,1\nB,2\n")  # changing the original changes nothing released
+    table = table_output(world)
+    request = submitted(world, table, file_output)
+    for slot in (1, 2):
+        vote(world, request, slot, OLGA)
+        vote(world, request, slot, OSCAR)
+    assert airlock.get(world.db, request.id).state == "released"
+    path = airlock.download(world.home, world.db, request.id, 1, BOB)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    released_cells = [c for c in outputs.get(world.db, table.id).result["cells"]]
+    assert len(rows) == len(released_cells)
+    for row in rows:
+        assert row["note"] == "suppressed" or int(float(row["value"])) >= 10
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert "population" not in sidecar
+    copied = airlock.download(world.home, world.db, request.id, 2, ALICE)
+    assert copied.read_text() == "group,n\nA,120\nB,340\n"
+    assert outputs.get(world.db, table.id).released_at is not None
+    for person in (OLGA, DORA, ADA):
+        with pytest.raises(PermissionDenied, match="Only the researchers"):
+            airlock.download(world.home, world.db, request.id, 1, person)
+    with world.db.read() as session:
+        downloads = [
+            (e["actor"], e["details"]["slot"])
+            for e in audit.events(session, object_type="export_request", object_id=str(request.id))
+            if e["action"] == "request.downloaded"
+        ]
+    assert downloads == [("bob", 1), ("alice", 2)]
+    assert oct(path.stat().st_mode & 0o777) == "0o640"
+
+
+def test_a_kept_file_changed_behind_the_tre_is_not_released(world, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a model summary")
+    output = outputs.add_file(world.home, world.db, world.project, notes, ALICE)
+    kept = output.file_path
+    request = submitted(world, output)
+    vote(world, request, 1, OLGA)
+    os.chmod(kept, 0o640)
+    with open(kept, "w") as f:
+        f.write("pupil 123 is in hospital")
+    with pytest.raises(IntegrityError, match="changed after it was checked"):
+        vote(world, request, 1, OSCAR)
+    assert airlock.get(world.db, request.id).state == "approved"
+    assert not (world.home.released / world.project / str(request.id)).exists()
+
+
+def test_a_revoked_release_can_no_longer_be_downloaded(world):
+    request = submitted(world)
+    vote(world, request, 1, OLGA)
+    vote(world, request, 1, OSCAR)
+    with pytest.raises(PermissionDenied, match="Only output checkers and administrators"):
+        airlock.revoke(world.home, world.db, request.id, ALICE, "I changed my mind about it")
+    with pytest.raises(InvalidInput, match="Say why"):
+        airlock.revoke(world.home, world.db, request.id, OTTO, "oops")
+    airlock.revoke(world.home, world.db, request.id, OTTO, "a differencing attack was found")
+    assert not (world.home.released / world.project / str(request.id)).exists()
+    with pytest.raises(PermissionDenied, match="revoked: nothing is released"):
+        airlock.download(world.home, world.db, request.id, 1, ALICE)
+
+
+def test_the_queue_shows_what_each_checker_may_review_oldest_first(world):
+    first, second = submitted(world), submitted(world)
+    queue = [r["id"] for r in airlock.queue(world.db, OLGA, limit=10_000)]
+    assert queue.index(first.id) < queue.index(second.id)
+    vote(world, first, 1, OLGA)
+    item = next(r for r in airlock.queue(world.db, OLGA, limit=10_000) if r["id"] == first.id)
+    assert item["reviewed_by_you"] == 1 and item["outputs"] == 1
+    assert all(r["id"] != first.id for r in airlock.queue(world.db, BOB_CHECKER, limit=10_000))
+    with pytest.raises(PermissionDenied):
+        airlock.queue(world.db, ALICE)

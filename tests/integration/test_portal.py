@@ -1,0 +1,320 @@
+"""The portal served by uvicorn behind the real Keycloak: every API endpoint and every page as
+every role (and anonymous), logins through Keycloak's own login form, CSRF, security headers,
+and the Keycloak group of a project following its lifecycle."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import httpx
+import pytest
+
+from tre import projects
+from tre.identity import groups
+from tre.people import local_person
+from tre.projects import extracts
+
+pytestmark = pytest.mark.keycloak
+
+ROLES = ("alice", "bob", "dora", "hugh", "olga", "oscar", "ada")
+EVERYONE = dict.fromkeys(ROLES, 200)
+#: Who sees the provisioned project: its members, the custodians of its data, administrators.
+VIEWERS = {
+    **dict.fromkeys(ROLES, 403),
+    **dict.fromkeys(("alice", "bob", "dora", "hugh", "ada"), 200),
+}
+
+
+def only(status: int, *allowed: str) -> dict[str, int]:
+    return {role: status if role in allowed else 403 for role in ROLES}
+
+
+def api_matrix(p) -> list[tuple[str, str, dict | None, dict[str, int]]]:
+    """(method, path, JSON body, expected status per role). A body that is wrong *after* the
+    permission check (too short a reason, an impossible move) keeps the allowed calls from
+    changing anything, so the matrix shows who gets past the permission functions."""
+    table = {"name": "m", "kind": "table", "dataset": "pupils", "rows": ["sex"]}
+    application = {
+        "id": "matrix-application",
+        "title": "An application from the matrix test",
+        "lay_summary": "What the matrix test would study, in plain words for the public.",
+        "purpose": "Check that only the lead of a project can submit its application.",
+        "legal_basis": "UK GDPR Article 6(1)(e) public task; Article 9(2)(j) research.",
+        "lead": "alice",
+        "members": ["alice"],
+        "start": "2026-01-01",
+        "end": "2027-12-31",
+        "privacy_budget": 1.0,
+        "datasets": {"pupils": ["sex"]},
+    }
+    rq, rl = f"/requests/{p.in_review}", f"/requests/{p.released}"
+    return [
+        ("GET", "/me", None, EVERYONE),
+        ("GET", "/catalog", None, EVERYONE),
+        ("GET", "/catalog/pupils", None, EVERYONE),
+        ("GET", "/catalog.jsonld", None, EVERYONE),
+        ("GET", "/projects", None, EVERYONE),
+        ("POST", "/projects", application, only(201, "alice")),
+        ("GET", f"/projects/{p.project}", None, VIEWERS),
+        ("GET", f"/projects/{p.project}/risk", None, only(200, "dora", "hugh", "ada")),
+        ("POST", f"/projects/{p.project}/decision", {"approve": True}, only(409, "dora", "hugh")),
+        ("GET", f"/projects/{p.project}/outputs", None, VIEWERS),
+        ("POST", f"/projects/{p.project}/outputs", table, only(201, "alice", "bob")),
+        ("GET", f"/projects/{p.project}/budget", None, VIEWERS),
+        ("POST", f"/projects/{p.pending}/provision", {}, only(409, "ada")),
+        ("GET", f"/outputs/{p.output}", None, EVERYONE),
+        ("POST", "/requests", {"project": p.project, "title": "x"}, only(422, "alice", "bob")),
+        ("GET", f"/requests?project={p.project}", None, VIEWERS),
+        ("GET", rq, None, only(200, "alice", "bob", "olga", "oscar", "ada")),
+        ("POST", f"{rq}/outputs", {"output_id": p.output, "description": "x"}, only(422, "alice")),
+        ("POST", f"{rq}/submit", None, only(409, "alice")),
+        ("POST", f"{rl}/withdraw", None, only(409, "alice")),
+        ("POST", f"{rq}/outputs/1/reviews", {"vote": "reject"}, only(422, "olga", "oscar")),
+        ("POST", f"{rl}/revoke", {"reason": "x"}, only(422, "olga", "oscar", "ada")),
+        ("GET", f"{rl}/outputs/1/download", None, only(200, "alice", "bob")),
+        ("GET", "/review/queue", None, only(200, "olga", "oscar")),
+        ("GET", "/custodian/usage", None, only(200, "dora", "hugh")),
+        ("GET", "/audit/verify", None, only(200, "ada")),
+        ("GET", "/users", None, only(200, "ada")),
+    ]
+
+
+def template(path: str) -> str:
+    path = path.split("?")[0]
+    path = re.sub(r"/(portal-project|pending-project)", "/{project_id}", path)
+    path = re.sub(r"/requests/\d+", "/requests/{request_id}", path)
+    path = re.sub(r"/outputs/\d+/", "/outputs/{slot}/", path)
+    path = re.sub(r"/outputs/\d+$", "/outputs/{output_id}", path)
+    path = re.sub(r"/catalog/pupils", "/catalog/{dataset}", path)
+    path = re.sub(r"\{project_id\}/(provision)", "{project_id}/{action}", path)
+    return path
+
+
+def test_the_matrix_covers_every_endpoint_of_the_api(portal):
+    spec = httpx.get(f"{portal.url}/api/v1/openapi.json").json()
+    published = {(m.upper(), path) for path, ops in spec["paths"].items() for m in ops}
+    covered = {(m, "/api/v1" + template(path)) for m, path, _, _ in api_matrix(portal)}
+    assert published == covered
+
+
+def test_every_endpoint_answers_every_role_as_the_permissions_say(portal):
+    wrong = []
+    for role in ROLES:
+        with portal.api(role) as client:
+            for method, path, body, expected in api_matrix(portal):
+                answer = client.request(method, path, json=body)
+                if answer.status_code != expected[role]:
+                    wrong.append((role, method, path, answer.status_code, answer.text[:200]))
+                elif answer.status_code == 403:
+                    assert answer.json()["detail"], "a refusal says why"
+    with portal.api() as anonymous:
+        for method, path, body, _ in api_matrix(portal):
+            answer = anonymous.request(method, path, json=body)
+            if answer.status_code != 401:
+                wrong.append(("anonymous", method, path, answer.status_code, answer.text[:200]))
+    assert wrong == []
+
+
+def test_a_forged_or_foreign_token_is_refused(portal):
+    token = portal.token("ada")
+    header, payload, signature = token.split(".")
+    forged = f"{header}.{payload}.{signature[:-4]}AAAA"
+    for bad in (forged, "not-a-token", token + "x"):
+        answer = httpx.get(
+            f"{portal.url}/api/v1/me", headers={"Authorization": f"Bearer {bad}"}, timeout=30
+        )
+        assert answer.status_code == 401, bad
+
+
+def test_the_api_never_reads_the_session_cookie(portal):
+    client = portal.login("ada")
+    answer = client.get("/api/v1/audit/verify")
+    client.close()
+    assert answer.status_code == 401
+
+
+def test_the_release_downloads_with_the_checked_cells_only(portal):
+    with portal.api("bob") as client:
+        answer = client.get(f"/requests/{portal.released}/outputs/1/download")
+    assert answer.status_code == 200
+    lines = answer.text.splitlines()
+    assert lines[0] == "row,column,value,note"
+    for line in lines[1:]:
+        value, note = line.split(",")[2:4]
+        assert note == "suppressed" or float(value) >= 10
+
+
+# -- pages -------------------------------------------------------------------------------------
+
+
+def page_matrix(p) -> list[tuple[str, dict[str, int]]]:
+    rq, rl = f"/requests/{p.in_review}", f"/requests/{p.released}"
+    return [
+        ("/", EVERYONE),
+        ("/catalog", EVERYONE),
+        ("/catalog/pupils", EVERYONE),
+        ("/catalog.jsonld", EVERYONE),
+        ("/projects", EVERYONE),
+        ("/projects/apply", only(200, "alice", "bob")),
+        (f"/projects/{p.project}", VIEWERS),
+        (f"/projects/{p.pending}", only(200, "bob", "dora", "hugh", "ada")),
+        (f"/outputs/{p.output}", EVERYONE),
+        (rq, only(200, "alice", "bob", "olga", "oscar", "ada")),
+        (f"{rl}/outputs/1/download", only(200, "alice", "bob")),
+        ("/review", only(200, "olga", "oscar")),
+        ("/decisions", only(200, "dora", "hugh")),
+        ("/usage", only(200, "dora", "hugh")),
+        ("/admin", only(200, "ada")),
+    ]
+
+
+def post_pages(p) -> list[str]:
+    rq = f"/requests/{p.in_review}"
+    return [
+        "/logout",
+        "/projects/apply",
+        f"/projects/{p.pending}/decision",
+        f"/projects/{p.pending}/action/provision",
+        f"/projects/{p.project}/outputs",
+        "/requests",
+        f"{rq}/outputs",
+        f"{rq}/submit",
+        f"{rq}/outputs/1/reviews",
+    ]
+
+
+@pytest.fixture(scope="module")
+def sessions(portal):
+    clients = {role: portal.login(role) for role in ROLES}
+    yield clients
+    for client in clients.values():
+        client.close()
+
+
+def test_every_page_answers_every_role_as_the_permissions_say(portal, sessions):
+    wrong = []
+    for role, client in sessions.items():
+        for path, expected in page_matrix(portal):
+            answer = client.get(path, follow_redirects=False)
+            if answer.status_code != expected[role]:
+                wrong.append((role, path, answer.status_code))
+            elif answer.status_code == 403:
+                assert "That is not possible" in answer.text, answer.text
+    with httpx.Client(base_url=portal.url, timeout=30) as anonymous:
+        for path, _ in page_matrix(portal):
+            answer = anonymous.get(path)
+            if path == "/":
+                assert answer.status_code == 200 and "Log in" in answer.text
+            elif answer.status_code != 303 or not answer.headers["location"].startswith(
+                "/login?next="
+            ):
+                wrong.append(("anonymous", path, answer.status_code))
+    assert wrong == []
+
+
+def test_forms_without_the_session_csrf_token_change_nothing(portal, sessions):
+    before = projects.get(portal.db, portal.pending).state
+    for role, client in sessions.items():
+        for path in post_pages(portal):
+            for token in ("", "forged-token"):
+                answer = client.post(path, data={"csrf": token}, follow_redirects=False)
+                assert answer.status_code in (403, 422), (role, path, answer.status_code)
+                if answer.status_code == 403:
+                    assert "did not come from this portal" in answer.text
+    assert projects.get(portal.db, portal.pending).state == before
+    with httpx.Client(base_url=portal.url, timeout=30) as anonymous:
+        for path in post_pages(portal):
+            answer = anonymous.post(path, data={"csrf": "x", "output_id": "1"})
+            assert answer.status_code == 303 and "/login" in answer.headers["location"], path
+
+
+def test_a_refused_form_says_why(portal, sessions):
+    client = sessions["alice"]
+    answer = client.post(f"/projects/{portal.pending}/action/provision", data={"csrf": client.csrf})
+    assert answer.status_code == 403
+    assert "tre-admin" in answer.text or "not a member" in answer.text
+
+
+def test_pages_carry_security_headers_and_secure_cookies(portal, sessions):
+    answer = sessions["alice"].get("/")
+    assert answer.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+    assert answer.headers["cache-control"] == "no-store"
+    login = httpx.get(f"{portal.url}/login", follow_redirects=False, timeout=30)
+    assert "httponly" in login.headers["set-cookie"].lower()
+    assert "samesite=lax" in login.headers["set-cookie"].lower()
+    assert login.headers["location"].startswith(portal.keycloak.issuer)
+    assert "code_challenge_method=S256" in login.headers["location"]
+
+
+def test_a_login_with_a_tampered_state_is_refused(portal):
+    with httpx.Client(base_url=portal.url, timeout=30) as client:
+        client.get("/login", follow_redirects=False)
+        answer = client.get("/auth/callback?code=abc&state=not-the-state")
+    assert answer.status_code == 401
+    assert "does not match this browser" in answer.text
+
+
+def test_logging_out_ends_the_session(portal):
+    client = portal.login("bob")
+    assert client.get("/projects", follow_redirects=False).status_code == 200
+    client.post("/logout", data={"csrf": client.csrf}, follow_redirects=False)
+    answer = client.get("/projects", follow_redirects=False)
+    client.close()
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/login")
+
+
+def test_a_login_redirect_never_leaves_the_portal(portal):
+    answer = httpx.get(
+        f"{portal.url}/login?next=https://evil.example.org/", follow_redirects=False, timeout=30
+    )
+    from itsdangerous import URLSafeTimedSerializer
+
+    from tre import keys
+    from tre.portal.auth import LOGIN_COOKIE
+
+    signer = URLSafeTimedSerializer(
+        keys.purpose_key(portal.home.keys, "portal cookies").hex(), salt="tre-login"
+    )
+    assert signer.loads(answer.cookies[LOGIN_COOKIE])["next"] == "/"
+
+
+# -- Keycloak groups ---------------------------------------------------------------------------
+
+
+def test_the_project_group_follows_the_project(portal):
+    settings = portal.keycloak.settings.__class__.from_environ(portal.environ)
+    project_groups = groups.ProjectGroups(settings)
+    assert project_groups.members(portal.project) == ["alice", "bob"]
+    with portal.api("alice") as client:
+        token_groups = client.get("/me").json()
+    assert token_groups["username"] == "alice"
+    ada = local_person("ada")
+    projects.ACCESS_HOOKS[:] = [lambda project: groups.sync(settings, project)]
+    try:
+        projects.set_state(portal.db, portal.project, "suspend", ada, "audit of the project")
+        assert project_groups.members(portal.project) == []
+        projects.set_state(portal.db, portal.project, "resume", ada, "audit finished")
+        assert project_groups.members(portal.project) == ["alice", "bob"]
+    finally:
+        projects.ACCESS_HOOKS.clear()
+    assert projects.get(portal.db, portal.project).state == "provisioned"
+
+
+def test_provisioning_and_closing_through_the_api_create_and_delete_the_group(portal):
+    settings = portal.keycloak.settings.__class__.from_environ(portal.environ)
+    project_groups = groups.ProjectGroups(settings)
+    application = dataclasses.replace(
+        projects.get(portal.db, portal.pending).spec_object(), id="closing-project"
+    )
+    projects.submit(portal.db, application, local_person("bob"))
+    projects.decide(portal.db, application.id, "dfe", local_person("dora"), approve=True)
+    projects.decide(portal.db, application.id, "nhs", local_person("hugh"), approve=True)
+    with portal.api("ada") as client:
+        assert client.post(f"/projects/{application.id}/provision", json={}).status_code == 200
+        assert project_groups.members(application.id) == ["bob"]
+        closed = client.post(f"/projects/{application.id}/close", json={"reason": "finished"})
+        assert closed.status_code == 200, closed.text
+    assert project_groups._group_id(application.id, create=False) is None
+    assert not extracts.folder(portal.home, application.id).joinpath("extracts").exists()

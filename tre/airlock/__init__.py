@@ -1,0 +1,628 @@
+"""The airlock: export requests, two independent reviews per output, release and revocation.
+
+A researcher of an active project puts checked outputs (each with a description) into a
+request and submits it; the automatic checks run again (an earlier release may now make a
+table disclosive by differencing). Output checkers who are neither the author nor a member of
+the project review each output: approve, request changes or reject, with a comment for the
+researcher or for checkers only. An output is decided when two reviews agree; two that
+disagree make it *conflicted* until a further review breaks the tie. A reviewer sees the
+others' votes only once the output has two. When every output is decided: one rejection
+rejects the request; else any request for changes returns it (the researcher replaces those
+outputs, which resets their reviews); else it is approved and released: the outputs are copied
+to the released store, where the project's researchers download them (each download audited).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from tre import audit, outputs, permissions
+from tre.airlock.lifecycle import State, transition
+from tre.db import Base, Database
+from tre.exceptions import IntegrityError, InvalidInput, NotFound, PermissionDenied
+from tre.home import Home
+from tre.outputs import rules as R
+from tre.people import SYSTEM, Person
+
+VOTES = ("approve", "request_changes", "reject")
+VISIBILITY = ("researcher", "checkers")
+OUTCOME_OF = {"approve": "approved", "request_changes": "changes requested", "reject": "rejected"}
+REVIEWS_NEEDED = 2
+
+
+class ExportRequest(Base):
+    __tablename__ = "export_requests"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(sa.ForeignKey("projects.id"), index=True)
+    author: Mapped[str] = mapped_column(sa.String(64))
+    title: Mapped[str] = mapped_column(sa.String(300))
+    state: Mapped[str] = mapped_column(sa.String(16), index=True)
+    created_at: Mapped[str] = mapped_column(sa.String(32))
+    updated_at: Mapped[str] = mapped_column(sa.String(32), index=True)
+
+    @property
+    def status(self) -> State:
+        return State(self.state)
+
+
+class RequestOutput(Base):
+    __tablename__ = "request_outputs"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[int] = mapped_column(sa.ForeignKey("export_requests.id"), index=True)
+    slot: Mapped[int] = mapped_column(sa.Integer)
+    output_id: Mapped[int] = mapped_column(sa.ForeignKey("outputs.id"))
+    description: Mapped[str] = mapped_column(sa.Text)
+    round: Mapped[int] = mapped_column(sa.Integer, default=1)
+    released_path: Mapped[str | None] = mapped_column(sa.String(500), nullable=True)
+
+    __table_args__ = (sa.UniqueConstraint("request_id", "slot"),)
+
+
+class Review(Base):
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    request_output_id: Mapped[int] = mapped_column(sa.ForeignKey("request_outputs.id"), index=True)
+    round: Mapped[int] = mapped_column(sa.Integer)
+    reviewer: Mapped[str] = mapped_column(sa.String(64))
+    vote: Mapped[str] = mapped_column(sa.String(16))
+    comment: Mapped[str] = mapped_column(sa.Text)
+    visibility: Mapped[str] = mapped_column(sa.String(16))
+    created_at: Mapped[str] = mapped_column(sa.String(32))
+
+    __table_args__ = (sa.UniqueConstraint("request_output_id", "round", "reviewer"),)
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _event(by: Person, action: str, request_id: int, details: dict | None = None) -> audit.Event:
+    return audit.Event(
+        by.username, by.main_role, action, "export_request", str(request_id), details or {}
+    )
+
+
+def _move(
+    session: Session, request: ExportRequest, action: str, by: Person, details: dict | None = None
+) -> None:
+    step = transition(request.status, action)
+    request.state = step.target.value
+    request.updated_at = now()
+    audit.record(session, _event(by, step.event, request.id, details))
+
+
+def _lock(session: Session, request_id: int) -> ExportRequest:
+    request = session.execute(
+        sa.select(ExportRequest).where(ExportRequest.id == request_id).with_for_update()
+    ).scalar_one_or_none()
+    if request is None:
+        raise NotFound(f"There is no export request #{request_id}.")
+    return request
+
+
+def _project(db: Database, project_id: str):
+    from tre import projects
+
+    return projects.get(db, project_id)
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+def get(db: Database, request_id: int) -> ExportRequest:
+    with db.read() as session:
+        request = session.get(ExportRequest, request_id)
+        if request is None:
+            raise NotFound(f"There is no export request #{request_id}.")
+        return request
+
+
+def slots(db: Database, request_id: int) -> list[RequestOutput]:
+    with db.read() as session:
+        return list(
+            session.execute(
+                sa.select(RequestOutput)
+                .where(RequestOutput.request_id == request_id)
+                .order_by(RequestOutput.slot)
+            ).scalars()
+        )
+
+
+def reviews_of(db: Database, slot: RequestOutput) -> list[Review]:
+    with db.read() as session:
+        return list(
+            session.execute(
+                sa.select(Review)
+                .where(Review.request_output_id == slot.id, Review.round == slot.round)
+                .order_by(Review.id)
+            ).scalars()
+        )
+
+
+def outcome(reviews: list[Review]) -> str | None:
+    """approved | changes requested | rejected once two reviews agree; conflicted when two or
+    more disagree; None while fewer than two."""
+    counts = Counter(r.vote for r in reviews)
+    for vote, n in counts.most_common():
+        if n >= REVIEWS_NEEDED:
+            return OUTCOME_OF[vote]
+    return "conflicted" if len(reviews) >= REVIEWS_NEEDED else None
+
+
+def view(db: Database, request_id: int, viewer: Person) -> dict[str, Any]:
+    """The request as ``viewer`` may see it: checkers see other reviewers' votes only once an
+    output has two reviews and they gave one; researchers see the comments meant for them once
+    an output is decided."""
+    request = get(db, request_id)
+    project = _project(db, request.project_id)
+    permissions.check_can_view_request(viewer, request, project)
+    items = []
+    for slot in slots(db, request_id):
+        output = outputs.get(db, slot.output_id)
+        reviews = reviews_of(db, slot)
+        decided = outcome(reviews)
+        mine = [r for r in reviews if r.reviewer == viewer.username]
+        checker = viewer.has_role("output-checker") and viewer.username not in project.members()
+        if checker:
+            visible = reviews if (mine and len(reviews) >= REVIEWS_NEEDED) else mine
+        elif decided and decided != "conflicted":
+            visible = [r for r in reviews if r.visibility == "researcher"]
+        else:
+            visible = []
+        items.append(
+            {
+                "slot": slot.slot,
+                "description": slot.description,
+                "round": slot.round,
+                "output": {
+                    "id": output.id,
+                    "name": output.name,
+                    "kind": output.kind,
+                    "spec": output.spec,
+                    "result": output.result,
+                },
+                "reviews_received": len(reviews),
+                "outcome": decided,
+                "reviews": [
+                    {
+                        "reviewer": r.reviewer if checker else "an output checker",
+                        "vote": r.vote,
+                        "comment": r.comment,
+                        "visibility": r.visibility,
+                        "at": r.created_at,
+                    }
+                    for r in visible
+                ],
+                "released": bool(slot.released_path) and request.state == State.RELEASED,
+            }
+        )
+    return {
+        "id": request.id,
+        "project": request.project_id,
+        "title": request.title,
+        "author": request.author,
+        "state": request.state,
+        "created_at": request.created_at,
+        "updated_at": request.updated_at,
+        "outputs": items,
+    }
+
+
+def output_submitted(db: Database, output_id: int) -> bool:
+    """Whether the output is in a request that left the draft state (checkers may see it)."""
+    with db.read() as session:
+        return (
+            session.execute(
+                sa.select(RequestOutput.id)
+                .join(ExportRequest, ExportRequest.id == RequestOutput.request_id)
+                .where(RequestOutput.output_id == output_id)
+                .where(ExportRequest.state != State.DRAFT.value)
+                .limit(1)
+            ).first()
+            is not None
+        )
+
+
+def viewable_output(db: Database, output_id: int, viewer: Person) -> outputs.Output:
+    output = outputs.get(db, output_id)
+    project = _project(db, output.project_id)
+    permissions.check_can_view_output(viewer, project, output_submitted(db, output_id))
+    return output
+
+
+def of_project(db: Database, project_id: str) -> list[ExportRequest]:
+    with db.read() as session:
+        return list(
+            session.execute(
+                sa.select(ExportRequest)
+                .where(ExportRequest.project_id == project_id)
+                .order_by(ExportRequest.id.desc())
+            ).scalars()
+        )
+
+
+def queue(db: Database, checker: Person, limit: int = 50, offset: int = 0) -> list[dict]:
+    """Requests in review that ``checker`` may review, oldest first, with what is left to do."""
+    permissions.check_has_role(checker, "output-checker", "review export requests")
+    from tre import projects
+
+    with db.read() as session:
+        rows = session.execute(
+            sa.select(ExportRequest, projects.Project.spec)
+            .join(projects.Project, projects.Project.id == ExportRequest.project_id)
+            .where(ExportRequest.state == State.IN_REVIEW.value)
+            .where(ExportRequest.author != checker.username)
+            .order_by(ExportRequest.updated_at, ExportRequest.id)
+            .limit(limit * 4)
+            .offset(offset)
+        ).all()
+        items = []
+        for request, spec in rows:
+            if checker.username in spec.get("members", []):
+                continue
+            counts = session.execute(
+                sa.select(
+                    sa.func.count(sa.distinct(RequestOutput.id)),
+                    sa.func.count(Review.id).filter(Review.reviewer == checker.username),
+                )
+                .select_from(RequestOutput)
+                .outerjoin(
+                    Review,
+                    sa.and_(
+                        Review.request_output_id == RequestOutput.id,
+                        Review.round == RequestOutput.round,
+                    ),
+                )
+                .where(RequestOutput.request_id == request.id)
+            ).one()
+            items.append(
+                {
+                    "id": request.id,
+                    "project": request.project_id,
+                    "title": request.title,
+                    "author": request.author,
+                    "outputs": counts[0],
+                    "reviewed_by_you": counts[1],
+                    "waiting_since": request.updated_at,
+                }
+            )
+            if len(items) >= limit:
+                break
+        return items
+
+
+# -- changing ----------------------------------------------------------------------------------
+
+
+def create(db: Database, project_id: str, title: str, by: Person) -> ExportRequest:
+    project = _project(db, project_id)
+    permissions.check_can_request_export(by, project)
+    if len(title.strip()) < 3:
+        raise InvalidInput("Give the request a title (what the outputs are for).")
+    with db.write() as session:
+        stamp = now()
+        request = ExportRequest(
+            project_id=project_id,
+            author=by.username,
+            title=title.strip(),
+            state=State.DRAFT.value,
+            created_at=stamp,
+            updated_at=stamp,
+        )
+        session.add(request)
+        session.flush()
+        audit.record(session, _event(by, "request.created", request.id, {"project": project_id}))
+        return request
+
+
+def _releasable(output: outputs.Output) -> None:
+    result = output.result
+    if (
+        output.kind != "file"
+        and result["summary"]["status"] == R.FAIL
+        and not any(c.get("value") is not None for c in result.get("cells", []))
+    ):
+        raise InvalidInput(
+            f"Output #{output.id} fails the rules and nothing of it could be released: change "
+            "it (fewer or broader categories) before asking for its export."
+        )
+
+
+def put_output(
+    db: Database,
+    request_id: int,
+    output_id: int,
+    description: str,
+    by: Person,
+    slot: int | None = None,
+) -> RequestOutput:
+    """Add an output (new slot) or replace the output of ``slot`` (its reviews restart)."""
+    with db.write() as session:
+        request = _lock(session, request_id)
+        permissions.check_is_author(by, request)
+        output = session.get(outputs.Output, output_id)
+        if output is None or output.project_id != request.project_id:
+            raise InvalidInput(
+                f"Output #{output_id} is not an output of project {request.project_id}."
+            )
+        _releasable(output)
+        if len(description.strip()) < 10:
+            raise InvalidInput("Describe each output (what it shows, at least 10 characters).")
+        existing = (
+            session.execute(sa.select(RequestOutput).where(RequestOutput.request_id == request_id))
+            .scalars()
+            .all()
+        )
+        if slot is None:
+            item = RequestOutput(
+                request_id=request_id,
+                slot=len(existing) + 1,
+                output_id=output_id,
+                description=description.strip(),
+                round=1,
+            )
+            session.add(item)
+        else:
+            item = next((s for s in existing if s.slot == slot), None)
+            if item is None:
+                raise NotFound(f"Request #{request_id} has no output {slot}.")
+            item.output_id, item.description = output_id, description.strip()
+            item.round += 1  # a new round: the earlier reviews no longer count
+        _move(session, request, "change", by, {"output": output_id, "slot": slot})
+        session.flush()
+        return item
+
+
+def submit(home: Home, db: Database, request_id: int, by: Person) -> ExportRequest:
+    """Submit: re-run the automatic checks of every output, then open the reviews."""
+    with db.write() as session:
+        request = _lock(session, request_id)
+        permissions.check_is_author(by, request)
+        if not session.execute(
+            sa.select(RequestOutput.id).where(RequestOutput.request_id == request_id)
+        ).first():
+            raise InvalidInput("Add at least one output before submitting the request.")
+        unchanged = [
+            slot.slot
+            for slot in session.execute(
+                sa.select(RequestOutput).where(RequestOutput.request_id == request_id)
+            ).scalars()
+            if _outcome_of(session, slot) == "changes requested"
+        ]
+        if unchanged:
+            raise InvalidInput(
+                "The output checkers asked for changes to output(s) "
+                f"{', '.join(map(str, unchanged))}: replace them before submitting again."
+            )
+        _move(session, request, "submit", by)
+    project = _project(db, request.project_id)
+    summary = {}
+    for slot in slots(db, request_id):
+        output = outputs.get(db, slot.output_id)
+        if output.kind in ("table", "summary", "model"):
+            from tre.outputs import specs
+
+            result = outputs.compute(home, db, project, specs.parse(output.spec))
+            with db.write() as session:
+                stored = session.get(outputs.Output, output.id)
+                stored.result, stored.status = result.as_dict(), result.status
+            summary[str(slot.slot)] = result.status
+        else:
+            summary[str(slot.slot)] = output.status
+    with db.write() as session:
+        request = _lock(session, request_id)
+        _move(session, request, "checked", SYSTEM, {"checks": summary})
+        return request
+
+
+def review(
+    home: Home,
+    db: Database,
+    request_id: int,
+    slot_number: int,
+    vote: str,
+    comment: str,
+    by: Person,
+    visibility: str = "researcher",
+) -> dict:
+    with db.write() as session:
+        request = _lock(session, request_id)
+        from tre import projects
+
+        project = session.get(projects.Project, request.project_id)
+        permissions.check_can_review(by, request, project.members())
+        if vote not in VOTES:
+            raise InvalidInput(f"A vote is one of {', '.join(VOTES)}.")
+        if visibility not in VISIBILITY:
+            raise InvalidInput(f"A comment is visible to one of: {', '.join(VISIBILITY)}.")
+        if vote != "approve" and len(comment.strip()) < 10:
+            raise InvalidInput("Say why (at least 10 characters): the researcher needs to know.")
+        transition(request.status, "review")
+        slot = session.execute(
+            sa.select(RequestOutput).where(
+                RequestOutput.request_id == request_id, RequestOutput.slot == slot_number
+            )
+        ).scalar_one_or_none()
+        if slot is None:
+            raise NotFound(f"Request #{request_id} has no output {slot_number}.")
+        current = (
+            session.execute(
+                sa.select(Review).where(
+                    Review.request_output_id == slot.id, Review.round == slot.round
+                )
+            )
+            .scalars()
+            .all()
+        )
+        if any(r.reviewer == by.username for r in current):
+            raise InvalidInput("You have already reviewed this output.")
+        if outcome(current) not in (None, "conflicted"):
+            raise InvalidInput("This output is already decided.")
+        session.add(
+            Review(
+                request_output_id=slot.id,
+                round=slot.round,
+                reviewer=by.username,
+                vote=vote,
+                comment=comment.strip(),
+                visibility=visibility,
+                created_at=now(),
+            )
+        )
+        session.flush()
+        _move(session, request, "review", by, {"slot": slot_number, "vote": vote})
+        decision = _decide(session, request)
+    if decision == "approve":
+        release(home, db, request_id)
+    return {"request": get(db, request_id).state}
+
+
+def _outcome_of(session: Session, slot: RequestOutput) -> str | None:
+    current = session.execute(
+        sa.select(Review).where(Review.request_output_id == slot.id, Review.round == slot.round)
+    ).scalars()
+    return outcome(list(current))
+
+
+def _decide(session: Session, request: ExportRequest) -> str | None:
+    """Once every output is decided, move the request on."""
+    outcomes = [
+        _outcome_of(session, slot)
+        for slot in session.execute(
+            sa.select(RequestOutput).where(RequestOutput.request_id == request.id)
+        ).scalars()
+    ]
+    if any(o in (None, "conflicted") for o in outcomes):
+        return None
+    if "rejected" in outcomes:
+        _move(session, request, "reject", SYSTEM, {"outcomes": outcomes})
+        return "reject"
+    if "changes requested" in outcomes:
+        _move(session, request, "return", SYSTEM, {"outcomes": outcomes})
+        return "return"
+    _move(session, request, "approve", SYSTEM, {"outcomes": outcomes})
+    return "approve"
+
+
+def release(home: Home, db: Database, request_id: int) -> ExportRequest:
+    """Copy the approved outputs into the released store (files readable by the TRE only;
+    researchers download them through the portal)."""
+    request = get(db, request_id)
+    target = home.released / request.project_id / str(request_id)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True, mode=0o750)
+    written = {}
+    for slot in slots(db, request_id):
+        output = outputs.get(db, slot.output_id)
+        written[slot.id] = _write_released(tmp, slot, output)
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+    with db.write() as session:
+        request = _lock(session, request_id)
+        for slot_id, name in written.items():
+            item = session.get(RequestOutput, slot_id)
+            item.released_path = str((target / name).relative_to(home.root))
+            outputs.mark_released(
+                session,
+                session.get(outputs.Output, item.output_id),
+                _event(SYSTEM, "output.released", request_id),
+            )
+        _move(session, request, "release", SYSTEM, {"files": sorted(written.values())})
+        return request
+
+
+def _write_released(folder: Path, slot: RequestOutput, output: outputs.Output) -> str:
+    safe = (
+        "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in output.name)[:60] or "output"
+    )
+    if output.kind == "file" and output.file_path:
+        from tre.outputs import files
+
+        name = f"{slot.slot}-{safe}"
+        shutil.copyfile(output.file_path, folder / name)
+        if files.sha256(folder / name) != output.result.get("sha256"):
+            raise IntegrityError(
+                f"The kept copy of output #{output.id} changed after it was checked: it is not "
+                "released. Tell the TRE operators."
+            )
+    else:
+        name = f"{slot.slot}-{safe}.csv"
+        with open(folder / name, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["row", "column", "value", "note"])
+            for cell in output.result.get("cells", []):
+                note = "suppressed" if cell.get("value") is None else ""
+                writer.writerow(
+                    [
+                        " / ".join(cell["row"]),
+                        " / ".join(cell["col"]),
+                        "" if cell.get("value") is None else cell["value"],
+                        note,
+                    ]
+                )
+        released = {k: v for k, v in output.result.items() if k != "population"}
+        (folder / f"{slot.slot}-{safe}.json").write_text(json.dumps(released, indent=2))
+    os.chmod(folder / name, 0o640)
+    return name
+
+
+def withdraw(db: Database, request_id: int, by: Person) -> ExportRequest:
+    with db.write() as session:
+        request = _lock(session, request_id)
+        permissions.check_is_author(by, request)
+        _move(session, request, "withdraw", by)
+        return request
+
+
+def revoke(home: Home, db: Database, request_id: int, by: Person, reason: str) -> ExportRequest:
+    permissions.check_can_revoke(by)
+    if len(reason.strip()) < 10:
+        raise InvalidInput("Say why the release is revoked (at least 10 characters).")
+    with db.write() as session:
+        request = _lock(session, request_id)
+        _move(session, request, "revoke", by, {"reason": reason.strip()})
+        for item in session.execute(
+            sa.select(RequestOutput).where(RequestOutput.request_id == request_id)
+        ).scalars():
+            item.released_path = None
+    shutil.rmtree(home.released / request.project_id / str(request_id), ignore_errors=True)
+    return get(db, request_id)
+
+
+def download(home: Home, db: Database, request_id: int, slot_number: int, by: Person) -> Path:
+    """The released file of a slot, for a member of the project; the download is audited."""
+    request = get(db, request_id)
+    project = _project(db, request.project_id)
+    permissions.check_can_download(by, request, project)
+    if request.status is not State.RELEASED:
+        raise PermissionDenied(f"Request #{request_id} is {request.state}: nothing is released.")
+    item = next((s for s in slots(db, request_id) if s.slot == slot_number), None)
+    if item is None or not item.released_path:
+        raise NotFound(f"Request #{request_id} has no released output {slot_number}.")
+    path = home.root / item.released_path
+    with db.write() as session:
+        audit.record(
+            session,
+            _event(
+                by,
+                "request.downloaded",
+                request_id,
+                {"slot": slot_number, "output": item.output_id},
+            ),
+        )
+    return path

@@ -1,0 +1,144 @@
+"""The portal: web pages and the ``/api/v1`` API, behind Keycloak.
+
+``create_app(settings)`` builds the FastAPI application; ``tre portal serve`` runs it with
+uvicorn. Pages are server-rendered (Jinja2), with no front-end build step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from tre.config import Settings
+from tre.db import Database
+from tre.exceptions import ConfigError, TREError
+from tre.home import Home
+from tre.identity import TokenValidator
+
+log = logging.getLogger(__name__)
+HERE = Path(__file__).parent
+REPO = HERE.parents[1]
+
+
+def security_headers(settings: Settings) -> dict[str, str]:
+    # Forms post to the portal; logging out redirects to Keycloak.
+    return {
+        "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": "DENY",
+        "Referrer-Policy": "same-origin",
+        "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+        f"style-src 'self'; script-src 'self'; form-action 'self' {settings.keycloak_base_url}; "
+        "frame-ancestors 'none'",
+    }
+
+
+@dataclasses.dataclass
+class State:
+    settings: Settings
+    db: Database
+    home: Home
+    validator: TokenValidator
+    client_secret: str
+    cookie_key: str
+    templates: Jinja2Templates
+    repo: Path = REPO
+    auth: object = None
+
+
+def _secrets(settings: Settings, home: Home) -> tuple[str, str]:
+    from tre import keys
+    from tre.identity.server import KeycloakServer
+
+    client_secret = settings.portal_client_secret
+    if not client_secret:
+        server = KeycloakServer.from_settings(settings)
+        if not server.secrets_file.exists():
+            raise ConfigError(
+                "The portal needs the secret of the Keycloak client tre-portal: set "
+                "TRE_PORTAL_CLIENT_SECRET, or start the local Keycloak (`tre identity up`)."
+            )
+        client_secret = server.secret("portal_secret")
+    return client_secret, keys.purpose_key(home.keys, "portal cookies").hex()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    from tre import projects
+    from tre.portal import api, auth, pages
+
+    home = Home(settings.home)
+    home.check()
+    db = Database(settings.metadata_url)
+    db.check_current()
+    client_secret, cookie_key = _secrets(settings, home)
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    state = State(
+        settings,
+        db,
+        home,
+        TokenValidator(settings.keycloak_issuer, settings.api_audience),
+        client_secret,
+        cookie_key,
+        templates,
+    )
+    state.auth = auth.Auth(state)
+    if settings.keycloak_sync:
+        from tre.identity import groups
+
+        projects.ACCESS_HOOKS[:] = [lambda project: groups.sync(settings, project)]
+
+    app = FastAPI(
+        title="tre: trusted research environment",
+        version="1",
+        description="Projects, outputs and the airlock. Every call needs a Keycloak access "
+        "token for the `tre-portal` audience: `Authorization: Bearer <token>`.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+    for name in dataclasses.fields(state):
+        setattr(app.state, name.name, getattr(state, name.name))
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.include_router(api.router)
+    app.include_router(pages.router)
+
+    @app.exception_handler(TREError)
+    async def tre_error(request: Request, error: TREError) -> Response:
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": error.message}, status_code=error.http_status)
+        session = state.auth.session_of(request)
+        return pages._render(
+            request, "error.html", session, status=error.http_status, message=error.message
+        )
+
+    @app.exception_handler(pages.LoginRequired)
+    async def login_required(request: Request, error: pages.LoginRequired) -> Response:
+        return RedirectResponse(f"/login?next={quote(error.next_url)}", status_code=303)
+
+    extra_headers = security_headers(settings)
+
+    @app.middleware("http")
+    async def headers(request: Request, call_next):
+        response = await call_next(request)
+        for key, value in extra_headers.items():
+            response.headers.setdefault(key, value)
+        if not request.url.path.startswith("/static"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    return app
+
+
+def serve(settings: Settings, port: int | None = None) -> None:
+    from urllib.parse import urlsplit
+
+    import uvicorn
+
+    port = port or urlsplit(settings.portal_url).port or 8000
+    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning")

@@ -1,0 +1,186 @@
+"""What the API returns and the pages show: one serialisation of each thing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+
+from tre import airlock, audit, catalog, permissions, projects
+from tre.exceptions import InvalidInput, PermissionDenied, ServiceUnavailable
+from tre.outputs import privacy
+from tre.people import Person
+from tre.projects import extracts
+from tre.projects.lifecycle import OWNERS, State
+
+
+def dataset_summary(d: catalog.Dataset) -> dict[str, Any]:
+    return {
+        "name": d.name,
+        "custodian": d.custodian,
+        "title": d.title,
+        "description": d.description,
+        "columns": len(d.released_columns),
+    }
+
+
+def dataset_detail(d: catalog.Dataset) -> dict[str, Any]:
+    return {
+        **dataset_summary(d),
+        "columns": [
+            {
+                "name": c.released_name,
+                "type": c.released_type.value,
+                "description": c.description,
+                "sensitivity": c.sensitivity.value,
+                "release": c.transform.value,
+            }
+            for c in d.released_columns
+        ],
+    }
+
+
+def project_summary(p: projects.Project) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "title": p.title,
+        "lead": p.lead,
+        "state": p.state,
+        "end": p.end_date,
+        "members": list(p.members()),
+        "next": OWNERS[p.status],
+    }
+
+
+def project_detail(state, p: projects.Project) -> dict[str, Any]:
+    decisions = [
+        {
+            "custodian": d.custodian,
+            "decision": d.decision,
+            "by": d.decided_by,
+            "at": d.decided_at,
+            "conditions": d.conditions,
+            "reasons": d.reasons,
+        }
+        for d in projects.decisions(state.db, p.id)
+    ]
+    granted, left = privacy.remaining(state.db, p.id)
+    manifest = extracts.folder(state.home, p.id) / "extracts" / extracts.MANIFEST
+    extract = None
+    if p.status is State.PROVISIONED and manifest.is_file():
+        data = json.loads(manifest.read_text())
+        extract = {
+            name: {"rows": d["rows"], "columns": [c["name"] for c in d["columns"]]}
+            for name, d in data["datasets"].items()
+        }
+    return {
+        **project_summary(p),
+        "application": p.spec,
+        "approved": p.approved_spec,
+        "decisions": decisions,
+        "privacy_budget": {"granted": granted, "left": left},
+        "extracts": extract,
+    }
+
+
+def custodian_for(person: Person, project: projects.Project, custodian: str | None) -> str:
+    concerned = sorted(person.custodian_of & set(project.spec_object().custodians))
+    if custodian:
+        return custodian
+    if len(concerned) == 1:
+        return concerned[0]
+    if not concerned:
+        raise PermissionDenied(
+            f"{person.username} is not a custodian of any dataset project {project.id} requests."
+        )
+    raise InvalidInput(f"Say for which custodian you decide: {' or '.join(concerned)}.")
+
+
+def output_summary(o) -> dict[str, Any]:
+    return {
+        "id": o.id,
+        "name": o.name,
+        "kind": o.kind,
+        "status": o.status,
+        "created_by": o.created_by,
+        "created_at": o.created_at,
+        "released_at": o.released_at,
+    }
+
+
+def output_detail(o) -> dict[str, Any]:
+    return {**output_summary(o), "project": o.project_id, "spec": o.spec, "result": o.result}
+
+
+def request_summary(r: airlock.ExportRequest) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "project": r.project_id,
+        "title": r.title,
+        "author": r.author,
+        "state": r.state,
+        "updated_at": r.updated_at,
+    }
+
+
+def custodian_usage(state, person: Person) -> dict[str, Any]:
+    permissions.check_has_role(person, "custodian", "see the use of their datasets")
+    using = [
+        p
+        for p in projects.listing(state.db)
+        if person.custodian_of & set(p.spec_object().custodians)
+    ]
+    ids = [p.id for p in using]
+    with state.db.read() as session:
+        events = [
+            {k: e[k] for k in ("seq", "time", "actor", "action", "object_id")}
+            for e in audit.events(session, object_type="project")
+            if e["object_id"] in ids
+        ]
+        from tre import curated
+
+        deliveries = (
+            session.execute(
+                sa.select(curated.Delivery).where(
+                    curated.Delivery.custodian.in_(sorted(person.custodian_of))
+                )
+            )
+            .scalars()
+            .all()
+        )
+    return {
+        "custodian_of": sorted(person.custodian_of),
+        "projects": [project_summary(p) for p in using],
+        "deliveries": [
+            {"name": d.name, "received_at": d.received_at, "state": d.state, "rows": d.rows}
+            for d in deliveries
+        ],
+        "audit": events[-200:],
+    }
+
+
+def users(state) -> list[dict[str, Any]]:
+    from keycloak.exceptions import KeycloakError
+
+    from tre.identity import groups
+
+    try:
+        admin = groups.admin_client(state.settings)
+        out = []
+        for user in admin.get_users({}):
+            if user["username"].startswith("service-account-"):
+                continue
+            roles = [r["name"] for r in admin.get_realm_roles_of_user(user["id"])]
+            groups = [g["name"] for g in admin.get_user_groups(user["id"])]
+            out.append(
+                {
+                    "username": user["username"],
+                    "enabled": user.get("enabled", True),
+                    "roles": sorted(r for r in roles if not r.startswith("default-")),
+                    "groups": sorted(groups),
+                }
+            )
+        return sorted(out, key=lambda u: u["username"])
+    except (KeycloakError, OSError) as e:
+        raise ServiceUnavailable(f"Keycloak cannot list users: {e}") from None
