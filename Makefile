@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export TRE_HOME ?= $(CURDIR)/var
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: setup demo test check fix docs docs-serve clean
+.PHONY: setup demo test check fix docs docs-serve screenshots clean
 
 $(VENV)/.installed: pyproject.toml infra/setup.sh
 	bash infra/setup.sh
@@ -36,6 +36,9 @@ fix: setup ## Format and fix what ruff can
 docs: setup ## Regenerate the reference pages and build the site into site/
 	$(BIN)/python -m tre.docs
 	$(BIN)/mkdocs build --strict
+
+screenshots: setup ## Refresh the portal screenshots of the docs (runs the browser test)
+	TRE_SCREENSHOTS_DIR=$(CURDIR)/docs/images $(BIN)/python -m pytest tests/browser -q
 
 docs-serve: docs
 	$(BIN)/mkdocs serve -a 127.0.0.1:8001

@@ -7,10 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # -- Debian packages ------------------------------------------------------------------------
-# maven fetches Keycloak; postgresql serves the PostgreSQL tests.
+# maven fetches Keycloak; postgresql serves the PostgreSQL tests; chromium runs the browser
+# tests (Playwright drives Debian's Chromium, so no browser is downloaded).
 need=()
 command -v mvn >/dev/null 2>&1 || need+=(maven)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v chromium >/dev/null 2>&1 || [ -n "${TRE_CHROMIUM:-}" ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing Debian packages: ${need[*]}"

@@ -305,79 +305,28 @@ class Portal:
 
     def login(self, username: str):
         """An HTTP client logged in to the portal through the real Keycloak login form."""
-        import html
-        import re
+        from tre.identity import form_login
 
-        import httpx
-
-        client = httpx.Client(base_url=self.url, timeout=60, follow_redirects=True)
-        page = client.get("/login")
-        assert page.status_code == 200 and "kc-form-login" in page.text, page.text[:300]
-        action = html.unescape(re.search(r'<form[^>]+action="([^"]+)"', page.text).group(1))
-        # Keycloak marks its cookies Secure, which browsers honour on http://127.0.0.1 (a
-        # trustworthy origin) but httpx does not: send them by hand to the login form.
-        keycloak_cookies = "; ".join(
-            f"{c.name}={c.value}" for c in client.cookies.jar if c.path.startswith("/realms")
-        )
-        answer = client.post(
-            action,
-            data={
-                "username": username,
-                "password": self.keycloak.settings.demo_password,
-                "credentialId": "",
-            },
-            headers={"Cookie": keycloak_cookies},
-            follow_redirects=False,
-        )
-        assert answer.status_code == 302, answer.text[:500]
-        location = answer.headers["location"]
-        assert location.startswith(f"{self.url}/auth/callback"), location
-        done = client.get(location)
-        assert done.status_code == 200 and str(done.url).startswith(self.url), done.url
-        client.csrf = re.search(r'name="csrf" value="([^"]+)"', done.text).group(1)
-        return client
+        return form_login(self.url, username, self.keycloak.settings.demo_password)
 
 
-def _serve(environ: dict[str, str], url: str, log: Path) -> subprocess.Popen:
-    import sys
-    import time
-
-    import httpx
-
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tre", "portal", "serve"],
-            env=environ,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the portal stopped: {log.read_text()}")
-        try:
-            if httpx.get(f"{url}/api/v1/openapi.json", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.terminate()
-    pytest.fail("the portal did not answer within 60 s")
-
-
-@pytest.fixture(scope="session")
-def portal(keycloak, synthetic, tmp_path_factory) -> Portal:
+def start_portal(keycloak, synthetic, folder: Path, url: str, sync: bool = True):
+    """Build the portal's TRE home (see :class:`Portal`) in ``folder`` and serve it at ``url``.
+    Return the portal and its server (``tre portal up``'s, with its log in the home)."""
     from tre import airlock, outputs
     from tre.identity import groups
     from tre.identity.server import KeycloakServer
     from tre.outputs import specs
+    from tre.portal.server import PortalServer
 
     server = KeycloakServer.from_settings(keycloak.settings)
     environ = {
         **keycloak.environ,
-        "TRE_HOME": str(tmp_path_factory.mktemp("portal") / "home"),
+        "TRE_HOME": str(folder / "home"),
+        "TRE_PORTAL_URL": url,
         "TRE_PORTAL_CLIENT_SECRET": server.secret("portal_secret"),
         "TRE_KEYCLOAK_PROVISIONER_SECRET": server.secret("provisioner_secret"),
-        "TRE_KEYCLOAK_SYNC": "on",
+        "TRE_KEYCLOAK_SYNC": "on" if sync else "off",
     }
     init_home(environ, synthetic.keys)
     assert main(["ingest", str(synthetic.dfe)], environ) == 0
@@ -390,7 +339,8 @@ def portal(keycloak, synthetic, tmp_path_factory) -> Portal:
     application = dataclasses.replace(
         asthma, id="portal-project", start=today, end=today + dt.timedelta(days=100), cohort=()
     )
-    projects.ACCESS_HOOKS[:] = [lambda project: groups.sync(settings, project)]
+    if sync:
+        projects.ACCESS_HOOKS[:] = [lambda project: groups.sync(settings, project)]
     try:
         projects.submit(db, application, people["alice"])
         projects.decide(db, application.id, "dfe", people["dora"], approve=True)
@@ -414,9 +364,22 @@ def portal(keycloak, synthetic, tmp_path_factory) -> Portal:
         made.append(request.id)
     for checker in ("olga", "oscar"):
         airlock.review(home, db, made[1], 1, "approve", "", people[checker])
-    url = keycloak.settings.portal_url
-    process = _serve(environ, url, Path(environ["TRE_HOME"]).parent / "portal.log")
-    yield Portal(url, environ, keycloak, home, db, application.id, pending.id, *made, output.id)
-    process.terminate()
-    process.wait(timeout=30)
-    db.dispose()
+    served = PortalServer(settings.home, url, environ)
+    served.start()
+    portal = Portal(url, environ, keycloak, home, db, application.id, pending.id, *made, output.id)
+    return portal, served
+
+
+def stop_portal(portal: Portal, server) -> None:
+    assert server.stop(), "the portal had stopped before the end of its tests"
+    portal.db.dispose()
+
+
+@pytest.fixture(scope="session")
+def portal(keycloak, synthetic, tmp_path_factory) -> Portal:
+    """The portal at the URL Keycloak redirects logins to, with project groups kept in sync."""
+    portal, served = start_portal(
+        keycloak, synthetic, tmp_path_factory.mktemp("portal"), keycloak.settings.portal_url
+    )
+    yield portal
+    stop_portal(portal, served)

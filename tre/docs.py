@@ -115,25 +115,42 @@ def catalog_reference() -> str:
     return "".join(lines).rstrip() + "\n"
 
 
-def project_lifecycle_reference() -> str:
-    from tre.projects.lifecycle import OWNERS, TRANSITIONS, mermaid
+def lifecycle_reference(module: str, title: str, intro: str) -> str:
+    """A lifecycle page drawn from one of the lifecycle tables (states, owners, transitions)."""
+    import importlib
 
+    lifecycle = importlib.import_module(module)
+    path = module.replace(".", "/") + ".py"
     lines = [
         GENERATED_NOTE,
-        "# Project lifecycle\n\n",
-        "Drawn from `tre/projects/lifecycle.py`, the one table the code follows.\n\n",
-        "```mermaid\n" + mermaid() + "\n```\n\n",
+        f"# {title}\n\n",
+        f"{intro} Drawn from `{path}`, the one table the code follows.\n\n",
+        "```mermaid\n" + lifecycle.mermaid() + "\n```\n\n",
         "| State | Who moves next |\n| --- | --- |\n",
     ]
-    lines += [f"| {state.value} | {owner} |\n" for state, owner in OWNERS.items()]
+    lines += [f"| {state.value} | {owner} |\n" for state, owner in lifecycle.OWNERS.items()]
     lines.append(
         "\n| Action | From | To | Audit event | Meaning |\n| --- | --- | --- | --- | --- |\n"
     )
-    for t in TRANSITIONS:
+    for t in lifecycle.TRANSITIONS:
         lines.append(
             f"| {t.action} | {t.source.value} | {t.target.value} | `{t.event}` | {t.meaning} |\n"
         )
     return "".join(lines)
+
+
+def project_lifecycle_reference() -> str:
+    return lifecycle_reference(
+        "tre.projects.lifecycle", "Project lifecycle", "From application to closure."
+    )
+
+
+def request_lifecycle_reference() -> str:
+    return lifecycle_reference(
+        "tre.airlock.lifecycle",
+        "Export request lifecycle",
+        "How an export request moves through the airlock.",
+    )
 
 
 SPEC_TESTS = Path(__file__).resolve().parents[1] / "tests" / "spec"
@@ -185,6 +202,7 @@ def output_rules_reference() -> str:
 PAGES: dict[str, Callable[[], str]] = {
     "reference/output-rules.md": output_rules_reference,
     "reference/project-lifecycle.md": project_lifecycle_reference,
+    "reference/request-lifecycle.md": request_lifecycle_reference,
     "reference/catalog.md": catalog_reference,
     "reference/cli.md": cli_reference,
     "reference/settings.md": settings_reference,

@@ -355,3 +355,6 @@ def test_the_queue_shows_what_each_checker_may_review_oldest_first(world):
     assert all(r["id"] != first.id for r in airlock.queue(world.db, BOB_CHECKER, limit=10_000))
     with pytest.raises(PermissionDenied):
         airlock.queue(world.db, ALICE)
+    # Pages are exact: page n holds the n-th request of the whole queue.
+    pages = [airlock.queue(world.db, OLGA, limit=1, offset=n)[0]["id"] for n in range(2)]
+    assert pages == queue[:2]

@@ -318,3 +318,41 @@ def test_provisioning_and_closing_through_the_api_create_and_delete_the_group(po
         assert closed.status_code == 200, closed.text
     assert project_groups._group_id(application.id, create=False) is None
     assert not extracts.folder(portal.home, application.id).joinpath("extracts").exists()
+
+
+def test_portal_up_status_and_down_from_the_command_line(keycloak, tmp_path, capsys):
+    """`tre portal up` serves the portal in the background, with the demo accounts printed;
+    `down` stops it and `status` then says so (exit 69)."""
+    from tests.conftest import free_port
+    from tre.cli import main
+    from tre.identity import KeycloakServer
+
+    url = f"http://127.0.0.1:{free_port()}"
+    environ = {
+        **keycloak.environ,
+        "TRE_HOME": str(tmp_path / "home"),  # a home of its own, so its secret is given
+        "TRE_PORTAL_URL": url,
+        "TRE_PORTAL_CLIENT_SECRET": KeycloakServer.from_settings(keycloak.settings).secret(
+            "portal_secret"
+        ),
+    }
+    assert main(["portal", "status"], environ) == 66  # no home yet: says to create one
+    assert main(["init"], environ) == 0
+    assert main(["portal", "status"], environ) == 69
+    try:
+        assert main(["portal", "up"], environ) == 0
+        printed = capsys.readouterr().out
+        assert f"Portal ready at {url}" in printed
+        assert all(user in printed for user in ("alice", "dora", "olga", "ada"))
+        token = keycloak.token("olga")
+        me = httpx.get(f"{url}/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+        assert me.status_code == 200 and me.json()["username"] == "olga"
+        assert main(["portal", "status"], environ) == 0
+        assert main(["portal", "up"], environ) == 0  # already up: the same server
+        assert main(["portal", "status"], environ) == 0
+    finally:
+        assert main(["portal", "down"], environ) == 0
+    assert "Portal stopped." in capsys.readouterr().out
+    assert main(["portal", "status"], environ) == 69
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/api/v1/openapi.json")

@@ -259,26 +259,42 @@ def queue(db: Database, checker: Person, limit: int = 50, offset: int = 0) -> li
     permissions.check_has_role(checker, "output-checker", "review export requests")
     from tre import projects
 
+    waiting = ExportRequest.state == State.IN_REVIEW.value
     with db.read() as session:
-        rows = session.execute(
-            sa.select(ExportRequest, projects.Project.spec)
-            .join(projects.Project, projects.Project.id == ExportRequest.project_id)
-            .where(ExportRequest.state == State.IN_REVIEW.value)
-            .where(ExportRequest.author != checker.username)
-            .order_by(ExportRequest.updated_at, ExportRequest.id)
-            .limit(limit * 4)
-            .offset(offset)
-        ).all()
-        items = []
-        for request, spec in rows:
-            if checker.username in spec.get("members", []):
-                continue
-            counts = session.execute(
+        # Members never review their own project: find those projects first (few), so the
+        # page of requests below is exact.
+        theirs = [
+            project_id
+            for project_id, spec in session.execute(
+                sa.select(projects.Project.id, projects.Project.spec).where(
+                    projects.Project.id.in_(
+                        sa.select(ExportRequest.project_id).where(waiting).distinct()
+                    )
+                )
+            )
+            if checker.username in spec.get("members", [])
+        ]
+        page = (
+            session.execute(
+                sa.select(ExportRequest)
+                .where(waiting)
+                .where(ExportRequest.author != checker.username)
+                .where(ExportRequest.project_id.not_in(theirs))
+                .order_by(ExportRequest.updated_at, ExportRequest.id)
+                .limit(limit)
+                .offset(offset)
+            )
+            .scalars()
+            .all()
+        )
+        counts = {
+            request_id: (outputs_n, mine)
+            for request_id, outputs_n, mine in session.execute(
                 sa.select(
+                    RequestOutput.request_id,
                     sa.func.count(sa.distinct(RequestOutput.id)),
                     sa.func.count(Review.id).filter(Review.reviewer == checker.username),
                 )
-                .select_from(RequestOutput)
                 .outerjoin(
                     Review,
                     sa.and_(
@@ -286,22 +302,22 @@ def queue(db: Database, checker: Person, limit: int = 50, offset: int = 0) -> li
                         Review.round == RequestOutput.round,
                     ),
                 )
-                .where(RequestOutput.request_id == request.id)
-            ).one()
-            items.append(
-                {
-                    "id": request.id,
-                    "project": request.project_id,
-                    "title": request.title,
-                    "author": request.author,
-                    "outputs": counts[0],
-                    "reviewed_by_you": counts[1],
-                    "waiting_since": request.updated_at,
-                }
+                .where(RequestOutput.request_id.in_([r.id for r in page]))
+                .group_by(RequestOutput.request_id)
             )
-            if len(items) >= limit:
-                break
-        return items
+        }
+        return [
+            {
+                "id": request.id,
+                "project": request.project_id,
+                "title": request.title,
+                "author": request.author,
+                "outputs": counts.get(request.id, (0, 0))[0],
+                "reviewed_by_you": counts.get(request.id, (0, 0))[1],
+                "waiting_since": request.updated_at,
+            }
+            for request in page
+        ]
 
 
 # -- changing ----------------------------------------------------------------------------------

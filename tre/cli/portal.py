@@ -19,9 +19,62 @@ def portal_group() -> None:
 )
 @pass_context
 def portal_serve(ctx: Context, port: int | None) -> None:
-    """Serve the portal on 127.0.0.1 (Keycloak must be running)."""
+    """Serve the portal on 127.0.0.1 in this terminal (Keycloak must be running)."""
     from tre import portal
 
     settings = ctx.settings
     click.echo(f"Portal on {settings.portal_url} (Ctrl-C to stop).")
     portal.serve(settings, port)
+
+
+def _server(ctx: Context):
+    from tre.portal.server import PortalServer
+
+    ctx.database()  # the home must exist and its database be current
+    return PortalServer.from_settings(ctx.settings, ctx.environ)
+
+
+@portal_group.command("up")
+@home_option
+@pass_context
+def portal_up(ctx: Context) -> None:
+    """Start Keycloak if needed, then the portal in the background; print where to log in."""
+    from tre.identity import DEMO_USERS, KeycloakServer
+
+    server = _server(ctx)
+    settings = ctx.settings
+    keycloak = KeycloakServer.from_settings(settings)
+    if not keycloak.answers():
+        click.echo(f"Starting Keycloak on {keycloak.url} (first start takes ~1 min)…")
+        keycloak.start()
+    status = server.start()
+    click.echo(f"Portal ready at {settings.portal_url} (pid {status.pid}; log {server.log_file}).")
+    click.echo(f"API: {settings.portal_url}/api/v1/docs; identity: {keycloak.issuer}.")
+    click.echo(f"Demo accounts (local profile only; password: {settings.demo_password}):")
+    for user, (role, what) in DEMO_USERS.items():
+        click.echo(f"  {user:<6} {role:<15} {what}")
+    click.echo("Stop with `tre portal down` and `tre identity down` (or `make clean`).")
+
+
+@portal_group.command("down")
+@home_option
+@pass_context
+def portal_down(ctx: Context) -> None:
+    """Stop the background portal."""
+    click.echo("Portal stopped." if _server(ctx).stop() else "The portal was not running.")
+
+
+@portal_group.command("status")
+@home_option
+@pass_context
+def portal_status(ctx: Context) -> None:
+    """Say whether the background portal runs and answers; exit 69 if it does not."""
+    from tre.exceptions import ServiceUnavailable
+
+    status = _server(ctx).status()
+    if not status.ready:
+        raise ServiceUnavailable(
+            f"The portal is {'starting' if status.running else 'not running'}. "
+            "Start it with `tre portal up`."
+        )
+    click.echo(f"The portal is running at {status.url} (pid {status.pid}) and ready.")

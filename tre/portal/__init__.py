@@ -12,6 +12,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -116,6 +118,17 @@ def create_app(settings: Settings) -> FastAPI:
         return pages._render(
             request, "error.html", session, status=error.http_status, message=error.message
         )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> Response:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: {e['msg']}"
+            for e in error.errors()
+        )
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
+        session = state.auth.session_of(request)
+        return pages._render(request, "error.html", session, status=422, message=problems)
 
     @app.exception_handler(pages.LoginRequired)
     async def login_required(request: Request, error: pages.LoginRequired) -> Response:

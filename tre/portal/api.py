@@ -5,9 +5,9 @@ the pages; a refused call answers with the sentence saying why."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
@@ -19,6 +19,10 @@ from tre.portal import dcat, views
 from tre.projects import approvals, extracts, risk, spec
 
 router = APIRouter(prefix="/api/v1")
+
+MAX_ID = 2**31 - 1
+#: Identifiers of outputs, requests and slots in paths: positive, and within a database integer.
+Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def caller(request: Request) -> Person:
@@ -53,9 +57,9 @@ class NewRequest(BaseModel):
 
 
 class PutOutput(BaseModel):
-    output_id: int
+    output_id: int = Field(ge=1, le=MAX_ID)
     description: str
-    slot: int | None = None
+    slot: int | None = Field(default=None, ge=1, le=MAX_ID)
 
 
 class Vote(BaseModel):
@@ -204,7 +208,7 @@ def project_action(
 
 @router.get("/outputs/{output_id}", summary="An output and its check")
 def output_detail(
-    output_id: int, state=Depends(app_state), person: Person = Depends(caller)
+    output_id: Id, state=Depends(app_state), person: Person = Depends(caller)
 ) -> dict[str, Any]:
     return views.output_detail(airlock.viewable_output(state.db, output_id, person))
 
@@ -230,14 +234,14 @@ def request_list(
 
 @router.get("/requests/{request_id}", summary="An export request as the caller may see it")
 def request_detail(
-    request_id: int, state=Depends(app_state), person: Person = Depends(caller)
+    request_id: Id, state=Depends(app_state), person: Person = Depends(caller)
 ) -> dict[str, Any]:
     return airlock.view(state.db, request_id, person)
 
 
 @router.post("/requests/{request_id}/outputs", summary="Add (or, with slot, replace) an output")
 def request_put_output(
-    request_id: int, body: PutOutput, state=Depends(app_state), person: Person = Depends(caller)
+    request_id: Id, body: PutOutput, state=Depends(app_state), person: Person = Depends(caller)
 ) -> dict[str, Any]:
     airlock.put_output(state.db, request_id, body.output_id, body.description, person, body.slot)
     return airlock.view(state.db, request_id, person)
@@ -245,7 +249,7 @@ def request_put_output(
 
 @router.post("/requests/{request_id}/submit", summary="Submit: checks run again, reviews open")
 def request_submit(
-    request_id: int, state=Depends(app_state), person: Person = Depends(caller)
+    request_id: Id, state=Depends(app_state), person: Person = Depends(caller)
 ) -> dict[str, Any]:
     airlock.submit(state.home, state.db, request_id, person)
     return airlock.view(state.db, request_id, person)
@@ -253,7 +257,7 @@ def request_submit(
 
 @router.post("/requests/{request_id}/withdraw", summary="Withdraw a request")
 def request_withdraw(
-    request_id: int, state=Depends(app_state), person: Person = Depends(caller)
+    request_id: Id, state=Depends(app_state), person: Person = Depends(caller)
 ) -> dict[str, Any]:
     airlock.withdraw(state.db, request_id, person)
     return airlock.view(state.db, request_id, person)
@@ -261,8 +265,8 @@ def request_withdraw(
 
 @router.post("/requests/{request_id}/outputs/{slot}/reviews", summary="An output checker's vote")
 def request_review(
-    request_id: int,
-    slot: int,
+    request_id: Id,
+    slot: Id,
     body: Vote,
     state=Depends(app_state),
     person: Person = Depends(caller),
@@ -275,7 +279,7 @@ def request_review(
 
 @router.post("/requests/{request_id}/revoke", summary="Revoke a release")
 def request_revoke(
-    request_id: int, body: Reason, state=Depends(app_state), person: Person = Depends(caller)
+    request_id: Id, body: Reason, state=Depends(app_state), person: Person = Depends(caller)
 ) -> dict[str, Any]:
     airlock.revoke(state.home, state.db, request_id, person, body.reason)
     return views.request_summary(airlock.get(state.db, request_id))
@@ -287,7 +291,7 @@ def request_revoke(
     response_class=FileResponse,
 )
 def request_download(
-    request_id: int, slot: int, state=Depends(app_state), person: Person = Depends(caller)
+    request_id: Id, slot: Id, state=Depends(app_state), person: Person = Depends(caller)
 ):
     path = airlock.download(state.home, state.db, request_id, slot, person)
     return FileResponse(path, filename=path.name)

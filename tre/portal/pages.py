@@ -16,6 +16,7 @@ from tre.exceptions import AuthenticationFailed, InvalidInput, TREError
 from tre.outputs import privacy, specs
 from tre.people import Person
 from tre.portal import views
+from tre.portal.api import MAX_ID, Id
 from tre.portal.auth import LOGIN_COOKIE, SESSION_COOKIE
 from tre.projects import approvals, extracts, risk, spec
 
@@ -303,7 +304,7 @@ def check_output(
 
 
 @router.get("/outputs/{output_id}", response_class=HTMLResponse)
-def output_page(request: Request, output_id: int) -> Response:
+def output_page(request: Request, output_id: Id) -> Response:
     session = _session(request)
     person = request.app.state.auth.person_of(session)
     output = airlock.viewable_output(request.app.state.db, output_id, person)
@@ -330,7 +331,7 @@ def create_request(
 
 
 @router.get("/requests/{request_id}", response_class=HTMLResponse)
-def request_page(request: Request, request_id: int) -> Response:
+def request_page(request: Request, request_id: Id) -> Response:
     session = _session(request)
     person = request.app.state.auth.person_of(session)
     state = request.app.state
@@ -360,9 +361,9 @@ def request_page(request: Request, request_id: int) -> Response:
 @router.post("/requests/{request_id}/outputs")
 def put_output(
     request: Request,
-    request_id: int,
+    request_id: Id,
     csrf: str = Form(""),
-    output_id: int = Form(...),
+    output_id: int = Form(..., ge=1, le=MAX_ID),
     description: str = Form(""),
     slot: str = Form(""),
 ) -> Response:
@@ -373,14 +374,22 @@ def put_output(
         output_id,
         description,
         person,
-        int(slot) if slot else None,
+        _slot(slot),
     )
     return _back(f"/requests/{request_id}")
 
 
+def _slot(text: str) -> int | None:
+    if not text:
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= MAX_ID:
+        raise InvalidInput(f"{text!r} is not the number of an output of the request.")
+    return int(text)
+
+
 @router.post("/requests/{request_id}/{action}")
 def request_action(
-    request: Request, request_id: int, action: str, csrf: str = Form(""), reason: str = Form("")
+    request: Request, request_id: Id, action: str, csrf: str = Form(""), reason: str = Form("")
 ) -> Response:
     person = _form_person(request, csrf)
     state = request.app.state
@@ -398,8 +407,8 @@ def request_action(
 @router.post("/requests/{request_id}/outputs/{slot}/reviews")
 def vote(
     request: Request,
-    request_id: int,
-    slot: int,
+    request_id: Id,
+    slot: Id,
     csrf: str = Form(""),
     vote: str = Form(""),
     comment: str = Form(""),
@@ -412,7 +421,7 @@ def vote(
 
 
 @router.get("/requests/{request_id}/outputs/{slot}/download")
-def download(request: Request, request_id: int, slot: int) -> Response:
+def download(request: Request, request_id: Id, slot: Id) -> Response:
     session = _session(request)
     person = request.app.state.auth.person_of(session)
     path = airlock.download(request.app.state.home, request.app.state.db, request_id, slot, person)

@@ -1,0 +1,214 @@
+"""Portal latency under load: an output checker's queue and a request, with 10,000 export
+requests in the database, 20 concurrent clients on loopback.
+
+    .venv/bin/python benchmarks/portal.py [--requests 10000] [--clients 20] [--calls 1000]
+
+A throw-away TRE home is built as ``make demo`` builds one (synthetic deliveries, ingest, the
+example projects approved and provisioned), with its own real Keycloak and the portal served by
+``tre portal up`` (uvicorn, one process). A few export requests are made through the airlock as
+a researcher would (a checked table, submitted); the rest of the 10,000 are copies of those rows
+inserted in bulk (their audit events are not written: the audit log is not read by these pages).
+Every request waits for review, each with two outputs, half of them already voted on by
+another checker: the worst case for the queue.
+
+Each client is an ``httpx.AsyncClient`` sending its calls one after another; latency is measured
+per call, client side (so it includes the client's own time on the same 2 cores). Scenarios:
+
+* ``baseline``: ``GET /api/v1/me``, the cheapest authenticated call (token check, no database);
+* ``queue (API)`` ``GET /api/v1/review/queue`` and ``queue (page)`` ``GET /review``;
+* ``request (API)`` ``GET /api/v1/requests/{id}`` and ``request (page)`` ``GET /requests/{id}``
+  for random requests, as an output checker (tables, reasons, earlier releases).
+
+Pages use a session from a real Keycloak login; the API a bearer token. The last line is JSON.
+Goal: p95 < 100 ms for the queue and the request page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build(settings, requests: int) -> list[int]:
+    """The demo home, a few real requests, then copies up to ``requests``. Return their ids."""
+    import sqlalchemy as sa
+
+    from tre import airlock, demo, outputs
+    from tre.db import Database
+    from tre.home import Home
+    from tre.outputs import specs
+    from tre.people import local_person
+
+    demo.prepare(settings, pupils=500, say=lambda line: None)
+    db, home = Database(settings.metadata_url), Home(settings.home)
+    alice = local_person("alice")
+    tables = [
+        specs.parse({"name": name, "kind": "table", "dataset": "pupils", "rows": rows})
+        for name, rows in (("by sex", ["sex"]), ("by ethnicity", ["ethnicity"]))
+    ]
+    made = [outputs.check(home, db, "asthma-ks4", t, alice)[0].id for t in tables]
+    real = []
+    for n in range(4):
+        request = airlock.create(db, "asthma-ks4", f"Tables for chapter {n + 1}", alice)
+        for output_id in made:
+            airlock.put_output(db, request.id, output_id, f"output {output_id}", alice)
+        airlock.submit(home, db, request.id, alice)
+        real.append(request.id)
+    airlock.review(home, db, real[0], 1, "approve", "fine", local_person("oscar"))
+    with db.write() as session:
+        row = session.get(airlock.ExportRequest, real[0])
+        template = {c.name: getattr(row, c.name) for c in airlock.ExportRequest.__table__.columns}
+        slots = session.execute(
+            sa.select(airlock.RequestOutput).where(airlock.RequestOutput.request_id == real[0])
+        ).scalars()
+        slot_rows = [
+            {c.name: getattr(s, c.name) for c in airlock.RequestOutput.__table__.columns}
+            for s in slots
+        ]
+        review = session.execute(sa.select(airlock.Review)).scalars().first()
+        review_row = {
+            c.name: getattr(review, c.name)
+            for c in airlock.Review.__table__.columns
+            if c.name != "id"
+        }
+        first = session.execute(sa.select(sa.func.max(airlock.ExportRequest.id))).scalar() + 1
+        ids = list(range(first, first + requests - len(real)))
+        session.execute(
+            sa.insert(airlock.ExportRequest),
+            [{**template, "id": i, "title": f"Copy {i}"} for i in ids],
+        )
+        next_slot = session.execute(sa.select(sa.func.max(airlock.RequestOutput.id))).scalar()
+        copies, votes = [], []
+        for i in ids:
+            for s in slot_rows:
+                next_slot += 1
+                copies.append({**s, "id": next_slot, "request_id": i})
+                if i % 2 == 0:
+                    votes.append({**review_row, "request_output_id": next_slot})
+        session.execute(sa.insert(airlock.RequestOutput), copies)
+        session.execute(sa.insert(airlock.Review), votes)
+    db.dispose()
+    return real + ids
+
+
+async def load(make_client, path_of, clients: int, calls: int) -> list[float]:
+    latencies: list[float] = []
+
+    async def one(client) -> None:
+        for _ in range(calls // clients):
+            path = path_of()
+            start = time.perf_counter()
+            response = await client.get(path)
+            latencies.append(time.perf_counter() - start)
+            if response.status_code != 200:
+                raise SystemExit(f"GET {path}: {response.status_code} {response.text[:200]}")
+
+    pool = [make_client() for _ in range(clients)]
+    try:
+        await asyncio.gather(*(one(c) for c in pool))
+    finally:
+        for c in pool:
+            await c.aclose()
+    return latencies
+
+
+def figures(latencies: list[float]) -> dict:
+    ms = sorted(x * 1000 for x in latencies)
+    return {
+        "calls": len(ms),
+        "p50_ms": round(statistics.median(ms), 1),
+        "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 1),
+        "max_ms": round(ms[-1], 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--calls", type=int, default=1000, help="calls per scenario")
+    args = parser.parse_args(argv)
+
+    import httpx
+
+    from tre.config import Settings
+    from tre.identity import KeycloakServer, form_login, password_grant
+    from tre.portal.server import PortalServer
+
+    with tempfile.TemporaryDirectory(prefix="tre-bench-portal-") as tmp:
+        environ = {
+            **os.environ,
+            "TRE_HOME": f"{tmp}/home",
+            "TRE_KEYCLOAK_PORT": str(free_port()),
+            "TRE_PORTAL_URL": f"http://127.0.0.1:{free_port()}",
+            "TRE_KEYCLOAK_SYNC": "off",
+        }
+        settings = Settings.from_environ(environ)
+        keycloak = KeycloakServer.from_settings(settings)
+        portal = PortalServer.from_settings(settings, environ)
+        try:
+            started = time.perf_counter()
+            ids = build(settings, args.requests)
+            print(f"{len(ids):,} requests in the database ({time.perf_counter() - started:.0f} s)")
+            keycloak.start()
+            portal.start()
+            url = settings.portal_url
+            token = password_grant(keycloak.issuer, "olga", settings.demo_password)
+            session = form_login(url, "olga", settings.demo_password)
+            cookies = dict(session.cookies.items())
+            session.close()
+
+            def api():
+                return httpx.AsyncClient(
+                    base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+                )
+
+            def pages():
+                return httpx.AsyncClient(base_url=url, cookies=cookies, timeout=60)
+
+            def any_request() -> str:
+                return str(random.choice(ids))
+
+            scenarios = {
+                "baseline": (api, lambda: "/api/v1/me"),
+                "queue (API)": (api, lambda: "/api/v1/review/queue"),
+                "queue (page)": (pages, lambda: "/review"),
+                "request (API)": (api, lambda: f"/api/v1/requests/{any_request()}"),
+                "request (page)": (pages, lambda: f"/requests/{any_request()}"),
+            }
+            result = {"requests": len(ids), "clients": args.clients}
+            for name, (client, path) in scenarios.items():
+                asyncio.run(load(client, path, args.clients, args.clients * 5))  # warm up
+                measured = figures(asyncio.run(load(client, path, args.clients, args.calls)))
+                result[name] = measured
+                print(f"{name:<15} {json.dumps(measured)}")
+            base = result["baseline"]["p95_ms"]
+            for name in scenarios:
+                result[name]["p95_vs_baseline"] = round(result[name]["p95_ms"] / base, 2)
+            print(json.dumps(result))
+        finally:
+            portal.stop()
+            keycloak.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""The whole journey of a project through the portal in a real Chromium, each person logging
+in on Keycloak's own login page: a researcher applies, the custodians approve, an
+administrator provisions, the researcher checks a table and asks for its export, two output
+checkers approve it and the researcher downloads the release."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import re
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.browser, pytest.mark.keycloak]
+
+PROJECT = "browser-project"
+
+
+def log_in(chromium, portal, username: str):
+    context = chromium.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(f"{portal.url}/login")
+    page.fill("#username", username)
+    page.fill("#password", portal.keycloak.settings.demo_password)
+    page.click("#kc-login")
+    page.wait_for_url(re.compile(re.escape(portal.url) + r"/?$"))
+    assert username in page.inner_text("header")
+    return page
+
+
+def application() -> str:
+    data = yaml.safe_load((REPO / "projects" / "asthma-ks4.yaml").read_text())
+    today = dt.date.today()
+    data.update(
+        id=PROJECT, start=today.isoformat(), end=(today + dt.timedelta(days=90)).isoformat()
+    )
+    data.pop("cohort", None)
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def test_apply_approve_provision_request_review_download(chromium, portal, screenshot):
+    # A researcher applies.
+    alice = log_in(chromium, portal, "alice")
+    alice.click("nav >> text=Apply")
+    alice.fill("textarea[name=text]", application())
+    alice.click("text=Submit the application")
+    assert f"{PROJECT}:" in alice.inner_text("h1")
+    assert "submitted" in alice.inner_text(".state")
+
+    # Each custodian reads the disclosure-risk report and approves.
+    for custodian, name in (("dora", "dfe"), ("hugh", "nhs")):
+        page = log_in(chromium, portal, custodian)
+        page.click("nav >> text=Decisions")
+        page.click(f"a:has-text('{PROJECT}')")
+        assert "Disclosure risk of the extract as requested" in page.content()
+        if custodian == "dora":
+            screenshot(page, "custodian-decision")
+        page.click("button[value=approve]")
+        assert re.search(rf"{name}\s*: approved by {custodian}", page.inner_text("main"))
+        page.context.close()
+
+    # An administrator provisions the project.
+    ada = log_in(chromium, portal, "ada")
+    ada.goto(f"{portal.url}/projects/{PROJECT}")
+    ada.click("form[action$='/action/provision'] button")
+    assert "provisioned" in ada.inner_text(".state")
+    ada.click("nav >> text=Administration")
+    assert "Audit log" in ada.inner_text("main")
+    screenshot(ada, "admin")
+
+    # The researcher checks a table and asks for its export.
+    alice.goto(f"{portal.url}/projects/{PROJECT}")
+    alice.click("text=Check an output specification")
+    alice.fill(
+        "form[action$='/outputs'] textarea",
+        "name: pupils by ethnicity and free school meals\nkind: table\ndataset: pupils\n"
+        "rows: [ethnicity]\ncols: [fsm_eligible]\nmargins: true\n",
+    )
+    alice.click("form[action$='/outputs'] button")
+    assert "pupils by ethnicity and free school meals" in alice.inner_text("h1")
+    assert "suppressed" in alice.inner_text("table.result")  # small cells are hidden
+    screenshot(alice, "researcher-output")
+    alice.goto(f"{portal.url}/projects/{PROJECT}")
+    alice.fill("input[name=title]", "Table 1 of the paper")
+    alice.click("text=New export request")
+    option = alice.locator("select[name=output_id] option", has_text="pupils by ethnicity and free")
+    alice.select_option("select[name=output_id]", value=option.get_attribute("value"))
+    alice.fill("input[name=description]", "Pupils by ethnicity and FSM eligibility, for table 1")
+    alice.click("button:has-text('Add')")
+    alice.click("text=Submit for review")
+    assert "in review" in alice.inner_text(".state")
+    request_url = alice.url
+
+    # Two output checkers review it, each without seeing the other's vote.
+    for checker in ("olga", "oscar"):
+        page = log_in(chromium, portal, checker)
+        page.click("nav >> text=Review queue")
+        page.click("a:has-text('Table 1 of the paper')")
+        assert "Reviews: 0 of 2" in page.inner_text("main") or checker == "oscar"
+        if checker == "olga":
+            screenshot(page, "checker-review")
+        page.check("input[name=vote][value=approve]")
+        page.click("text=Vote on output 1")
+        page.context.close()
+
+    # The researcher downloads the release.
+    alice.goto(request_url)
+    assert "released" in alice.inner_text(".state")
+    with alice.expect_download() as info:
+        alice.click("text=Download output 1")
+    released = info.value.path().read_text()
+    rows = list(csv.DictReader(io.StringIO(released)))
+    assert any(r["note"] == "suppressed" for r in rows)
+    for row in rows:  # suppressed, or an empty cell, or at least the threshold
+        assert (
+            row["note"] == "suppressed" or float(row["value"]) in (0,) or float(row["value"]) >= 10
+        )
+    alice.click("nav >> text=Home")
+    screenshot(alice, "researcher-home")
+    alice.context.close()
+    ada.context.close()

@@ -1,0 +1,167 @@
+"""Servers the local profile runs as detached processes on 127.0.0.1 (Keycloak, the portal).
+
+A :class:`LocalServer` is known by its pid file in the TRE home: ``start`` launches it in a
+session of its own (so it outlives the command that started it and is nobody's zombie), with
+its output appended to a log file, then waits until it answers; ``stop`` ends its process
+group. A pid file whose process is gone, or is some other program, counts as not running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from tre.exceptions import ServiceUnavailable
+
+
+@dataclasses.dataclass(frozen=True)
+class Status:
+    running: bool
+    ready: bool
+    pid: int | None
+    url: str
+
+
+class LocalServer:
+    """What every local server shares; subclasses say how to run and probe theirs."""
+
+    #: How people call it, in messages.
+    name = "server"
+    #: The environment variable that sets its port, named when the port is taken.
+    port_variable = ""
+    #: Bytes that must appear in ``/proc/<pid>/cmdline`` for the pid file to be believed.
+    markers: tuple[bytes, ...] = ()
+
+    port: int
+    state_dir: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / f"{self.file_stem}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / f"{self.file_stem}.log"
+
+    @property
+    def file_stem(self) -> str:
+        return self.name.lower()
+
+    # -- what subclasses provide ----------------------------------------------------------------
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def working_dir(self) -> Path:
+        return self.state_dir
+
+    def prepare(self) -> None:
+        """Anything to do before the first start (unpacking, configuration)."""
+
+    def answers(self) -> bool:
+        raise NotImplementedError
+
+    # -- running ----------------------------------------------------------------------------
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        return pid if any(m in cmdline for m in self.markers) else None
+
+    def status(self) -> Status:
+        pid = self.pid()
+        return Status(
+            running=pid is not None, ready=pid is not None and self.answers(), pid=pid, url=self.url
+        )
+
+    def start(self, timeout: float) -> Status:
+        """Start the server in the background (or find it running) and wait until it answers."""
+        current = self.status()
+        if current.ready:
+            return current
+        if current.running:
+            return self.wait_ready(current.pid, timeout)
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                raise ServiceUnavailable(
+                    f"Port {self.port} on 127.0.0.1 is already in use by another program. "
+                    f"Stop it, or set {self.port_variable} to a free port."
+                )
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.prepare()
+        # A short-lived shell starts the server in the background and prints its pid.
+        detach = '"$@" </dev/null >>"$TRE_SERVER_LOG" 2>&1 & echo $!'
+        launcher = subprocess.run(
+            ["sh", "-c", detach, "server", *self.command()],
+            cwd=self.working_dir(),
+            env={**self.environment(), "TRE_SERVER_LOG": str(self.log_file)},
+            capture_output=True,
+            text=True,
+            start_new_session=True,
+            check=True,
+        )
+        pid = int(launcher.stdout.strip())
+        self.pid_file.write_text(f"{pid}\n")
+        return self.wait_ready(pid, timeout)
+
+    def wait_ready(self, pid: int | None, timeout: float) -> Status:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.answers():
+                return Status(True, True, pid, self.url)
+            if pid is not None and not Path(f"/proc/{pid}").exists():
+                self.pid_file.unlink(missing_ok=True)
+                raise ServiceUnavailable(
+                    f"{self.name} stopped during start-up. Its log is {self.log_file}:\n"
+                    + self.log_tail()
+                )
+            time.sleep(0.5)
+        raise ServiceUnavailable(
+            f"{self.name} did not become ready within {timeout:.0f} s. "
+            f"Its log is {self.log_file}:\n" + self.log_tail()
+        )
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 60) -> bool:
+        """Stop the server if it runs. Return whether one was running."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        try:
+            group = os.getpgid(pid)
+        except ProcessLookupError:
+            group = pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.pid() is not None:
+            time.sleep(0.3)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        return True
