@@ -15,10 +15,12 @@ $(VENV)/.installed: pyproject.toml infra/setup.sh
 
 setup: $(VENV)/.installed ## Install Debian packages (as root), .venv, Keycloak
 
-demo: setup ## Synthetic deliveries → ingest → linkage report; start Keycloak
-	$(BIN)/tre demo prepare
+demo: export TRE_KEYCLOAK_SYNC = on
+demo: setup ## Keycloak; synthetic data ingested; example projects provisioned; the portal
 	$(BIN)/tre identity up
+	$(BIN)/tre demo prepare
 	$(BIN)/tre audit verify
+	$(BIN)/tre portal up
 
 test: setup ## Run every test (Keycloak, PostgreSQL, browsers included)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -44,5 +46,6 @@ docs-serve: docs
 	$(BIN)/mkdocs serve -a 127.0.0.1:8001
 
 clean: ## Stop local servers and delete the TRE home (keeps downloads)
+	-$(BIN)/tre portal down
 	-$(BIN)/tre identity down
 	rm -rf var site

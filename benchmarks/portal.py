@@ -69,7 +69,7 @@ def build(settings, requests: int) -> list[int]:
     for n in range(4):
         request = airlock.create(db, "asthma-ks4", f"Tables for chapter {n + 1}", alice)
         for output_id in made:
-            airlock.put_output(db, request.id, output_id, f"output {output_id}", alice)
+            airlock.put_output(db, request.id, output_id, f"table {output_id} of the paper", alice)
         airlock.submit(home, db, request.id, alice)
         real.append(request.id)
     airlock.review(home, db, real[0], 1, "approve", "fine", local_person("oscar"))

@@ -33,6 +33,16 @@ def _port(value: str) -> int:
     return port
 
 
+def _workers(value: str) -> int:
+    try:
+        workers = int(value)
+    except ValueError:
+        workers = 0
+    if not 1 <= workers <= 64:
+        raise ValueError("must be a number of processes between 1 and 64")
+    return workers
+
+
 def _url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -185,6 +195,15 @@ SETTINGS: tuple[Setting, ...] = (
         "https://portal.tre.example.org",
     ),
     Setting(
+        "portal_workers",
+        "TRE_PORTAL_WORKERS",
+        "2",
+        "Processes serving the portal (uvicorn workers). One per core is a good start; "
+        "sessions live in the metadata database, so any worker serves any user.",
+        _workers,
+        "4",
+    ),
+    Setting(
         "hub_url",
         "TRE_HUB_URL",
         "http://127.0.0.1:8081",
@@ -246,6 +265,7 @@ class Settings:
     keycloak_realm: str
     api_audience: str
     portal_url: str
+    portal_workers: int
     hub_url: str
     keycloak_sync: bool
     provisioner_secret: str

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 60
+#: Connections kept open, and opened beyond that under load (the portal serves from a pool of
+#: threads).
+POOL_SIZE, POOL_OVERFLOW = 10, 30
 
 
 class Base(DeclarativeBase):
@@ -56,13 +59,20 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
+            # Connections are pooled (opening one costs ~1 ms with its pragmas); each is used
+            # by one thread at a time, which the pool guarantees.
             self.engine = sa.create_engine(
-                url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, poolclass=sa.NullPool
+                url,
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
+                pool_size=POOL_SIZE,
+                max_overflow=POOL_OVERFLOW,
             )
             sa.event.listen(self.engine, "connect", _sqlite_on_connect)
             sa.event.listen(self.engine, "begin", _sqlite_on_begin)
         else:
-            self.engine = sa.create_engine(url, pool_pre_ping=True)
+            self.engine = sa.create_engine(
+                url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW
+            )
         self._writer = self.engine.execution_options(tre_write=True)
 
     def __repr__(self) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import json
 import os
 import shutil
@@ -42,12 +43,17 @@ REVIEWS_NEEDED = 2
 
 class ExportRequest(Base):
     __tablename__ = "export_requests"
+    __table_args__ = (
+        # The checkers' queue: requests in a state, oldest first, read in index order.
+        sa.Index("ix_export_requests_queue", "state", "updated_at", "id"),
+        sa.Index("ix_export_requests_state_project", "state", "project_id"),
+    )
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
     project_id: Mapped[str] = mapped_column(sa.ForeignKey("projects.id"), index=True)
     author: Mapped[str] = mapped_column(sa.String(64))
     title: Mapped[str] = mapped_column(sa.String(300))
-    state: Mapped[str] = mapped_column(sa.String(16), index=True)
+    state: Mapped[str] = mapped_column(sa.String(16))
     created_at: Mapped[str] = mapped_column(sa.String(32))
     updated_at: Mapped[str] = mapped_column(sa.String(32), index=True)
 
@@ -162,17 +168,47 @@ def outcome(reviews: list[Review]) -> str | None:
     return "conflicted" if len(reviews) >= REVIEWS_NEEDED else None
 
 
+@functools.cache
+def _view_statements():
+    """A request's outputs, and the reviews of their current round (built once)."""
+    filled = (
+        sa.select(RequestOutput, outputs.Output)
+        .join(outputs.Output, outputs.Output.id == RequestOutput.output_id)
+        .where(RequestOutput.request_id == sa.bindparam("request_id"))
+        .order_by(RequestOutput.slot)
+    )
+    votes = (
+        sa.select(Review)
+        .join(RequestOutput, RequestOutput.id == Review.request_output_id)
+        .where(
+            RequestOutput.request_id == sa.bindparam("request_id"),
+            Review.round == RequestOutput.round,
+        )
+        .order_by(Review.id)
+    )
+    return filled, votes
+
+
 def view(db: Database, request_id: int, viewer: Person) -> dict[str, Any]:
     """The request as ``viewer`` may see it: checkers see other reviewers' votes only once an
     output has two reviews and they gave one; researchers see the comments meant for them once
     an output is decided."""
-    request = get(db, request_id)
-    project = _project(db, request.project_id)
-    permissions.check_can_view_request(viewer, request, project)
+    from tre import projects
+
+    with db.read() as session:  # one snapshot: what is shown is consistent
+        request = session.get(ExportRequest, request_id)
+        if request is None:
+            raise NotFound(f"There is no export request #{request_id}.")
+        project = session.get(projects.Project, request.project_id)
+        permissions.check_can_view_request(viewer, request, project)
+        filled_q, votes_q = _view_statements()
+        filled = session.execute(filled_q, {"request_id": request_id}).all()
+        votes: dict[int, list[Review]] = {slot.id: [] for slot, _ in filled}
+        for review in session.execute(votes_q, {"request_id": request_id}).scalars():
+            votes[review.request_output_id].append(review)
     items = []
-    for slot in slots(db, request_id):
-        output = outputs.get(db, slot.output_id)
-        reviews = reviews_of(db, slot)
+    for slot, output in filled:
+        reviews = votes[slot.id]
         decided = outcome(reviews)
         mine = [r for r in reviews if r.reviewer == viewer.username]
         checker = viewer.has_role("output-checker") and viewer.username not in project.members()
@@ -254,58 +290,68 @@ def of_project(db: Database, project_id: str) -> list[ExportRequest]:
         )
 
 
-def queue(db: Database, checker: Person, limit: int = 50, offset: int = 0) -> list[dict]:
-    """Requests in review that ``checker`` may review, oldest first, with what is left to do."""
-    permissions.check_has_role(checker, "output-checker", "review export requests")
+@functools.cache
+def _queue_statements():
+    """The queue's three queries, built once with bound parameters (building and keying a
+    statement costs more than running it)."""
     from tre import projects
 
     waiting = ExportRequest.state == State.IN_REVIEW.value
+    theirs = sa.select(projects.Project.id, projects.Project.spec).where(
+        sa.exists().where(waiting, ExportRequest.project_id == projects.Project.id)
+    )
+    page = (
+        sa.select(
+            ExportRequest.id,
+            ExportRequest.project_id,
+            ExportRequest.title,
+            ExportRequest.author,
+            ExportRequest.updated_at,
+        )
+        .where(waiting)
+        .where(ExportRequest.author != sa.bindparam("me"))
+        .where(ExportRequest.project_id.not_in(sa.bindparam("theirs", expanding=True)))
+        .order_by(ExportRequest.updated_at, ExportRequest.id)
+        .limit(sa.bindparam("limit"))
+        .offset(sa.bindparam("offset"))
+    )
+    counts = (
+        sa.select(
+            RequestOutput.request_id,
+            sa.func.count(sa.distinct(RequestOutput.id)),
+            sa.func.count(Review.id).filter(Review.reviewer == sa.bindparam("me")),
+        )
+        .outerjoin(
+            Review,
+            sa.and_(
+                Review.request_output_id == RequestOutput.id,
+                Review.round == RequestOutput.round,
+            ),
+        )
+        .where(RequestOutput.request_id.in_(sa.bindparam("ids", expanding=True)))
+        .group_by(RequestOutput.request_id)
+    )
+    return theirs, page, counts
+
+
+def queue(db: Database, checker: Person, limit: int = 50, offset: int = 0) -> list[dict]:
+    """Requests in review that ``checker`` may review, oldest first, with what is left to do."""
+    permissions.check_has_role(checker, "output-checker", "review export requests")
+    theirs_q, page_q, counts_q = _queue_statements()
     with db.read() as session:
-        # Members never review their own project: find those projects first (few), so the
-        # page of requests below is exact.
+        # Members never review their own project: find those projects first (few, each found
+        # by an index probe), so the page of requests below is exact.
         theirs = [
             project_id
-            for project_id, spec in session.execute(
-                sa.select(projects.Project.id, projects.Project.spec).where(
-                    projects.Project.id.in_(
-                        sa.select(ExportRequest.project_id).where(waiting).distinct()
-                    )
-                )
-            )
+            for project_id, spec in session.execute(theirs_q)
             if checker.username in spec.get("members", [])
         ]
-        page = (
-            session.execute(
-                sa.select(ExportRequest)
-                .where(waiting)
-                .where(ExportRequest.author != checker.username)
-                .where(ExportRequest.project_id.not_in(theirs))
-                .order_by(ExportRequest.updated_at, ExportRequest.id)
-                .limit(limit)
-                .offset(offset)
-            )
-            .scalars()
-            .all()
-        )
-        counts = {
-            request_id: (outputs_n, mine)
-            for request_id, outputs_n, mine in session.execute(
-                sa.select(
-                    RequestOutput.request_id,
-                    sa.func.count(sa.distinct(RequestOutput.id)),
-                    sa.func.count(Review.id).filter(Review.reviewer == checker.username),
-                )
-                .outerjoin(
-                    Review,
-                    sa.and_(
-                        Review.request_output_id == RequestOutput.id,
-                        Review.round == RequestOutput.round,
-                    ),
-                )
-                .where(RequestOutput.request_id.in_([r.id for r in page]))
-                .group_by(RequestOutput.request_id)
-            )
-        }
+        me = checker.username
+        page = session.execute(
+            page_q, {"me": me, "theirs": theirs, "limit": limit, "offset": offset}
+        ).all()
+        ids = [r.id for r in page]
+        counts = {row[0]: row[1:] for row in session.execute(counts_q, {"me": me, "ids": ids})}
         return [
             {
                 "id": request.id,

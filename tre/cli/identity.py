@@ -39,8 +39,6 @@ def identity_fetch(ctx: Context) -> None:
 @pass_context
 def identity_up(ctx: Context) -> None:
     """Fetch Keycloak if needed, start it on 127.0.0.1 and wait until it serves."""
-    from tre.identity import DEMO_USERS
-
     server = _keycloak(ctx)
     click.echo(f"Starting Keycloak {server.version} on {server.url} (first start takes ~1 min)…")
     status = server.start()
@@ -48,7 +46,13 @@ def identity_up(ctx: Context) -> None:
     click.echo(
         f"Admin console: {status.url}/admin/ (user admin, password in {server.secrets_file})"
     )
-    click.echo(f"Demo accounts (local profile only; password: {ctx.settings.demo_password}):")
+    echo_demo_accounts(ctx.settings)
+
+
+def echo_demo_accounts(settings) -> None:
+    from tre.identity import DEMO_USERS
+
+    click.echo(f"Demo accounts (local profile only; password: {settings.demo_password}):")
     for user, (role, what) in DEMO_USERS.items():
         click.echo(f"  {user:<6} {role:<15} {what}")
 

@@ -24,7 +24,7 @@ def portal_serve(ctx: Context, port: int | None) -> None:
 
     settings = ctx.settings
     click.echo(f"Portal on {settings.portal_url} (Ctrl-C to stop).")
-    portal.serve(settings, port)
+    portal.serve(settings, ctx.environ, port)
 
 
 def _server(ctx: Context):
@@ -39,7 +39,8 @@ def _server(ctx: Context):
 @pass_context
 def portal_up(ctx: Context) -> None:
     """Start Keycloak if needed, then the portal in the background; print where to log in."""
-    from tre.identity import DEMO_USERS, KeycloakServer
+    from tre.cli.identity import echo_demo_accounts
+    from tre.identity import KeycloakServer
 
     server = _server(ctx)
     settings = ctx.settings
@@ -50,9 +51,7 @@ def portal_up(ctx: Context) -> None:
     status = server.start()
     click.echo(f"Portal ready at {settings.portal_url} (pid {status.pid}; log {server.log_file}).")
     click.echo(f"API: {settings.portal_url}/api/v1/docs; identity: {keycloak.issuer}.")
-    click.echo(f"Demo accounts (local profile only; password: {settings.demo_password}):")
-    for user, (role, what) in DEMO_USERS.items():
-        click.echo(f"  {user:<6} {role:<15} {what}")
+    echo_demo_accounts(settings)
     click.echo("Stop with `tre portal down` and `tre identity down` (or `make clean`).")
 
 

@@ -10,6 +10,7 @@ Everything the rest of the TRE knows about a caller comes from the :class:`Ident
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "ES256"]
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
 LEEWAY_S = 10
 JWKS_LIFESPAN_S = 3600
+VERIFIED_CACHE_SIZE = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,11 +60,26 @@ class TokenValidator:
             lifespan=JWKS_LIFESPAN_S,
             timeout=5,
         )
+        #: Tokens already verified, with their claims: a token is checked once, then only its
+        #: expiry is (a client sends the same token for many calls).
+        self._verified: dict[str, dict[str, Any]] = {}
 
     def claims(self, token: str) -> dict[str, Any]:
         """The verified claims of ``token``, or :class:`AuthenticationFailed` saying why not."""
         if not token:
             raise AuthenticationFailed("No access token was sent. Log in and try again.")
+        known = self._verified.get(token)
+        if known is not None:
+            if time.time() <= known["exp"] + LEEWAY_S:
+                return known
+            self._verified.pop(token, None)  # expired: verify again, which says so
+        claims = self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.pop(next(iter(self._verified)), None)  # the oldest
+        self._verified[token] = claims
+        return claims
+
+    def _verify(self, token: str) -> dict[str, Any]:
         try:
             key = self._jwks.get_signing_key_from_jwt(token)
         except jwt.PyJWKClientConnectionError:

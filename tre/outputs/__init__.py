@@ -16,7 +16,7 @@ from typing import Any
 
 import duckdb
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, defer, mapped_column
 
 from tre import audit, catalog, permissions
 from tre.db import Base, Database
@@ -81,14 +81,26 @@ def _active_project(db: Database, project_id: str, by: Person):
     return project
 
 
-def released_specs(db: Database, project_id: str) -> list[tuple[str, specs.OutputSpec]]:
+def released(db: Database, project_id: str, with_results: bool = True) -> list[Output]:
+    """The project's released outputs, oldest first (without their results when not needed:
+    a result holds the whole table)."""
+    query = (
+        sa.select(Output)
+        .where(Output.project_id == project_id, Output.released_at.is_not(None))
+        .order_by(Output.id)
+    )
+    if not with_results:
+        query = query.options(defer(Output.result))
     with db.read() as session:
-        rows = session.execute(
-            sa.select(Output).where(
-                Output.project_id == project_id, Output.released_at.is_not(None)
-            )
-        ).scalars()
-        return [(f"#{o.id} '{o.name}'", specs.parse(o.spec)) for o in rows if o.kind == "table"]
+        return list(session.execute(query).scalars())
+
+
+def released_specs(db: Database, project_id: str) -> list[tuple[str, specs.OutputSpec]]:
+    return [
+        (f"#{o.id} '{o.name}'", specs.parse(o.spec))
+        for o in released(db, project_id, with_results=False)
+        if o.kind == "table"
+    ]
 
 
 def compute(

@@ -6,11 +6,15 @@ uvicorn. Pages are server-rendered (Jinja2), with no front-end build step.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -26,6 +30,8 @@ from tre.identity import TokenValidator
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
+#: Threads per process running the (synchronous) handlers.
+WORKER_THREADS = 4
 REPO = HERE.parents[1]
 
 
@@ -39,6 +45,33 @@ def security_headers(settings: Settings) -> dict[str, str]:
         f"style-src 'self'; script-src 'self'; form-action 'self' {settings.keycloak_base_url}; "
         "frame-ancestors 'none'",
     }
+
+
+class SecurityHeaders:
+    """Adds the security headers to every response, and ``Cache-Control: no-store`` to all but
+    static files (a plain ASGI middleware: no extra task or stream per request)."""
+
+    def __init__(self, app, headers: dict[str, str]) -> None:
+        self.app = app
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = list(self.headers)
+        if not scope["path"].startswith("/static"):
+            extra.append((b"cache-control", b"no-store"))
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = list(message.get("headers", [])) + [
+                    (k, v) for k, v in extra if k not in present
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 @dataclasses.dataclass
@@ -95,7 +128,15 @@ def create_app(settings: Settings) -> FastAPI:
 
         projects.ACCESS_HOOKS[:] = [lambda project: groups.sync(settings, project)]
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        # Few worker threads: handlers are short and mostly CPU; more threads only fight over
+        # the GIL and make every request slower under load.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
+        yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="tre: trusted research environment",
         version="1",
         description="Projects, outputs and the airlock. Every call needs a Keycloak access "
@@ -134,24 +175,34 @@ def create_app(settings: Settings) -> FastAPI:
     async def login_required(request: Request, error: pages.LoginRequired) -> Response:
         return RedirectResponse(f"/login?next={quote(error.next_url)}", status_code=303)
 
-    extra_headers = security_headers(settings)
-
-    @app.middleware("http")
-    async def headers(request: Request, call_next):
-        response = await call_next(request)
-        for key, value in extra_headers.items():
-            response.headers.setdefault(key, value)
-        if not request.url.path.startswith("/static"):
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
-
+    app.add_middleware(SecurityHeaders, headers=security_headers(settings))
     return app
 
 
-def serve(settings: Settings, port: int | None = None) -> None:
+def serve(settings: Settings, environ: Mapping[str, str], port: int | None = None) -> None:
+    """Serve the portal on 127.0.0.1 with ``settings.portal_workers`` processes."""
     from urllib.parse import urlsplit
 
     import uvicorn
 
     port = port or urlsplit(settings.portal_url).port or 8000
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    app = create_app(settings)  # in this process first, so a bad setting is told once
+    if settings.portal_workers == 1:
+        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+        return
+    # Workers are new processes that read their settings from the environment.
+    os.environ.update({k: v for k, v in environ.items() if k.startswith("TRE_")})
+    os.environ["TRE_HOME"] = str(settings.home)
+    uvicorn.run(
+        "tre.portal:app_from_environment",
+        factory=True,
+        workers=settings.portal_workers,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+    )
+
+
+def app_from_environment() -> FastAPI:
+    """The portal for a worker process, configured by its environment."""
+    return create_app(Settings.from_environ(os.environ))

@@ -350,8 +350,7 @@ def request_page(request: Request, request_id: Id) -> Response:
     if context["can_review"] or person.has_role("output-checker"):
         context["earlier"] = [
             views.output_summary(o)
-            for o in outputs.of_project(state.db, export.project_id)
-            if o.released_at
+            for o in outputs.released(state.db, export.project_id, with_results=False)
         ]
     context["can_revoke"] = permissions.can_revoke(person) and export.state == "released"
     context["can_download"] = permissions.can_download(person, export, project)
