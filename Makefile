@@ -17,6 +17,7 @@ setup: $(VENV)/.installed ## Install Debian packages (as root), .venv, Keycloak
 
 demo: export TRE_KEYCLOAK_SYNC = on
 demo: setup ## Keycloak; synthetic data ingested; example projects provisioned; the portal
+	$(BIN)/tre init
 	$(BIN)/tre identity up
 	$(BIN)/tre demo prepare
 	$(BIN)/tre audit verify

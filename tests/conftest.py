@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import importlib
 import os
 import random
 import socket
@@ -34,6 +35,10 @@ STRICT = os.environ.get("TRE_TEST_STRICT") == "1"
 
 
 # -- guards -----------------------------------------------------------------------------------
+
+# rich (imported by the portal's web framework) draws from the global random generator when it
+# is first imported: import it before any test, so the guard below sees only what tests draw.
+importlib.import_module("rich.style")
 
 
 @pytest.fixture(autouse=True)

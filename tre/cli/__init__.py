@@ -111,7 +111,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except TREError:
         level = "INFO"
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    for chatty in ("alembic", "httpx"):  # one line per migration step or HTTP call
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     _sync_keycloak_groups(context)
     try:
         result = cli.main(args=argv, prog_name="tre", standalone_mode=False, obj=context)
