@@ -193,6 +193,11 @@ def view(db: Database, request_id: int, viewer: Person) -> dict[str, Any]:
     """The request as ``viewer`` may see it: checkers see other reviewers' votes only once an
     output has two reviews and they gave one; researchers see the comments meant for them once
     an output is decided."""
+    return view_with_records(db, request_id, viewer)[0]
+
+
+def view_with_records(db: Database, request_id: int, viewer: Person):
+    """:func:`view`, with the request and project records it was made from (for pages)."""
     from tre import projects
 
     with db.read() as session:  # one snapshot: what is shown is consistent
@@ -245,7 +250,7 @@ def view(db: Database, request_id: int, viewer: Person) -> dict[str, Any]:
                 "released": bool(slot.released_path) and request.state == State.RELEASED,
             }
         )
-    return {
+    detail = {
         "id": request.id,
         "project": request.project_id,
         "title": request.title,
@@ -255,6 +260,7 @@ def view(db: Database, request_id: int, viewer: Person) -> dict[str, Any]:
         "updated_at": request.updated_at,
         "outputs": items,
     }
+    return detail, request, project
 
 
 def output_submitted(db: Database, output_id: int) -> bool:

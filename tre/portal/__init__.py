@@ -113,6 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
     db.check_current()
     client_secret, cookie_key = _secrets(settings, home)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.auto_reload = False  # templates ship with the code: no stat() per page
     state = State(
         settings,
         db,

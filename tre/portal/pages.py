@@ -335,9 +335,7 @@ def request_page(request: Request, request_id: Id) -> Response:
     session = _session(request)
     person = request.app.state.auth.person_of(session)
     state = request.app.state
-    detail = airlock.view(state.db, request_id, person)
-    export = airlock.get(state.db, request_id)
-    project = projects.get(state.db, export.project_id)
+    detail, export, project = airlock.view_with_records(state.db, request_id, person)
     members = project.members()
     context: dict[str, Any] = {"request_": detail, "author": person.username == export.author}
     context["can_review"] = permissions.can_review(person, export, members) and (
