@@ -10,6 +10,7 @@ checked on its face and always sent to review. :func:`mark_released` is called b
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -84,15 +85,20 @@ def _active_project(db: Database, project_id: str, by: Person):
 def released(db: Database, project_id: str, with_results: bool = True) -> list[Output]:
     """The project's released outputs, oldest first (without their results when not needed:
     a result holds the whole table)."""
+    with db.read() as session:
+        return list(
+            session.execute(_released_statement(with_results), {"project": project_id}).scalars()
+        )
+
+
+@functools.cache
+def _released_statement(with_results: bool):
     query = (
         sa.select(Output)
-        .where(Output.project_id == project_id, Output.released_at.is_not(None))
+        .where(Output.project_id == sa.bindparam("project"), Output.released_at.is_not(None))
         .order_by(Output.id)
     )
-    if not with_results:
-        query = query.options(defer(Output.result))
-    with db.read() as session:
-        return list(session.execute(query).scalars())
+    return query if with_results else query.options(defer(Output.result))
 
 
 def released_specs(db: Database, project_id: str) -> list[tuple[str, specs.OutputSpec]]:

@@ -46,6 +46,11 @@ class PortalSession(Base):
     expires_at: Mapped[str] = mapped_column(sa.String(32))
 
 
+_SESSION_BY_HASH = sa.select(PortalSession.__table__).where(
+    PortalSession.token_hash == sa.bindparam("token_hash")
+)
+
+
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -148,12 +153,14 @@ class Auth:
             )
         return token
 
-    def session_of(self, request: Request) -> PortalSession | None:
+    def session_of(self, request: Request):
+        """The session row (username, name, roles, groups, csrf) of the request's cookie."""
         token = request.cookies.get(SESSION_COOKIE)
         if not token:
             return None
-        with self.state.db.read() as session:
-            found = session.get(PortalSession, _hash(token))
+        # A plain read of one row (no ORM unit of work): every page asks for it.
+        with self.state.db.engine.connect() as connection:
+            found = connection.execute(_SESSION_BY_HASH, {"token_hash": _hash(token)}).first()
         if found is None or found.expires_at < _now().isoformat():
             return None
         return found
