@@ -115,12 +115,9 @@ def catalog_reference() -> str:
     return "".join(lines).rstrip() + "\n"
 
 
-def lifecycle_reference(module: str, title: str, intro: str) -> str:
-    """A lifecycle page drawn from one of the lifecycle tables (states, owners, transitions)."""
-    import importlib
-
-    lifecycle = importlib.import_module(module)
-    path = module.replace(".", "/") + ".py"
+def lifecycle_reference(lifecycle, title: str, intro: str) -> str:
+    """A lifecycle page drawn from a lifecycle module's tables (states, owners, transitions)."""
+    path = lifecycle.__name__.replace(".", "/") + ".py"
     lines = [
         GENERATED_NOTE,
         f"# {title}\n\n",
@@ -140,14 +137,16 @@ def lifecycle_reference(module: str, title: str, intro: str) -> str:
 
 
 def project_lifecycle_reference() -> str:
-    return lifecycle_reference(
-        "tre.projects.lifecycle", "Project lifecycle", "From application to closure."
-    )
+    from tre.projects import lifecycle
+
+    return lifecycle_reference(lifecycle, "Project lifecycle", "From application to closure.")
 
 
 def request_lifecycle_reference() -> str:
+    from tre.airlock import lifecycle
+
     return lifecycle_reference(
-        "tre.airlock.lifecycle",
+        lifecycle,
         "Export request lifecycle",
         "How an export request moves through the airlock.",
     )

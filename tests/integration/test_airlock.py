@@ -118,7 +118,7 @@ def test_every_state_is_reached_with_its_audit_event(world):
 
 def test_impossible_moves_are_refused_and_say_what_is_possible(world):
     request = submitted(world)
-    with pytest.raises(InvalidTransition, match="in review cannot be submit"):
+    with pytest.raises(InvalidTransition, match=r"in review cannot be submitted\."):
         airlock.submit(world.home, world.db, request.id, ALICE)
     with pytest.raises(InvalidTransition, match=r"Possible: .*withdraw"):
         airlock.put_output(

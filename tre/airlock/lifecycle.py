@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 
-from tre import audit
+from tre import audit, lifecycle
 from tre.exceptions import InvalidTransition
+from tre.lifecycle import Transition, past
 
 
 class State(enum.StrEnum):
@@ -32,15 +32,6 @@ OWNERS: dict[State, str] = {
     State.RELEASED: "the researcher, who downloads the outputs; checkers may revoke them",
     State.REVOKED: "nobody: the released outputs were withdrawn from download",
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class Transition:
-    action: str
-    source: State
-    target: State
-    event: str
-    meaning: str
 
 
 TRANSITIONS: tuple[Transition, ...] = (
@@ -150,17 +141,11 @@ def transition(state: State, action: str) -> Transition:
             return t
     possible = sorted({t.action for t in TRANSITIONS if t.source is state} - {"create"})
     raise InvalidTransition(
-        f"An export request that is {state.value.replace('_', ' ')} cannot be {action}ed."
+        f"An export request that is {state.value.replace('_', ' ')} cannot be {past(action)}."
         + (f" Possible: {', '.join(possible)}." if possible else " Nothing more can happen.")
     )
 
 
 def mermaid() -> str:
-    lines = ["stateDiagram-v2", "    [*] --> draft"]
-    seen = set()
-    for t in TRANSITIONS:
-        if t.source is t.target or (t.source, t.target) in seen:
-            continue
-        seen.add((t.source, t.target))
-        lines.append(f"    {t.source.value} --> {t.target.value}: {t.action}")
-    return "\n".join(lines)
+    """The lifecycle as a Mermaid state diagram (for the docs)."""
+    return lifecycle.mermaid(TRANSITIONS)

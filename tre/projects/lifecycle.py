@@ -5,11 +5,11 @@ checks every state is reachable and covered.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 
-from tre import audit
+from tre import audit, lifecycle
 from tre.exceptions import InvalidTransition
+from tre.lifecycle import Transition, past
 
 
 class State(enum.StrEnum):
@@ -37,15 +37,6 @@ OWNERS: dict[State, str] = {
 
 #: States in which the project's end date still matters (and is enforced by expiry).
 LIVE = frozenset({State.SUBMITTED, State.APPROVED, State.PROVISIONED, State.SUSPENDED})
-
-
-@dataclasses.dataclass(frozen=True)
-class Transition:
-    action: str
-    source: State
-    target: State
-    event: str
-    meaning: str
 
 
 TRANSITIONS: tuple[Transition, ...] = (
@@ -134,9 +125,9 @@ def transition(state: State, action: str, *, last_approval: bool = False) -> Tra
     if not candidates:
         possible = sorted({t.action for t in TRANSITIONS if t.source is state} - {"draft"})
         raise InvalidTransition(
-            f"A project that is {state.value} cannot be {_past(action)}. "
+            f"A project that is {state.value} cannot be {past(action)}. "
             + (
-                f"It can be: {', '.join(_past(a) for a in possible)}."
+                f"It can be: {', '.join(past(a) for a in possible)}."
                 if possible
                 else "Nothing more can happen to it."
             )
@@ -144,27 +135,6 @@ def transition(state: State, action: str, *, last_approval: bool = False) -> Tra
     return candidates[0]
 
 
-def _past(action: str) -> str:
-    return {
-        "submit": "submitted",
-        "approve": "approved",
-        "reject": "rejected",
-        "provision": "provisioned",
-        "suspend": "suspended",
-        "resume": "resumed",
-        "expire": "expired",
-        "close": "closed",
-    }.get(action, action)
-
-
 def mermaid() -> str:
     """The lifecycle as a Mermaid state diagram (for the docs)."""
-    lines = ["stateDiagram-v2", "    [*] --> draft"]
-    seen = set()
-    for t in TRANSITIONS:
-        if t.source is t.target or (t.source, t.target) in seen:
-            continue
-        seen.add((t.source, t.target))
-        lines.append(f"    {t.source.value} --> {t.target.value}: {t.action}")
-    lines += ["    closed --> [*]", "    rejected --> [*]"]
-    return "\n".join(lines)
+    return lifecycle.mermaid(TRANSITIONS, final=("closed", "rejected"))
