@@ -85,17 +85,7 @@ def project_show(ctx: Context, project_id: str, actor: str | None, as_json: bool
                     "state": project.state,
                     "spec": project.spec,
                     "approved": project.approved_spec,
-                    "decisions": [
-                        {
-                            "custodian": d.custodian,
-                            "decision": d.decision,
-                            "by": d.decided_by,
-                            "at": d.decided_at,
-                            "conditions": d.conditions,
-                            "reasons": d.reasons,
-                        }
-                        for d in decisions
-                    ],
+                    "decisions": [d.summary() for d in decisions],
                 },
                 indent=2,
             )
@@ -163,21 +153,6 @@ def project_risk(ctx: Context, project_id: str, actor: str | None) -> None:
             click.echo(line)
 
 
-def _custodian_for(person, project, custodian: str | None) -> str:
-    concerned = sorted(person.custodian_of & set(project.spec_object().custodians))
-    if custodian:
-        return custodian
-    if len(concerned) == 1:
-        return concerned[0]
-    if not concerned:
-        from tre.exceptions import PermissionDenied
-
-        raise PermissionDenied(
-            f"{person.username} is not a custodian of any dataset project {project.id} requests."
-        )
-    raise InvalidInput(f"Say for which custodian you decide: --custodian {' or '.join(concerned)}.")
-
-
 @project_group.command("approve")
 @home_option
 @click.argument("project_id")
@@ -211,7 +186,7 @@ def project_approve(
     db = ctx.database()
     person = _person(actor)
     project = projects.get(db, project_id)
-    custodian = _custodian_for(person, project, custodian)
+    custodian = projects.custodian_for(person, project, custodian, option="--custodian ")
     chosen = {}
     for item in columns:
         dataset, _, cols = item.partition("=")
@@ -245,7 +220,9 @@ def project_reject(ctx, project_id, actor, custodian, reason) -> None:
 
     db = ctx.database()
     person = _person(actor)
-    custodian = _custodian_for(person, projects.get(db, project_id), custodian)
+    custodian = projects.custodian_for(
+        person, projects.get(db, project_id), custodian, option="--custodian "
+    )
     projects.decide(db, project_id, custodian, person, approve=False, reasons=reason)
     click.echo(f"{custodian} rejected project {project_id}.")
 

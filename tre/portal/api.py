@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from tre import airlock, audit, catalog, outputs, permissions, projects
-from tre.exceptions import InvalidInput, NotFound
+from tre.exceptions import NotFound
 from tre.outputs import privacy, specs
 from tre.people import Person
 from tre.portal import dcat, views
@@ -133,7 +133,7 @@ def project_decide(
     project_id: str, body: Decision, state=Depends(app_state), person: Person = Depends(caller)
 ) -> dict[str, Any]:
     project = projects.get(state.db, project_id, person)
-    custodian = views.custodian_for(person, project, body.custodian)
+    custodian = projects.custodian_for(person, project, body.custodian)
     conditions = approvals.Conditions(
         columns={d: tuple(c) for d, c in body.columns.items()},
         cohort=tuple(
@@ -194,15 +194,7 @@ def project_action(
     state=Depends(app_state),
     person: Person = Depends(caller),
 ) -> dict[str, Any]:
-    if action == "provision":
-        project, _ = extracts.provision(state.home, state.db, project_id, person)
-    elif action == "close":
-        if len(body.reason.strip()) < 5:
-            raise InvalidInput("Say why the project is closed.")
-        extracts.close(state.home, state.db, project_id, person, body.reason)
-        project = projects.get(state.db, project_id)
-    else:
-        project = projects.set_state(state.db, project_id, action, person, body.reason)
+    project = extracts.administer(state.home, state.db, project_id, action, person, body.reason)
     return views.project_summary(project)
 
 

@@ -232,7 +232,8 @@ def project_page(request: Request, project_id: str) -> Response:
         context["requests"] = [
             views.request_summary(r) for r in airlock.of_project(state.db, project_id)
         ]
-    context["admin"] = permissions.can_administer(person, "")
+    if permissions.can_administer(person, ""):
+        context["administration"] = extracts.ADMINISTRATION
     return _render(request, "project.html", session, **context)
 
 
@@ -277,14 +278,7 @@ def project_action(
 ) -> Response:
     person = _form_person(request, csrf)
     state = request.app.state
-    if action == "provision":
-        extracts.provision(state.home, state.db, project_id, person)
-    elif action == "close":
-        extracts.close(state.home, state.db, project_id, person, reason or "closed in the portal")
-    elif action in ("suspend", "resume"):
-        projects.set_state(state.db, project_id, action, person, reason)
-    else:
-        raise InvalidInput(f"Unknown action {action!r}.")
+    extracts.administer(state.home, state.db, project_id, action, person, reason)
     return _back(f"/projects/{project_id}")
 
 

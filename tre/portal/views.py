@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tre import airlock, audit, catalog, permissions, projects
-from tre.exceptions import InvalidInput, PermissionDenied, ServiceUnavailable
+from tre.exceptions import ServiceUnavailable
 from tre.outputs import privacy
 from tre.people import Person
 from tre.projects import extracts
@@ -54,17 +54,7 @@ def project_summary(p: projects.Project) -> dict[str, Any]:
 
 
 def project_detail(state, p: projects.Project) -> dict[str, Any]:
-    decisions = [
-        {
-            "custodian": d.custodian,
-            "decision": d.decision,
-            "by": d.decided_by,
-            "at": d.decided_at,
-            "conditions": d.conditions,
-            "reasons": d.reasons,
-        }
-        for d in projects.decisions(state.db, p.id)
-    ]
+    decisions = [d.summary() for d in projects.decisions(state.db, p.id)]
     granted, left = privacy.remaining(state.db, p.id)
     manifest = extracts.folder(state.home, p.id) / "extracts" / extracts.MANIFEST
     extract = None
@@ -82,19 +72,6 @@ def project_detail(state, p: projects.Project) -> dict[str, Any]:
         "privacy_budget": {"granted": granted, "left": left},
         "extracts": extract,
     }
-
-
-def custodian_for(person: Person, project: projects.Project, custodian: str | None) -> str:
-    concerned = sorted(person.custodian_of & set(project.spec_object().custodians))
-    if custodian:
-        return custodian
-    if len(concerned) == 1:
-        return concerned[0]
-    if not concerned:
-        raise PermissionDenied(
-            f"{person.username} is not a custodian of any dataset project {project.id} requests."
-        )
-    raise InvalidInput(f"Say for which custodian you decide: {' or '.join(concerned)}.")
 
 
 def output_summary(o) -> dict[str, Any]:

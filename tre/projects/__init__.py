@@ -16,7 +16,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from tre import audit, permissions
 from tre.db import Base, Database
-from tre.exceptions import InvalidInput, NotFound
+from tre.exceptions import InvalidInput, NotFound, PermissionDenied
 from tre.people import SYSTEM, Person
 from tre.projects import approvals
 from tre.projects.lifecycle import LIVE, State, transition
@@ -66,6 +66,16 @@ class Approval(Base):
     reasons: Mapped[str] = mapped_column(sa.Text)
 
     __table_args__ = (sa.UniqueConstraint("project_id", "custodian"),)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "custodian": self.custodian,
+            "decision": self.decision,
+            "by": self.decided_by,
+            "at": self.decided_at,
+            "conditions": self.conditions,
+            "reasons": self.reasons,
+        }
 
 
 #: Called with the project after its access changes (provisioned, suspended, resumed, expired,
@@ -184,6 +194,22 @@ def submit(db: Database, spec: ProjectSpec, by: Person) -> Project:
             },
         )
         return project
+
+
+def custodian_for(person: Person, project: Project, custodian: str | None, option: str = "") -> str:
+    """For which custodian ``person`` decides: the one named, else their only custodian among
+    the project's. ``option`` is how the caller names the choice (``--custodian `` on the
+    command line)."""
+    if custodian:
+        return custodian
+    concerned = sorted(person.custodian_of & set(project.spec_object().custodians))
+    if len(concerned) == 1:
+        return concerned[0]
+    if not concerned:
+        raise PermissionDenied(
+            f"{person.username} is not a custodian of any dataset project {project.id} requests."
+        )
+    raise InvalidInput(f"Say for which custodian you decide: {option}{' or '.join(concerned)}.")
 
 
 def decide(

@@ -287,6 +287,8 @@ def close(home: Home, db: Database, project_id: str, by: Person, reason: str) ->
     from tre.projects import expire_due
 
     permissions.check_can_administer(by, "close a project")
+    if len(reason.strip()) < 5:
+        raise InvalidInput("Say why the project is closed (it goes into the deletion certificate).")
     expire_due(db)
     base = folder(home, project_id)
     with db.write() as session:
@@ -323,3 +325,23 @@ def close(home: Home, db: Database, project_id: str, by: Person, reason: str) ->
         record_closed(session, project, by, certificate)
     access_changed(project)
     return certificate
+
+
+#: What an administrator can do to a project, as the portal and the API offer it.
+ADMINISTRATION = ("provision", "suspend", "resume", "close")
+
+
+def administer(
+    home: Home, db: Database, project_id: str, action: str, by: Person, reason: str = ""
+) -> Project:
+    """Provision, suspend, resume or close the project; return it as it is now."""
+    from tre.projects import get, set_state
+
+    if action == "provision":
+        return provision(home, db, project_id, by)[0]
+    if action == "close":
+        close(home, db, project_id, by, reason)
+        return get(db, project_id)
+    if action in ("suspend", "resume"):
+        return set_state(db, project_id, action, by, reason)
+    raise InvalidInput(f"Unknown action {action!r}: one of {', '.join(ADMINISTRATION)}.")
