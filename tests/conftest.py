@@ -8,6 +8,7 @@ pass while hiding a test.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import importlib
@@ -16,6 +17,7 @@ import random
 import socket
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -115,7 +117,9 @@ def postgres_url() -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def _fresh_postgres_database(base_url: str) -> tuple[str, sa.Engine, str]:
+@contextlib.contextmanager
+def fresh_postgres_database(base_url: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database on the server of ``base_url``; dropped afterwards."""
     name = f"tre_test_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(
         Settings.from_environ({"TRE_DATABASE_URL": base_url}).database_url,
@@ -123,8 +127,12 @@ def _fresh_postgres_database(base_url: str) -> tuple[str, sa.Engine, str]:
     )
     with admin.connect() as c:
         c.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    return url, admin, name
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as c:
+            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -133,11 +141,8 @@ def database_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'tre.db'}"
         return
-    url, admin, name = _fresh_postgres_database(request.getfixturevalue("postgres_url"))
-    yield url
-    with admin.connect() as c:
-        c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
+    with fresh_postgres_database(request.getfixturevalue("postgres_url")) as url:
+        yield url
 
 
 @pytest.fixture
@@ -235,47 +240,61 @@ class World:
     project: str
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
-def world(request, tmp_path_factory, synthetic):
-    tmp = tmp_path_factory.mktemp(f"outputs-{request.param}")
+def ingest_synthetic(environ: dict[str, str], synthetic) -> tuple[Home, Database]:
+    """Initialise the TRE home of ``environ``, register the custodians' keys and ingest both
+    synthetic deliveries. Return the home and its database (to dispose of)."""
+    init_home(environ, synthetic.keys)
+    assert main(["ingest", str(synthetic.dfe)], environ) == 0
+    assert main(["ingest", str(synthetic.nhs)], environ) == 0
+    settings = Settings.from_environ(environ)
+    return Home(settings.home), Database(settings.metadata_url)
+
+
+@contextlib.contextmanager
+def ingested_home(request, tmp_path_factory, synthetic, name: str):
+    """For a module fixture parametrised "sqlite"/"postgres": a TRE home with both synthetic
+    deliveries ingested, its database a SQLite file or a fresh PostgreSQL database. Yields the
+    environment, the home and the database."""
+    tmp = tmp_path_factory.mktemp(f"{name}-{request.param}")
     environ = {
         "TRE_HOME": str(tmp / "home"),
         "TRE_LOG_LEVEL": "WARNING",
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(Path.home()),
     }
-    dropper = None
-    if request.param == "postgres":
-        url, admin, name = _fresh_postgres_database(request.getfixturevalue("postgres_url"))
-        environ["TRE_DATABASE_URL"] = url
-        dropper = (admin, name)
-    init_home(environ, synthetic.keys)
-    assert main(["ingest", str(synthetic.dfe)], environ) == 0
-    assert main(["ingest", str(synthetic.nhs)], environ) == 0
-    settings = Settings.from_environ(environ)
-    db, home = Database(settings.metadata_url), Home(settings.home)
-    today = dt.date.today()
-    application = dataclasses.replace(
-        spec.load(REPO / "projects" / "asthma-ks4.yaml"),
-        id="out-project",
-        start=today,
-        end=today + dt.timedelta(days=100),
-        cohort=(),
-        privacy_budget=1.0,
-    )
-    projects.submit(db, application, ALICE)
-    projects.decide(db, "out-project", "dfe", DORA, approve=True)
-    projects.decide(db, "out-project", "nhs", HUGH, approve=True)
-    extracts.provision(home, db, "out-project", ADA)
-    yield World(environ, home, db, "out-project")
-    db.dispose()
-    if dropper:
-        admin, name = dropper
-        with admin.connect() as c:
-            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with contextlib.ExitStack() as stack:
+        if request.param == "postgres":
+            environ["TRE_DATABASE_URL"] = stack.enter_context(
+                fresh_postgres_database(request.getfixturevalue("postgres_url"))
+            )
+        home, db = ingest_synthetic(environ, synthetic)
+        try:
+            yield environ, home, db
+        finally:
+            db.dispose()
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def world(request, tmp_path_factory, synthetic):
+    """A TRE home with the provisioned project ``out-project`` (alice), on SQLite and
+    PostgreSQL."""
+    with ingested_home(request, tmp_path_factory, synthetic, "outputs") as (environ, home, db):
+        today = dt.date.today()
+        application = dataclasses.replace(
+            spec.load(REPO / "projects" / "asthma-ks4.yaml"),
+            id="out-project",
+            start=today,
+            end=today + dt.timedelta(days=100),
+            cohort=(),
+            privacy_budget=1.0,
+        )
+        projects.submit(db, application, ALICE)
+        projects.decide(db, "out-project", "dfe", DORA, approve=True)
+        projects.decide(db, "out-project", "nhs", HUGH, approve=True)
+        extracts.provision(home, db, "out-project", ADA)
+        yield World(environ, home, db, "out-project")
 
 
 # -- the portal --------------------------------------------------------------------------------
@@ -333,11 +352,8 @@ def start_portal(keycloak, synthetic, folder: Path, url: str, sync: bool = True)
         "TRE_KEYCLOAK_PROVISIONER_SECRET": server.secret("provisioner_secret"),
         "TRE_KEYCLOAK_SYNC": "on" if sync else "off",
     }
-    init_home(environ, synthetic.keys)
-    assert main(["ingest", str(synthetic.dfe)], environ) == 0
-    assert main(["ingest", str(synthetic.nhs)], environ) == 0
+    home, db = ingest_synthetic(environ, synthetic)
     settings = Settings.from_environ(environ)
-    db, home = Database(settings.metadata_url), Home(settings.home)
     people = {u: local_person(u) for u in ("alice", "bob", "dora", "hugh", "olga", "oscar", "ada")}
     today = dt.date.today()
     asthma = spec.load(REPO / "projects" / "asthma-ks4.yaml")

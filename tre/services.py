@@ -37,6 +37,8 @@ class LocalServer:
     port_variable = ""
     #: Bytes that must appear in ``/proc/<pid>/cmdline`` for the pid file to be believed.
     markers: tuple[bytes, ...] = ()
+    #: How long ``start`` waits for the server to answer, in seconds.
+    start_timeout: float = 60
 
     port: int
     state_dir: Path
@@ -93,8 +95,9 @@ class LocalServer:
             running=pid is not None, ready=pid is not None and self.answers(), pid=pid, url=self.url
         )
 
-    def start(self, timeout: float) -> Status:
+    def start(self, timeout: float | None = None) -> Status:
         """Start the server in the background (or find it running) and wait until it answers."""
+        timeout = self.start_timeout if timeout is None else timeout
         current = self.status()
         if current.ready:
             return current

@@ -15,11 +15,8 @@ import duckdb
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import _fresh_postgres_database
-from tests.factories import init_home
+from tests.conftest import ingested_home
 from tre import audit, keys, projects
-from tre.cli import main
-from tre.config import Settings
 from tre.db import Database
 from tre.exceptions import (
     IntegrityError,
@@ -52,30 +49,8 @@ class World:
 def world(request, tmp_path_factory, synthetic):
     """A TRE home with both synthetic deliveries ingested, shared by this module's tests
     (each test uses its own project ids)."""
-    tmp = tmp_path_factory.mktemp(f"projects-{request.param}")
-    environ = {
-        "TRE_HOME": str(tmp / "home"),
-        "TRE_LOG_LEVEL": "WARNING",
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(Path.home()),
-    }
-    dropper = None
-    if request.param == "postgres":
-        url, admin, name = _fresh_postgres_database(request.getfixturevalue("postgres_url"))
-        environ["TRE_DATABASE_URL"] = url
-        dropper = (admin, name)
-    init_home(environ, synthetic.keys)
-    assert main(["ingest", str(synthetic.dfe)], environ) == 0
-    assert main(["ingest", str(synthetic.nhs)], environ) == 0
-    settings = Settings.from_environ(environ)
-    db = Database(settings.metadata_url)
-    yield World(environ, Home(settings.home), db)
-    db.dispose()
-    if dropper:
-        admin, name = dropper
-        with admin.connect() as c:
-            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with ingested_home(request, tmp_path_factory, synthetic, "projects") as (environ, home, db):
+        yield World(environ, home, db)
 
 
 def application(project_id: str, **changes) -> spec.ProjectSpec:

@@ -147,17 +147,6 @@ def slots(db: Database, request_id: int) -> list[RequestOutput]:
         )
 
 
-def reviews_of(db: Database, slot: RequestOutput) -> list[Review]:
-    with db.read() as session:
-        return list(
-            session.execute(
-                sa.select(Review)
-                .where(Review.request_output_id == slot.id, Review.round == slot.round)
-                .order_by(Review.id)
-            ).scalars()
-        )
-
-
 def outcome(reviews: list[Review]) -> str | None:
     """approved | changes requested | rejected once two reviews agree; conflicted when two or
     more disagree; None while fewer than two."""

@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 
 from tre.exceptions import ConfigError, ServiceUnavailable
-from tre.services import LocalServer, Status
+from tre.services import LocalServer
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class KeycloakServer(LocalServer):
     name = "Keycloak"
     port_variable = "TRE_KEYCLOAK_PORT"
     markers = (b"keycloak", b"kc.sh")
+    start_timeout = START_TIMEOUT_S
 
     version: str
     cache_dir: Path
@@ -228,6 +229,3 @@ class KeycloakServer(LocalServer):
         except httpx.HTTPError:
             return False
         return response.status_code == 200
-
-    def start(self, timeout: float = START_TIMEOUT_S) -> Status:
-        return super().start(timeout)

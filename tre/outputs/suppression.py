@@ -97,15 +97,8 @@ def audit(
     published cell and the additivity of the margins."""
     keys = list(structure.cells)
     index = {k: i for i, k in enumerate(keys)}
-    rows = []
-    for total, parts in structure.constraints:
-        row = np.zeros(len(keys))
-        row[index[total]] = 1.0
-        for k in parts:
-            row[index[k]] -= 1.0
-        rows.append(row)
-    a_eq = np.array(rows) if rows else None
-    b_eq = np.zeros(len(rows)) if rows else None
+    a_eq = _equations(structure, keys) if structure.constraints else None
+    b_eq = np.zeros(len(a_eq)) if a_eq is not None else None
     lower = 0.0 if structure.nonnegative else None
     bounds = [
         (lower, None) if k in suppressed else (structure.cells[k], structure.cells[k]) for k in keys

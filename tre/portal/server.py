@@ -23,6 +23,7 @@ class PortalServer(LocalServer):
     name = "Portal"
     port_variable = "TRE_PORTAL_URL"
     markers = (b"tre\x00portal\x00serve",)
+    start_timeout = START_TIMEOUT_S
 
     def __init__(self, home: Path, portal_url: str, environ: Mapping[str, str]) -> None:
         self.state_dir = Path(home) / "portal"
@@ -44,6 +45,3 @@ class PortalServer(LocalServer):
             return httpx.get(f"{self.url}/api/v1/openapi.json", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
-
-    def start(self, timeout: float = START_TIMEOUT_S):
-        return super().start(timeout)
