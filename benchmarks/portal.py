@@ -4,10 +4,11 @@ requests in the database, 20 concurrent clients on loopback.
     .venv/bin/python benchmarks/portal.py [--requests 10000] [--clients 20] [--calls 1000]
 
 A throw-away TRE home is built as ``make demo`` builds one (synthetic deliveries, ingest, the
-example projects approved and provisioned), with its own real Keycloak and the portal served by
-``tre portal up`` (uvicorn, one process). A few export requests are made through the airlock as
-a researcher would (a checked table, submitted); the rest of the 10,000 are copies of those rows
-inserted in bulk (their audit events are not written: the audit log is not read by these pages).
+example projects approved and provisioned), with its own real Keycloak and the portal served as
+``tre portal up`` serves it (``TRE_PORTAL_WORKERS`` processes given their connections in turn).
+A few export requests are made through the airlock as a researcher would (a checked table,
+submitted); the rest of the 10,000 are copies of those rows inserted in bulk (their audit events
+are not written: the audit log is not read by these pages).
 Every request waits for review, each with two outputs, half of them already voted on by
 another checker: the worst case for the queue.
 

@@ -1,3 +1,4 @@
 from tre.cli import run
 
-run()
+if __name__ == "__main__":  # not when a portal worker process starts (multiprocessing spawn)
+    run()

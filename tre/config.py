@@ -33,14 +33,17 @@ def _port(value: str) -> int:
     return port
 
 
-def _workers(value: str) -> int:
-    try:
-        workers = int(value)
-    except ValueError:
-        workers = 0
-    if not 1 <= workers <= 64:
-        raise ValueError("must be a number of processes between 1 and 64")
-    return workers
+def _count_of(what: str) -> Callable[[str], int]:
+    def count(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if not 1 <= n <= 64:
+            raise ValueError(f"must be a number of {what} between 1 and 64")
+        return n
+
+    return count
 
 
 def _url(value: str) -> str:
@@ -198,10 +201,21 @@ SETTINGS: tuple[Setting, ...] = (
         "portal_workers",
         "TRE_PORTAL_WORKERS",
         "2",
-        "Processes serving the portal (uvicorn workers). One per core is a good start; "
-        "sessions live in the metadata database, so any worker serves any user.",
-        _workers,
+        "Processes serving the portal (uvicorn workers; each new connection goes to the next). "
+        "One per core is a good start; sessions live in the metadata database, so any worker "
+        "serves any user.",
+        _count_of("processes"),
         "4",
+    ),
+    Setting(
+        "portal_threads",
+        "TRE_PORTAL_THREADS",
+        "2",
+        "Threads per portal process running page and API handlers. Handlers mostly compute, "
+        "which Python does one thread at a time, so few is fastest; more help only when "
+        "handlers wait on a remote database.",
+        _count_of("threads"),
+        "1",
     ),
     Setting(
         "hub_url",
@@ -266,6 +280,7 @@ class Settings:
     api_audience: str
     portal_url: str
     portal_workers: int
+    portal_threads: int
     hub_url: str
     keycloak_sync: bool
     provisioner_secret: str

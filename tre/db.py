@@ -89,6 +89,13 @@ class Database:
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             yield session
 
+    @contextmanager
+    def rows(self) -> Iterator[sa.Connection]:
+        """A read transaction on a plain connection, for Core statements that only read rows:
+        no ORM session, whose set-up costs about as much as a page's queries."""
+        with self.engine.connect() as connection, connection.begin():
+            yield connection
+
     # -- migrations -------------------------------------------------------------------------
 
     def _alembic_config(self, connection: sa.Connection) -> Config:

@@ -356,3 +356,68 @@ def test_portal_up_status_and_down_from_the_command_line(keycloak, tmp_path, cap
     assert main(["portal", "status"], environ) == 69
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/api/v1/openapi.json")
+
+
+def test_connections_are_dealt_evenly_and_a_dead_worker_is_replaced(portal):
+    """With two worker processes (the default) the portal's first process hands each new
+    connection to the next worker: six keep-alive clients sit three and three, where workers
+    accepting for themselves often split them unevenly. A worker that dies is replaced and the
+    portal goes on answering."""
+    import os
+    import signal
+    import time
+    from urllib.parse import urlsplit
+
+    import psutil
+
+    from tre.portal.server import PortalServer
+
+    port = urlsplit(portal.url).port
+    dealer = psutil.Process(PortalServer(portal.home.root, portal.url, portal.environ).pid())
+    me = psutil.Process()
+
+    def workers() -> list[psutil.Process]:
+        """The live worker processes (not the resource tracker multiprocessing starts too)."""
+        found = []
+        for child in dealer.children():
+            try:
+                if "spawn_main" in " ".join(child.cmdline()):
+                    found.append(child)
+            except psutil.Error:  # gone, or a zombie not reaped yet
+                pass
+        return found
+
+    def my_ports() -> set[int]:
+        return {
+            c.laddr.port
+            for c in me.net_connections("tcp")
+            if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+        }
+
+    before = my_ports()
+    clients = [httpx.Client(base_url=portal.url) for _ in range(6)]
+    try:
+        for client in clients:
+            assert client.get("/api/v1/openapi.json").status_code == 200
+        mine = my_ports() - before
+        assert len(mine) == 6
+        held = {
+            w.pid: sum(1 for c in w.net_connections("tcp") if c.raddr and c.raddr.port in mine)
+            for w in workers()
+        }
+        assert sorted(held.values()) == [3, 3], held
+
+        killed = workers()[0].pid
+        os.kill(killed, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            alive = [w.pid for w in workers()]
+            if len(alive) == 2 and killed not in alive:
+                break
+            time.sleep(0.2)
+        assert len(alive) == 2 and killed not in alive, alive
+        for _ in range(4):  # new connections, dealt to both workers, the new one included
+            assert httpx.get(f"{portal.url}/api/v1/openapi.json").status_code == 200
+    finally:
+        for client in clients:
+            client.close()

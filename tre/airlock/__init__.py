@@ -159,7 +159,15 @@ def outcome(reviews: list[Review]) -> str | None:
 
 @functools.cache
 def _view_statements():
-    """A request's outputs, and the reviews of their current round (built once)."""
+    """A request with its project, its outputs, and the reviews of their current round (built
+    once)."""
+    from tre import projects
+
+    header = (
+        sa.select(ExportRequest, projects.Project)
+        .join(projects.Project, projects.Project.id == ExportRequest.project_id)
+        .where(ExportRequest.id == sa.bindparam("request_id"))
+    )
     filled = (
         sa.select(RequestOutput, outputs.Output)
         .join(outputs.Output, outputs.Output.id == RequestOutput.output_id)
@@ -175,7 +183,7 @@ def _view_statements():
         )
         .order_by(Review.id)
     )
-    return filled, votes
+    return header, filled, votes
 
 
 def view(db: Database, request_id: int, viewer: Person) -> dict[str, Any]:
@@ -187,15 +195,13 @@ def view(db: Database, request_id: int, viewer: Person) -> dict[str, Any]:
 
 def view_with_records(db: Database, request_id: int, viewer: Person):
     """:func:`view`, with the request and project records it was made from (for pages)."""
-    from tre import projects
-
+    header_q, filled_q, votes_q = _view_statements()
     with db.read() as session:  # one snapshot: what is shown is consistent
-        request = session.get(ExportRequest, request_id)
-        if request is None:
+        found = session.execute(header_q, {"request_id": request_id}).first()
+        if found is None:
             raise NotFound(f"There is no export request #{request_id}.")
-        project = session.get(projects.Project, request.project_id)
+        request, project = found
         permissions.check_can_view_request(viewer, request, project)
-        filled_q, votes_q = _view_statements()
         filled = session.execute(filled_q, {"request_id": request_id}).all()
         votes: dict[int, list[Review]] = {slot.id: [] for slot, _ in filled}
         for review in session.execute(votes_q, {"request_id": request_id}).scalars():
@@ -333,20 +339,20 @@ def queue(db: Database, checker: Person, limit: int = 50, offset: int = 0) -> li
     """Requests in review that ``checker`` may review, oldest first, with what is left to do."""
     permissions.check_has_role(checker, "output-checker", "review export requests")
     theirs_q, page_q, counts_q = _queue_statements()
-    with db.read() as session:
+    with db.rows() as connection:
         # Members never review their own project: find those projects first (few, each found
         # by an index probe), so the page of requests below is exact.
         theirs = [
             project_id
-            for project_id, spec in session.execute(theirs_q)
+            for project_id, spec in connection.execute(theirs_q)
             if checker.username in spec.get("members", [])
         ]
         me = checker.username
-        page = session.execute(
+        page = connection.execute(
             page_q, {"me": me, "theirs": theirs, "limit": limit, "offset": offset}
         ).all()
         ids = [r.id for r in page]
-        counts = {row[0]: row[1:] for row in session.execute(counts_q, {"me": me, "ids": ids})}
+        counts = {row[0]: row[1:] for row in connection.execute(counts_q, {"me": me, "ids": ids})}
         return [
             {
                 "id": request.id,

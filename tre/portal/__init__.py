@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import anyio.to_thread
+import jinja2
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -31,7 +32,6 @@ from tre.identity import TokenValidator
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 #: Threads per process running the (synchronous) handlers.
-WORKER_THREADS = 4
 REPO = HERE.parents[1]
 
 
@@ -74,6 +74,25 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _Templates(jinja2.Environment):
+    """Jinja for the portal's pages, which render the dicts of :mod:`tre.portal.views`.
+
+    ``{{ row.title }}`` on a dict gives the same answer as Jinja's own lookup, reached without
+    first raising and catching an ``AttributeError`` (a dict's only attributes are its methods),
+    which was three quarters of the time spent rendering a 50-row queue."""
+
+    def getattr(self, obj, attribute):
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
+
 @dataclasses.dataclass
 class State:
     settings: Settings
@@ -112,8 +131,13 @@ def create_app(settings: Settings) -> FastAPI:
     db = Database(settings.metadata_url)
     db.check_current()
     client_secret, cookie_key = _secrets(settings, home)
-    templates = Jinja2Templates(directory=str(HERE / "templates"))
-    templates.env.auto_reload = False  # templates ship with the code: no stat() per page
+    templates = Jinja2Templates(
+        env=_Templates(
+            loader=jinja2.FileSystemLoader(HERE / "templates"),
+            autoescape=jinja2.select_autoescape(),
+            auto_reload=False,  # templates ship with the code: no stat() per page
+        )
+    )
     state = State(
         settings,
         db,
@@ -131,9 +155,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
-        # Few worker threads: handlers are short and mostly CPU; more threads only fight over
+        # Few threads: handlers are short and mostly compute; more threads only fight over
         # the GIL and make every request slower under load.
-        anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.portal_threads
         yield
 
     app = FastAPI(
@@ -181,7 +205,8 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def serve(settings: Settings, environ: Mapping[str, str], port: int | None = None) -> None:
-    """Serve the portal on 127.0.0.1 with ``settings.portal_workers`` processes."""
+    """Serve the portal on 127.0.0.1 with ``settings.portal_workers`` processes (see
+    :mod:`tre.portal.workers`)."""
     from urllib.parse import urlsplit
 
     import uvicorn
@@ -191,17 +216,12 @@ def serve(settings: Settings, environ: Mapping[str, str], port: int | None = Non
     if settings.portal_workers == 1:
         uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
         return
+    from tre.portal import workers
+
     # Workers are new processes that read their settings from the environment.
-    os.environ.update({k: v for k, v in environ.items() if k.startswith("TRE_")})
-    os.environ["TRE_HOME"] = str(settings.home)
-    uvicorn.run(
-        "tre.portal:app_from_environment",
-        factory=True,
-        workers=settings.portal_workers,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-    )
+    environment = {k: v for k, v in environ.items() if k.startswith("TRE_")}
+    environment["TRE_HOME"] = str(settings.home)
+    workers.serve("tre.portal:app_from_environment", port, settings.portal_workers, environment)
 
 
 def app_from_environment() -> FastAPI:

@@ -159,7 +159,7 @@ class Auth:
         if not token:
             return None
         # A plain read of one row (no ORM unit of work): every page asks for it.
-        with self.state.db.engine.connect() as connection:
+        with self.state.db.rows() as connection:
             found = connection.execute(_SESSION_BY_HASH, {"token_hash": _hash(token)}).first()
         if found is None or found.expires_at < _now().isoformat():
             return None
