@@ -28,6 +28,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -136,19 +137,19 @@ def _copy_options(dataset: Dataset) -> str:
 
 
 def _copy_to_landing(folder: Path, manifest: deliveries.Manifest, target: Path) -> None:
-    """Copy the delivery into the landing store, hashing each file on the way."""
+    """Copy the delivery into the landing store, hashing each file on the way (files in
+    parallel: hashing and writing release the GIL)."""
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True, mode=0o700)
     for name in (deliveries.MANIFEST, deliveries.SIGNATURE):
         shutil.copyfile(folder / name, partial / name)
-    for f in manifest.files:
-        digest = hashlib.sha256()
-        with open(folder / f.file, "rb") as src, open(partial / f.file, "wb") as dst:
-            while chunk := src.read(COPY_CHUNK):
-                digest.update(chunk)
-                dst.write(chunk)
-        if digest.hexdigest() != f.sha256:
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        digests = list(
+            pool.map(lambda f: _copy_hashing(folder / f.file, partial / f.file), manifest.files)
+        )
+    for f, digest in zip(manifest.files, digests, strict=True):
+        if digest != f.sha256:
             shutil.rmtree(partial)
             raise IntegrityError(
                 f"{f.file} does not match the SHA-256 in the manifest: the file was changed "
@@ -157,6 +158,15 @@ def _copy_to_landing(folder: Path, manifest: deliveries.Manifest, target: Path) 
     if target.exists():  # left by an earlier attempt that did not reach its commit
         shutil.rmtree(target)
     partial.rename(target)
+
+
+def _copy_hashing(source: Path, target: Path) -> str:
+    digest = hashlib.sha256()
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        while chunk := src.read(COPY_CHUNK):
+            digest.update(chunk)
+            dst.write(chunk)
+    return digest.hexdigest()
 
 
 def _identities_sql(dataset: Dataset) -> str:

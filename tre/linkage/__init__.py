@@ -143,9 +143,11 @@ def _one_to_one(con: duckdb.DuckDBPyConnection, level: str) -> int:
     """Keep candidate pairs where each side has one candidate; record them as links."""
     n = con.execute(f"""
         INSERT INTO link_pairs
-        SELECT upn, nhs, '{level}' FROM link_candidates
-        WHERE upn IN (SELECT upn FROM link_candidates GROUP BY upn HAVING count(*) = 1)
-          AND nhs IN (SELECT nhs FROM link_candidates GROUP BY nhs HAVING count(*) = 1)
+        SELECT upn, nhs, '{level}' FROM (
+            SELECT upn, nhs, count(*) OVER (PARTITION BY upn) AS of_upn,
+                   count(*) OVER (PARTITION BY nhs) AS of_nhs
+            FROM link_candidates)
+        WHERE of_upn = 1 AND of_nhs = 1
     """).fetchone()[0]
     con.execute(
         f"DELETE FROM link_open_pupils WHERE upn IN "
