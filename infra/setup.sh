@@ -13,6 +13,9 @@ need=()
 command -v mvn >/dev/null 2>&1 || need+=(maven)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v chromium >/dev/null 2>&1 || [ -n "${TRE_CHROMIUM:-}" ] || need+=(chromium)
+# npm installs JupyterHub's proxy; python3-venv builds the workspaces' environment.
+command -v npm >/dev/null 2>&1 || need+=(npm)
+[ "$(id -u)" -ne 0 ] || dpkg -s python3-venv >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing Debian packages: ${need[*]}"
@@ -48,4 +51,25 @@ echo "setup: installing tre and its dependencies into .venv"
 # -- servers ----------------------------------------------------------------------------------
 echo "setup: fetching Keycloak (cached in \${TRE_CACHE_DIR:-~/.cache/tre})"
 .venv/bin/tre identity fetch
+cache="${TRE_CACHE_DIR:-$HOME/.cache/tre}"
+if [ ! -x "$cache/proxy/node_modules/.bin/configurable-http-proxy" ]; then
+  echo "setup: installing configurable-http-proxy (npm) into $cache/proxy"
+  mkdir -p "$cache/proxy"
+  npm install --silent --no-fund --no-audit --prefix "$cache/proxy" configurable-http-proxy@4
+fi
+
+# -- workspaces -------------------------------------------------------------------------------
+# Workspaces run under OS accounts of their own, so their environment is built from Debian's
+# Python (the .venv's interpreter may sit in a folder those accounts cannot enter) in a folder
+# every account reads, with the same JupyterHub as the hub's.
+workspace_env="${TRE_WORKSPACE_ENV:-/opt/tre/workspace-env}"
+if [ "$(id -u)" -eq 0 ] && [ ! -x "$workspace_env/bin/jupyterhub-singleuser" ]; then
+  echo "setup: building the workspace environment in $workspace_env"
+  hub_version=$(.venv/bin/python -c 'import jupyterhub; print(jupyterhub.__version__)')
+  /usr/bin/python3 -m venv "$workspace_env"
+  "$workspace_env/bin/python" -m pip install --quiet --upgrade pip
+  "$workspace_env/bin/python" -m pip install --quiet "jupyterhub==$hub_version" \
+    "jupyterlab>=4" "duckdb>=1.1" "pyarrow>=16"
+  chmod -R a+rX "$workspace_env"
+fi
 echo "setup: done"

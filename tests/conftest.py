@@ -290,11 +290,17 @@ def world(request, tmp_path_factory, synthetic):
             cohort=(),
             privacy_budget=1.0,
         )
-        projects.submit(db, application, ALICE)
-        projects.decide(db, "out-project", "dfe", DORA, approve=True)
-        projects.decide(db, "out-project", "nhs", HUGH, approve=True)
-        extracts.provision(home, db, "out-project", ADA)
+        provision_project(home, db, application, ALICE)
         yield World(environ, home, db, "out-project")
+
+
+def provision_project(home, db, application, applicant) -> None:
+    """Submit ``application`` (of the DfE and NHS data) as ``applicant``; both custodians
+    approve it and an administrator provisions it."""
+    projects.submit(db, application, applicant)
+    projects.decide(db, application.id, "dfe", DORA, approve=True)
+    projects.decide(db, application.id, "nhs", HUGH, approve=True)
+    extracts.provision(home, db, application.id, ADA)
 
 
 # -- the portal --------------------------------------------------------------------------------
@@ -363,10 +369,7 @@ def start_portal(keycloak, synthetic, folder: Path, url: str, sync: bool = True)
     if sync:
         projects.ACCESS_HOOKS[:] = [lambda project: groups.sync(settings, project)]
     try:
-        projects.submit(db, application, people["alice"])
-        projects.decide(db, application.id, "dfe", people["dora"], approve=True)
-        projects.decide(db, application.id, "nhs", people["hugh"], approve=True)
-        extracts.provision(home, db, application.id, people["ada"])
+        provision_project(home, db, application, people["alice"])
     finally:
         projects.ACCESS_HOOKS.clear()
     pending = dataclasses.replace(

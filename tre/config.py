@@ -226,6 +226,15 @@ SETTINGS: tuple[Setting, ...] = (
         "https://workspaces.tre.example.org",
     ),
     Setting(
+        "workspace_env",
+        "TRE_WORKSPACE_ENV",
+        "/opt/tre/workspace-env",
+        "The virtualenv workspaces run from: built by `make setup` (as root) from Debian's "
+        "Python, readable by every workspace account.",
+        _text,
+        "/srv/tre/workspace-env",
+    ),
+    Setting(
         "keycloak_sync",
         "TRE_KEYCLOAK_SYNC",
         "off",
@@ -250,6 +259,15 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "Client secret of the tre-portal client, for logins. Empty means the one generated "
         "for the local Keycloak in <home>/identity/secrets.json.",
+        _text,
+        "a-client-secret",
+    ),
+    Setting(
+        "hub_client_secret",
+        "TRE_HUB_CLIENT_SECRET",
+        "",
+        "Client secret of the tre-hub client, for JupyterHub's logins. Empty means the one "
+        "generated for the local Keycloak in <home>/identity/secrets.json.",
         _text,
         "a-client-secret",
     ),
@@ -282,9 +300,11 @@ class Settings:
     portal_workers: int
     portal_threads: int
     hub_url: str
+    workspace_env: str
     keycloak_sync: bool
     provisioner_secret: str
     portal_client_secret: str
+    hub_client_secret: str
     demo_password: str
 
     @classmethod

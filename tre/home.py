@@ -2,10 +2,10 @@
 
 ```
 <TRE home>/
-  landing/    custodians' deliveries as received (never readable by researchers)
-  curated/    validated, linked, pseudonymised Parquet
-  projects/   per-project extracts and working folders
-  released/   outputs released through the airlock
+  landing/    custodians' deliveries as received (mode 0700: the TRE's only)
+  curated/    validated, linked, pseudonymised Parquet (0700)
+  projects/   per-project extracts and working folders (0711: each opened to its group)
+  released/   outputs released through the airlock (0700)
   keys/       link.key, master.key (mode 0600; folder 0700)
   identity/   the local Keycloak's state, log and generated client secrets
   tre.db      metadata database (SQLite, unless TRE_DATABASE_URL points elsewhere)
@@ -28,6 +28,9 @@ from tre.exceptions import ConfigError, NotInitialised
 from tre.keys import ALL_KEYS, create_key_file, read_key
 
 STORES = ("landing", "curated", "projects", "released")
+#: Only the TRE itself reads the stores; a workspace account passes through ``projects`` (it
+#: cannot list it) to the one project folder its group opens.
+STORE_MODES = {"landing": 0o700, "curated": 0o700, "projects": 0o711, "released": 0o700}
 PRIVATE_DIRS = ("keys", "identity")
 
 
@@ -75,11 +78,11 @@ class Home:
 @dataclasses.dataclass
 class InitReport:
     home: Path
-    created: list[str]
+    changes: list[str]
 
     @property
     def changed(self) -> bool:
-        return bool(self.created)
+        return bool(self.changes)
 
 
 def init(settings: Settings) -> InitReport:
@@ -91,22 +94,25 @@ def init(settings: Settings) -> InitReport:
     home = Home(settings.home)
     if home.root.exists() and not home.root.is_dir():
         raise ConfigError(f"TRE_HOME={home.root} is a file, not a folder. Choose another path.")
-    created: list[str] = []
+    changes: list[str] = []
 
     def make_dir(path: Path, mode: int) -> None:
         if not path.is_dir():
             path.mkdir(mode=mode, parents=True, exist_ok=True)
             os.chmod(path, mode)
-            created.append(f"folder {path.relative_to(home.root.parent)}")
+            changes.append(f"created folder {path.relative_to(home.root.parent)}")
 
     make_dir(home.root, 0o755)
     for store in STORES:
-        make_dir(home.root / store, 0o755)
+        make_dir(home.root / store, STORE_MODES[store])
+        if (home.root / store).stat().st_mode & 0o777 != STORE_MODES[store]:
+            os.chmod(home.root / store, STORE_MODES[store])  # made by an older version
+            changes.append(f"restricted folder {store} to mode {STORE_MODES[store]:o}")
     for private in PRIVATE_DIRS:
         make_dir(home.root / private, 0o700)
     for name in ALL_KEYS:
         if create_key_file(home.keys / name):
-            created.append(f"key {name} (32 random bytes, mode 0600)")
+            changes.append(f"created key {name} (32 random bytes, mode 0600)")
         home.key(name)  # refuse a key file that is unreadable, exposed or damaged
 
     db = Database(settings.metadata_url)
@@ -117,10 +123,10 @@ def init(settings: Settings) -> InitReport:
     try:
         before, after = db.migrate()
         if before != after:
-            created.append(
-                f"metadata database (schema {after})"
+            changes.append(
+                f"created metadata database (schema {after})"
                 if before is None
-                else f"metadata database migration {before} → {after}"
+                else f"migrated metadata database {before} → {after}"
             )
         with db.write() as session:
             initialised = session.execute(
@@ -153,4 +159,4 @@ def init(settings: Settings) -> InitReport:
                 )
     finally:
         db.dispose()
-    return InitReport(home.root, created)
+    return InitReport(home.root, changes)

@@ -78,8 +78,8 @@ def init(ctx: Context) -> None:
     report = home.init(ctx.settings)
     if report.changed:
         click.echo(f"Initialised the TRE home at {report.home}:")
-        for item in report.created:
-            click.echo(f"  created {item}")
+        for item in report.changes:
+            click.echo(f"  {item}")
     else:
         click.echo(f"The TRE home at {report.home} is already initialised; nothing changed.")
 
@@ -153,4 +153,4 @@ def run() -> None:
 
 
 # Register the commands of each part of the TRE.
-from tre.cli import audit, data, identity, outputs, portal, projects  # noqa: E402, F401
+from tre.cli import audit, data, hub, identity, outputs, portal, projects  # noqa: E402, F401

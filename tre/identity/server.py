@@ -229,3 +229,18 @@ class KeycloakServer(LocalServer):
         except httpx.HTTPError:
             return False
         return response.status_code == 200
+
+
+def client_secret(settings, client: str) -> str:
+    """The secret of the Keycloak client ``tre-<client>`` (``portal`` or ``hub``): its
+    setting, else the one generated for the local Keycloak."""
+    given = getattr(settings, f"{client}_client_secret")
+    if given:
+        return given
+    server = KeycloakServer.from_settings(settings)
+    if not server.secrets_file.exists():
+        raise ConfigError(
+            f"The {client} needs the secret of the Keycloak client tre-{client}: set "
+            f"TRE_{client.upper()}_CLIENT_SECRET, or start the local Keycloak (`tre identity up`)."
+        )
+    return server.secret(f"{client}_secret")

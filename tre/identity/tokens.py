@@ -154,14 +154,43 @@ def form_login(portal_url: str, username: str, password: str) -> httpx.Client:
     """An HTTP client logged in to the portal as a browser would be: through the portal's
     ``/login``, Keycloak's login form and back (local profile; for tests and benchmarks).
     The client carries the session cookie; its ``csrf`` attribute holds the form token."""
-    import html
     import re
 
     client = httpx.Client(base_url=portal_url, timeout=60, follow_redirects=True)
-    page = client.get("/login")
+    done = _through_keycloak(client, "/login", f"{portal_url}/auth/callback", username, password)
+    token = re.search(r'name="csrf" value="([^"]+)"', done.text)
+    if done.status_code != 200 or not str(done.url).startswith(portal_url) or token is None:
+        raise AuthenticationFailed(f"The portal did not open a session for {username}.")
+    client.csrf = token.group(1)
+    return client
+
+
+def hub_login(hub_url: str, username: str, password: str) -> httpx.Client:
+    """An HTTP client logged in to JupyterHub through Keycloak's login form, as a browser
+    would be. Its ``xsrf`` attribute holds the token the hub's API wants with its cookies."""
+    client = httpx.Client(base_url=hub_url, timeout=120, follow_redirects=True)
+    done = _through_keycloak(
+        client, "/hub/oauth_login", f"{hub_url}/hub/oauth_callback", username, password
+    )
+    xsrf = client.cookies.get("_xsrf", path="/hub/")
+    if done.status_code != 200 or not xsrf:
+        raise AuthenticationFailed(f"JupyterHub did not log {username} in.")
+    client.xsrf = xsrf
+    return client
+
+
+def _through_keycloak(
+    client: httpx.Client, start: str, callback: str, username: str, password: str
+) -> httpx.Response:
+    """Follow ``start`` to Keycloak's login form, fill it in, and follow the redirect back to
+    ``callback``; return the page it ends on."""
+    import html
+    import re
+
+    page = client.get(start)
     form = re.search(r'<form[^>]+action="([^"]+)"', page.text)
     if page.status_code != 200 or "kc-form-login" not in page.text or form is None:
-        raise AuthenticationFailed(f"No Keycloak login form behind {portal_url}/login.")
+        raise AuthenticationFailed(f"No Keycloak login form behind {client.base_url}{start}.")
     # Keycloak marks its cookies Secure, which browsers honour on http://127.0.0.1 (a
     # trustworthy origin) but httpx does not: send them by hand to the login form.
     keycloak_cookies = "; ".join(
@@ -174,11 +203,6 @@ def form_login(portal_url: str, username: str, password: str) -> httpx.Client:
         follow_redirects=False,
     )
     location = answer.headers.get("location", "")
-    if answer.status_code != 302 or not location.startswith(f"{portal_url}/auth/callback"):
+    if answer.status_code != 302 or not location.startswith(callback):
         raise AuthenticationFailed(f"Keycloak refused the login of {username}.")
-    done = client.get(location)
-    token = re.search(r'name="csrf" value="([^"]+)"', done.text)
-    if done.status_code != 200 or not str(done.url).startswith(portal_url) or token is None:
-        raise AuthenticationFailed(f"The portal did not open a session for {username}.")
-    client.csrf = token.group(1)
-    return client
+    return client.get(location)

@@ -25,7 +25,7 @@ from fastapi.templating import Jinja2Templates
 
 from tre.config import Settings
 from tre.db import Database
-from tre.exceptions import ConfigError, TREError
+from tre.exceptions import TREError
 from tre.home import Home
 from tre.identity import TokenValidator
 
@@ -108,18 +108,9 @@ class State:
 
 def _secrets(settings: Settings, home: Home) -> tuple[str, str]:
     from tre import keys
-    from tre.identity.server import KeycloakServer
+    from tre.identity.server import client_secret
 
-    client_secret = settings.portal_client_secret
-    if not client_secret:
-        server = KeycloakServer.from_settings(settings)
-        if not server.secrets_file.exists():
-            raise ConfigError(
-                "The portal needs the secret of the Keycloak client tre-portal: set "
-                "TRE_PORTAL_CLIENT_SECRET, or start the local Keycloak (`tre identity up`)."
-            )
-        client_secret = server.secret("portal_secret")
-    return client_secret, keys.purpose_key(home.keys, "portal cookies").hex()
+    return client_secret(settings, "portal"), keys.purpose_key(home.keys, "portal cookies").hex()
 
 
 def create_app(settings: Settings) -> FastAPI:

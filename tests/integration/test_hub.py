@@ -1,0 +1,168 @@
+"""JupyterHub with its proxy, behind the real Keycloak, over the portal's TRE home: logins
+through Keycloak's form, one workspace per project for its members only, each under an OS
+account of its own that reaches its project's extracts and nothing else of the TRE."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import grp
+import os
+import pwd
+import subprocess
+import tempfile
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, provision_project
+from tre.cli import main
+from tre.config import Settings
+from tre.hub import HubServer, workspace_account
+from tre.identity.server import KeycloakServer
+from tre.identity.tokens import hub_login
+from tre.people import local_person
+from tre.projects import extracts, spec
+
+pytestmark = [pytest.mark.hub, pytest.mark.keycloak]
+
+OTHER = "hub-other"
+
+
+@pytest.fixture(scope="module")
+def hub(portal, keycloak):
+    """The hub on the URL Keycloak knows, over the portal's home, with a second provisioned
+    project (``hub-other``, of bob) next to the portal's (alice and bob)."""
+    assert os.geteuid() == 0, "workspaces run under OS accounts of their own: run as root"
+    today = dt.date.today()
+    other = dataclasses.replace(
+        spec.load(REPO / "projects" / "fsm-ae.yaml"),
+        id=OTHER,
+        lead="bob",
+        members=("bob",),
+        start=today,
+        end=today + dt.timedelta(days=100),
+    )
+    provision_project(portal.home, portal.db, other, local_person("bob"))
+    for folder in portal.home.root.parents:  # pytest's temporary folders are 0700
+        if folder == Path(tempfile.gettempdir()):
+            break
+        folder.chmod(folder.stat().st_mode | 0o001)
+    environ = {
+        **portal.environ,
+        "TRE_HUB_CLIENT_SECRET": KeycloakServer.from_settings(keycloak.settings).secret(
+            "hub_secret"
+        ),
+    }
+    settings = Settings.from_environ(environ)
+    server = HubServer.from_settings(settings, environ)
+    server.start()
+    assert main(["hub", "status"], environ) == 0
+    yield settings.hub_url
+    assert main(["hub", "down"], environ) == 0
+    assert main(["hub", "status"], environ) == 69
+    assert not any(p.endswith("jupyterhub-singleuser") for p in _commands()), "left running"
+
+
+def _commands() -> list[str]:
+    out = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True, check=True)
+    return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+
+
+def _start(client, user: str, name: str):
+    return client.post(
+        f"/hub/api/users/{user}/servers/{name}", headers={"X-XSRFToken": client.xsrf}, json={}
+    )
+
+
+def test_only_a_member_starts_a_provisioned_projects_workspace(hub, portal):
+    with closing(hub_login(hub, "alice", "tre-demo")) as alice:
+        bob = hub_login(hub, "bob", "tre-demo")
+        try:
+            _refusals(alice, bob, portal)
+        finally:
+            bob.close()
+
+
+def _refusals(alice, bob, portal) -> None:
+    default = _start(alice, "alice", "")
+    assert default.status_code == 403
+    assert portal.project in default.json()["message"]  # says which workspace to start
+    foreign = _start(alice, "alice", OTHER)
+    assert foreign.status_code == 403 and "not a member" in foreign.json()["message"]
+    pending = _start(bob, "bob", portal.pending)
+    assert pending.status_code == 403 and "is submitted" in pending.json()["message"]
+    assert _start(alice, "bob", OTHER).status_code in (403, 404)  # nobody starts another's
+
+
+def test_a_workspace_runs_as_its_own_account_and_reads_only_its_project(hub, portal):
+    with closing(hub_login(hub, "alice", "tre-demo")) as alice:
+        _workspace(alice, portal)
+
+
+def _workspace(alice, portal) -> None:
+    started = _start(alice, "alice", portal.project)
+    assert started.status_code in (201, 202), started.text
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        server = alice.get("/hub/api/users/alice").json()["servers"].get(portal.project, {})
+        if server.get("ready"):
+            break
+        time.sleep(1)
+    assert server.get("ready"), server
+    lab = alice.get(f"{server['url']}lab")  # through the proxy and the hub's OAuth, as a browser
+    assert lab.status_code == 200 and str(lab.url).endswith(f"{server['url']}lab"), lab.url
+    assert alice.get(f"{server['url']}api/status").status_code == 200
+
+    account = pwd.getpwnam(workspace_account("alice", portal.project))
+    pids = [
+        p
+        for p in os.listdir("/proc")
+        if p.isdigit() and _status(p).get("Uid", "").split()[:1] == [str(account.pw_uid)]
+    ]
+    assert pids, "no process runs as the workspace account"
+    groups = {int(g) for g in _status(pids[0])["Groups"].split()}
+    project_group = grp.getgrnam(extracts.os_group(portal.project)).gr_gid
+    assert groups == {account.pw_gid, project_group}
+    assert os.getuid() != account.pw_uid != 0
+
+    home = portal.home
+    readable = {
+        "its extracts": extracts.folder(home, portal.project) / "extracts" / extracts.MANIFEST,
+    }
+    refused = {
+        "another project's extracts": extracts.folder(home, OTHER) / "extracts" / extracts.MANIFEST,
+        "the keys": home.keys / "link.key",
+        "the metadata database": home.root / "tre.db",
+        "the hub's state": home.root / "hub" / "jupyterhub.sqlite",
+        "the curated store": next(home.curated.rglob("*.parquet")),
+        "the landing store": next(home.landing.rglob("*.csv")),
+    }
+    for what, path in {**readable, **refused}.items():
+        assert path.exists(), what
+        opened = subprocess.run(
+            ["runuser", "-u", account.pw_name, "--", "cat", str(path)],
+            capture_output=True,
+            check=False,
+        )
+        assert (opened.returncode == 0) == (what in readable), (what, opened.stderr)
+    work = extracts.folder(home, portal.project) / "work"
+    wrote = subprocess.run(
+        ["runuser", "-u", account.pw_name, "--", "touch", str(work / "alice-was-here")],
+        capture_output=True,
+        check=False,
+    )
+    assert wrote.returncode == 0, wrote.stderr
+    assert alice.delete(
+        f"/hub/api/users/alice/servers/{portal.project}", headers={"X-XSRFToken": alice.xsrf}
+    ).status_code in (202, 204)
+
+
+def _status(pid: str) -> dict[str, str]:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return {}
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)

@@ -1,0 +1,61 @@
+"""`tre hub`: JupyterHub, where each project's workspace runs."""
+
+from __future__ import annotations
+
+import click
+
+from tre.cli import Context, cli, home_option, pass_context
+
+
+@cli.group("hub")
+def hub_group() -> None:
+    """JupyterHub and the project workspaces."""
+
+
+def _server(ctx: Context):
+    from tre.hub import HubServer
+
+    ctx.database()  # the home must exist and its database be current
+    return HubServer.from_settings(ctx.settings, ctx.environ)
+
+
+@hub_group.command("up")
+@home_option
+@pass_context
+def hub_up(ctx: Context) -> None:
+    """Start Keycloak if needed, then JupyterHub in the background (as root: each workspace
+    runs under an OS account of its own)."""
+    from tre.identity import KeycloakServer
+
+    server = _server(ctx)
+    keycloak = KeycloakServer.from_settings(ctx.settings)
+    if not keycloak.answers():
+        click.echo(f"Starting Keycloak on {keycloak.url} (first start takes ~1 min)…")
+        keycloak.start()
+    status = server.start()
+    click.echo(f"Hub ready at {ctx.settings.hub_url} (pid {status.pid}; log {server.log_file}).")
+    click.echo("Log in as a researcher and start the workspace named after one of your projects.")
+
+
+@hub_group.command("down")
+@home_option
+@pass_context
+def hub_down(ctx: Context) -> None:
+    """Stop JupyterHub and the workspaces it started."""
+    click.echo("Hub stopped." if _server(ctx).stop() else "The hub was not running.")
+
+
+@hub_group.command("status")
+@home_option
+@pass_context
+def hub_status(ctx: Context) -> None:
+    """Say whether JupyterHub runs and answers; exit 69 if it does not."""
+    from tre.exceptions import ServiceUnavailable
+
+    status = _server(ctx).status()
+    if not status.ready:
+        raise ServiceUnavailable(
+            f"The hub is {'starting' if status.running else 'not running'}. "
+            "Start it with `tre hub up`."
+        )
+    click.echo(f"The hub is running at {status.url} (pid {status.pid}) and ready.")

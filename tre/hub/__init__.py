@@ -1,0 +1,227 @@
+"""Workspaces: JupyterHub behind Keycloak, one named server per project.
+
+The hub's configuration (``infra/jupyterhub/jupyterhub_config.py``) is :func:`configure`:
+login through Keycloak (client ``tre-hub``, authorization code with PKCE), named servers only,
+each named after a project. :func:`refusal` decides, from the metadata database (the source
+of truth, whatever Keycloak's groups say), whether a user may start a workspace: only a member
+of a provisioned project may start that project's, and nobody starts a default server.
+
+A workspace runs under an OS account of its own for that researcher in that project
+(:func:`ensure_account`), whose only supplementary group is the project's (the group that
+reads its extracts and writes its working folder), from a virtualenv every account can read
+(``TRE_WORKSPACE_ENV``, built by ``make setup`` from Debian's Python). This needs the hub to
+run as root, as JupyterHub's local-process spawning always does.
+
+Not yet here (issue 7): stopping running workspaces when a project is suspended, expires or
+closes; blocking downloads; the ``tre.workspace`` client and the notebook templates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from tre.config import Settings
+from tre.db import Database
+from tre.exceptions import ConfigError, ServiceUnavailable
+from tre.home import Home
+from tre.projects import extracts
+from tre.projects.lifecycle import State
+from tre.services import LocalServer
+
+HERE = Path(__file__).parent
+CONFIG = HERE.parents[1] / "infra" / "jupyterhub" / "jupyterhub_config.py"
+START_TIMEOUT_S = 90
+ACCOUNT_PREFIX = "tre-w-"
+
+
+def refusal(db: Database, username: str, server_name: str) -> str | None:
+    """Why ``username`` may not start the workspace ``server_name``, or None if they may."""
+    from tre import projects
+
+    mine = [p for p in projects.member_of(db, username) if p.status is State.PROVISIONED]
+    choices = ", ".join(p.id for p in mine) or "none yet: apply for a project in the portal"
+    if not server_name:
+        return (
+            "Every workspace belongs to a project: start the workspace of one of your active "
+            f"projects ({choices})."
+        )
+    project = next((p for p in projects.listing(db) if p.id == server_name), None)
+    if project is None or username not in project.members():
+        return (
+            f"You are not a member of a project {server_name!r}. Your active projects: {choices}."
+        )
+    if project.status is not State.PROVISIONED:
+        return (
+            f"Project {server_name} is {project.state}: its workspace cannot be started. "
+            "Ask a TRE administrator."
+        )
+    return None
+
+
+def workspace_account(username: str, project_id: str) -> str:
+    """The OS account name of ``username``'s workspace in ``project_id`` (at most 32 bytes)."""
+    name = f"{ACCOUNT_PREFIX}{username}-{project_id}"
+    if len(name) <= 32 and all(ch.isalnum() or ch in "-_." for ch in name):
+        return name
+    digest = hashlib.sha256(f"{username}/{project_id}".encode()).hexdigest()
+    return ACCOUNT_PREFIX + digest[:20]
+
+
+def ensure_account(home: Home, username: str, project_id: str) -> tuple[pwd.struct_passwd, Path]:
+    """The OS account of ``username``'s workspace in ``project_id``, created the first time:
+    a system account with a group of its own, the project's group as its only other group,
+    no login shell, and a private folder in the project's working folder as its home."""
+    account = workspace_account(username, project_id)
+    folder = extracts.folder(home, project_id) / "work" / username
+    try:
+        entry = pwd.getpwnam(account)
+    except KeyError:
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--groups",
+                extracts.os_group(project_id),
+                "--home-dir",
+                str(folder),
+                "--shell",
+                "/usr/sbin/nologin",
+                "--comment",
+                f"TRE workspace of {username} in {project_id}",
+                account,
+            ],
+            check=True,
+            capture_output=True,
+        )
+        entry = pwd.getpwnam(account)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    os.chown(folder, entry.pw_uid, entry.pw_gid)
+    os.chmod(folder, 0o700)
+    return entry, folder
+
+
+def proxy_command(settings: Settings) -> str:
+    """configurable-http-proxy, as ``infra/setup.sh`` installs it (or from the PATH)."""
+    local = settings.cache_dir / "proxy" / "node_modules" / ".bin" / "configurable-http-proxy"
+    found = str(local) if local.is_file() else shutil.which("configurable-http-proxy")
+    if found is None:
+        raise ServiceUnavailable(
+            "configurable-http-proxy is not installed: run `make setup` (it installs it with "
+            "npm into the TRE cache)."
+        )
+    return found
+
+
+def configure(c, settings: Settings) -> None:
+    """Set the JupyterHub configuration ``c`` for the TRE of ``settings``."""
+    from tornado import web
+
+    from tre.identity.server import client_secret
+
+    state = settings.home / "hub"
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    issuer = settings.keycloak_issuer
+    hub = urlsplit(settings.hub_url)
+
+    c.JupyterHub.ip = "127.0.0.1"
+    c.JupyterHub.port = hub.port or 8081
+    c.JupyterHub.hub_ip = "127.0.0.1"
+    c.JupyterHub.hub_port = c.JupyterHub.port + 1
+    c.ConfigurableHTTPProxy.command = [proxy_command(settings)]
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{c.JupyterHub.port + 2}"
+    c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret_file = str(state / "cookie_secret")
+    c.JupyterHub.pid_file = str(state / "jupyterhub-app.pid")
+    c.JupyterHub.default_url = "/hub/home"
+
+    c.JupyterHub.authenticator_class = "generic-oauth"
+    c.GenericOAuthenticator.client_id = "tre-hub"
+    c.GenericOAuthenticator.client_secret = client_secret(settings, "hub")
+    c.GenericOAuthenticator.oauth_callback_url = f"{settings.hub_url}/hub/oauth_callback"
+    c.GenericOAuthenticator.authorize_url = f"{issuer}/protocol/openid-connect/auth"
+    c.GenericOAuthenticator.token_url = f"{issuer}/protocol/openid-connect/token"
+    c.GenericOAuthenticator.userdata_url = f"{issuer}/protocol/openid-connect/userinfo"
+    c.GenericOAuthenticator.logout_redirect_url = f"{issuer}/protocol/openid-connect/logout"
+    c.GenericOAuthenticator.scope = ["openid", "profile"]
+    c.GenericOAuthenticator.username_claim = "preferred_username"
+    c.GenericOAuthenticator.enable_pkce = True
+    # Anyone of the realm may log in; what they may start is decided per project below.
+    c.GenericOAuthenticator.allow_all = True
+
+    c.JupyterHub.allow_named_servers = True
+    c.JupyterHub.named_server_limit_per_user = 0
+    env = Path(settings.workspace_env)
+    if not (env / "bin" / "jupyterhub-singleuser").is_file():
+        raise ServiceUnavailable(
+            f"The workspace environment {env} is missing: run `make setup` as root (it builds "
+            "it from Debian's Python), or set TRE_WORKSPACE_ENV."
+        )
+    closed = [str(p) for p in (settings.home, *settings.home.parents) if not p.stat().st_mode & 1]
+    if closed:
+        raise ConfigError(
+            f"Workspace accounts cannot pass through {', '.join(closed)} to their project's "
+            "folder: give those folders the execute bit for others (chmod o+x), or put the "
+            "TRE home elsewhere."
+        )
+    c.JupyterHub.spawner_class = "tre.hub.spawner.WorkspaceSpawner"
+    c.WorkspaceSpawner.tre_home = str(settings.home)
+    c.WorkspaceSpawner.workspace_env = str(env)
+    c.Spawner.cmd = [str(env / "bin" / "jupyterhub-singleuser")]
+    c.Spawner.env_keep = ["LANG", "LC_ALL"]  # nothing of the hub's own environment
+    c.Spawner.default_url = "/lab"
+    c.Spawner.start_timeout = START_TIMEOUT_S
+
+    db = Database(settings.metadata_url)
+
+    def check(spawner) -> None:
+        reason = refusal(db, spawner.user.name, spawner.name)
+        if reason is not None:
+            raise web.HTTPError(403, reason)
+
+    c.Spawner.pre_spawn_hook = check
+
+
+class HubServer(LocalServer):
+    """JupyterHub (with its proxy) as ``tre hub up`` runs it, state and log in ``<home>/hub``."""
+
+    name = "Hub"
+    port_variable = "TRE_HUB_URL"
+    markers = (b"jupyterhub",)
+    start_timeout = START_TIMEOUT_S
+
+    def __init__(self, home: Path, hub_url: str, environ: Mapping[str, str]) -> None:
+        self.state_dir = Path(home) / "hub"
+        self.port = urlsplit(hub_url).port or 8081
+        self.environ = {**environ, "TRE_HOME": str(home)}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, environ: Mapping[str, str] | None = None):
+        return cls(settings.home, settings.hub_url, os.environ if environ is None else environ)
+
+    def command(self) -> list[str]:
+        hub = Path(sys.executable).with_name("jupyterhub")
+        return [str(hub), "-f", str(CONFIG)]
+
+    def environment(self) -> dict[str, str]:
+        return dict(self.environ)
+
+    def prepare(self) -> None:
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def answers(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/hub/api/", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False

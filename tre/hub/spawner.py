@@ -1,0 +1,38 @@
+"""The spawner of project workspaces: JupyterHub's local-process spawner, run as the workspace's
+own OS account (:func:`tre.hub.ensure_account`) from the workspace virtualenv."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
+from traitlets import Unicode
+
+from tre.home import Home
+
+
+class WorkspaceSpawner(LocalProcessSpawner):
+    """One project's workspace for one researcher: the server name is the project id."""
+
+    tre_home = Unicode(help="The TRE home whose projects the workspaces belong to.").tag(
+        config=True
+    )
+    workspace_env = Unicode(help="The virtualenv workspaces run from.").tag(config=True)
+
+    async def start(self):
+        from tre.hub import ensure_account
+
+        self.account, self.folder = ensure_account(
+            Home(Path(self.tre_home)), self.user.name, self.name
+        )
+        return await super().start()
+
+    def make_preexec_fn(self, name):
+        return set_user_setuid(self.account.pw_name)
+
+    def user_env(self, env):
+        env["USER"] = env["LOGNAME"] = self.account.pw_name
+        env["HOME"] = str(self.folder)
+        env["SHELL"] = "/bin/sh"
+        env["PATH"] = f"{self.workspace_env}/bin:/usr/bin:/bin"
+        return env
