@@ -1,4 +1,5 @@
-"""Servers the local profile runs as detached processes on 127.0.0.1 (Keycloak, the portal).
+"""Servers the local profile runs as detached processes on 127.0.0.1 (Keycloak, the portal, the
+hub).
 
 A :class:`LocalServer` is known by its pid file in the TRE home: ``start`` launches it in a
 session of its own (so it outlives the command that started it and is nobody's zombie), with
@@ -15,7 +16,9 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tre.exceptions import ServiceUnavailable
 
@@ -168,3 +171,26 @@ class LocalServer:
             os.killpg(group, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
         return True
+
+
+class HomeServer(LocalServer):
+    """A server of one TRE home (the portal, the hub), run with the settings of the command
+    that started it; its pid file and log in ``<home>/<folder>``."""
+
+    #: The folder of the home holding its state, and the setting giving its URL.
+    folder = ""
+    url_setting = ""
+    default_port = 8000
+
+    def __init__(self, home: Path, url: str, environ: Mapping[str, str]) -> None:
+        self.state_dir = Path(home) / self.folder
+        self.port = urlsplit(url).port or self.default_port
+        self.environ = {**environ, "TRE_HOME": str(home)}
+
+    @classmethod
+    def from_settings(cls, settings, environ: Mapping[str, str] | None = None):
+        url = getattr(settings, cls.url_setting)
+        return cls(settings.home, url, os.environ if environ is None else environ)
+
+    def environment(self) -> dict[str, str]:
+        return dict(self.environ)

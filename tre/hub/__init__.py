@@ -24,7 +24,6 @@ import pwd
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -36,7 +35,7 @@ from tre.exceptions import ConfigError, ServiceUnavailable
 from tre.home import Home
 from tre.projects import extracts
 from tre.projects.lifecycle import State
-from tre.services import LocalServer
+from tre.services import HomeServer
 
 HERE = Path(__file__).parent
 CONFIG = HERE.parents[1] / "infra" / "jupyterhub" / "jupyterhub_config.py"
@@ -193,29 +192,20 @@ def configure(c, settings: Settings) -> None:
     c.Spawner.pre_spawn_hook = check
 
 
-class HubServer(LocalServer):
+class HubServer(HomeServer):
     """JupyterHub (with its proxy) as ``tre hub up`` runs it, state and log in ``<home>/hub``."""
 
     name = "Hub"
     port_variable = "TRE_HUB_URL"
     markers = (b"jupyterhub",)
     start_timeout = START_TIMEOUT_S
-
-    def __init__(self, home: Path, hub_url: str, environ: Mapping[str, str]) -> None:
-        self.state_dir = Path(home) / "hub"
-        self.port = urlsplit(hub_url).port or 8081
-        self.environ = {**environ, "TRE_HOME": str(home)}
-
-    @classmethod
-    def from_settings(cls, settings: Settings, environ: Mapping[str, str] | None = None):
-        return cls(settings.home, settings.hub_url, os.environ if environ is None else environ)
+    folder = "hub"
+    url_setting = "hub_url"
+    default_port = 8081
 
     def command(self) -> list[str]:
         hub = Path(sys.executable).with_name("jupyterhub")
         return [str(hub), "-f", str(CONFIG)]
-
-    def environment(self) -> dict[str, str]:
-        return dict(self.environ)
 
     def prepare(self) -> None:
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
