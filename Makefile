@@ -16,12 +16,14 @@ $(VENV)/.installed: pyproject.toml infra/setup.sh
 setup: $(VENV)/.installed ## Install Debian packages (as root), .venv, Keycloak
 
 demo: export TRE_KEYCLOAK_SYNC = on
-demo: setup ## Keycloak; synthetic data ingested; example projects provisioned; the portal
+demo: setup ## Keycloak; synthetic data ingested; example projects provisioned; portal; hub
 	$(BIN)/tre init
 	$(BIN)/tre identity up
 	$(BIN)/tre demo prepare
 	$(BIN)/tre audit verify
 	$(BIN)/tre portal up
+	@if [ "$$(id -u)" -eq 0 ]; then $(BIN)/tre hub up; \
+	else echo "demo: the hub needs root (each workspace runs under an account of its own)"; fi
 
 test: setup ## Run every test (Keycloak, PostgreSQL, browsers included)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -47,6 +49,7 @@ docs-serve: docs
 	$(BIN)/mkdocs serve -a 127.0.0.1:8001
 
 clean: ## Stop local servers and delete the TRE home (keeps downloads)
+	-$(BIN)/tre hub down
 	-$(BIN)/tre portal down
 	-$(BIN)/tre identity down
 	rm -rf var site
