@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, provision_project
+from tre import projects
 from tre.cli import main
 from tre.config import Settings
 from tre.hub import HubServer, workspace_account
@@ -60,7 +61,7 @@ def hub(portal, keycloak):
     server = HubServer.from_settings(settings, environ)
     server.start()
     assert main(["hub", "status"], environ) == 0
-    yield settings.hub_url
+    yield settings
     assert main(["hub", "down"], environ) == 0
     assert main(["hub", "status"], environ) == 69
     assert not any(p.endswith("jupyterhub-singleuser") for p in _commands()), "left running"
@@ -78,8 +79,8 @@ def _start(client, user: str, name: str):
 
 
 def test_only_a_member_starts_a_provisioned_projects_workspace(hub, portal):
-    with closing(hub_login(hub, "alice", "tre-demo")) as alice:
-        bob = hub_login(hub, "bob", "tre-demo")
+    with closing(hub_login(hub.hub_url, "alice", "tre-demo")) as alice:
+        bob = hub_login(hub.hub_url, "bob", "tre-demo")
         try:
             _refusals(alice, bob, portal)
         finally:
@@ -98,30 +99,39 @@ def _refusals(alice, bob, portal) -> None:
 
 
 def test_a_workspace_runs_as_its_own_account_and_reads_only_its_project(hub, portal):
-    with closing(hub_login(hub, "alice", "tre-demo")) as alice:
+    with closing(hub_login(hub.hub_url, "alice", "tre-demo")) as alice:
         _workspace(alice, portal)
 
 
-def _workspace(alice, portal) -> None:
-    started = _start(alice, "alice", portal.project)
+def _running(alice, project: str) -> dict:
+    """Start alice's workspace of ``project``; return its server once ready."""
+    started = _start(alice, "alice", project)
     assert started.status_code in (201, 202), started.text
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        server = alice.get("/hub/api/users/alice").json()["servers"].get(portal.project, {})
+        server = alice.get("/hub/api/users/alice").json()["servers"].get(project, {})
         if server.get("ready"):
-            break
+            return server
         time.sleep(1)
-    assert server.get("ready"), server
+    raise AssertionError(f"alice's workspace of {project} did not start: {server}")
+
+
+def _account_pids(uid: int) -> list[str]:
+    return [
+        p
+        for p in os.listdir("/proc")
+        if p.isdigit() and _status(p).get("Uid", "").split()[:1] == [str(uid)]
+    ]
+
+
+def _workspace(alice, portal) -> None:
+    server = _running(alice, portal.project)
     lab = alice.get(f"{server['url']}lab")  # through the proxy and the hub's OAuth, as a browser
     assert lab.status_code == 200 and str(lab.url).endswith(f"{server['url']}lab"), lab.url
     assert alice.get(f"{server['url']}api/status").status_code == 200
 
     account = pwd.getpwnam(workspace_account("alice", portal.project))
-    pids = [
-        p
-        for p in os.listdir("/proc")
-        if p.isdigit() and _status(p).get("Uid", "").split()[:1] == [str(account.pw_uid)]
-    ]
+    pids = _account_pids(account.pw_uid)
     assert pids, "no process runs as the workspace account"
     groups = {int(g) for g in _status(pids[0])["Groups"].split()}
     project_group = grp.getgrnam(extracts.os_group(portal.project)).gr_gid
@@ -158,6 +168,30 @@ def _workspace(alice, portal) -> None:
     assert alice.delete(
         f"/hub/api/users/alice/servers/{portal.project}", headers={"X-XSRFToken": alice.xsrf}
     ).status_code in (202, 204)
+
+
+def test_suspending_a_project_stops_its_running_workspaces(hub, portal):
+    """Through the access hooks every command and the portal install: the hub's API, with the
+    TRE's own service token."""
+    ada = local_person("ada")
+    projects.install_access_hooks(lambda: hub)
+    try:
+        with closing(hub_login(hub.hub_url, "alice", "tre-demo")) as alice:
+            _running(alice, portal.project)
+            account = pwd.getpwnam(workspace_account("alice", portal.project))
+            assert _account_pids(account.pw_uid)
+            projects.set_state(portal.db, portal.project, "suspend", ada, "audit of access")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and _account_pids(account.pw_uid):
+                time.sleep(0.5)
+            assert not _account_pids(account.pw_uid), "the workspace still runs"
+            servers = alice.get("/hub/api/users/alice").json()["servers"]
+            assert portal.project not in servers
+            refused = _start(alice, "alice", portal.project)
+            assert refused.status_code == 403 and "is suspended" in refused.json()["message"]
+    finally:
+        projects.set_state(portal.db, portal.project, "resume", ada)
+        projects.ACCESS_HOOKS.clear()
 
 
 def _status(pid: str) -> dict[str, str]:

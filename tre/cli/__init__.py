@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for chatty in ("alembic", "httpx"):  # one line per migration step or HTTP call
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLevelName(level)))
-    _sync_keycloak_groups(context)
+    _access_hooks(context)
     try:
         result = cli.main(args=argv, prog_name="tre", standalone_mode=False, obj=context)
     except TREError as e:
@@ -132,20 +132,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     return result if isinstance(result, int) else 0
 
 
-def _sync_keycloak_groups(context: Context) -> None:
-    """With TRE_KEYCLOAK_SYNC on, project changes also update their Keycloak groups."""
+def _access_hooks(context: Context) -> None:
+    """Project changes also update their Keycloak groups (TRE_KEYCLOAK_SYNC) and workspaces."""
     from tre import projects as project_lifecycle
 
-    try:
-        on = Settings.from_environ(context.environ).keycloak_sync
-    except TREError:
-        on = False
-    if on:
-        from tre.identity import groups
-
-        project_lifecycle.ACCESS_HOOKS[:] = [lambda project: groups.sync(context.settings, project)]
-    else:
-        project_lifecycle.ACCESS_HOOKS.clear()
+    project_lifecycle.install_access_hooks(lambda: context.settings)
 
 
 def run() -> None:

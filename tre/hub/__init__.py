@@ -12,8 +12,12 @@ reads its extracts and writes its working folder), from a virtualenv every accou
 (``TRE_WORKSPACE_ENV``, built by ``make setup`` from Debian's Python). This needs the hub to
 run as root, as JupyterHub's local-process spawning always does.
 
-Not yet here (issue 7): stopping running workspaces when a project is suspended, expires or
-closes; blocking downloads; the ``tre.workspace`` client and the notebook templates.
+When a project leaves the provisioned state (suspended, expired, closed), its running
+workspaces are stopped and removed (:func:`stop_workspaces`, a project access hook), through
+the hub's API with the TRE's own service token.
+
+Not yet here (issue 7): blocking downloads; the ``tre.workspace`` client and the notebook
+templates.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ HERE = Path(__file__).parent
 CONFIG = HERE.parents[1] / "infra" / "jupyterhub" / "jupyterhub_config.py"
 START_TIMEOUT_S = 90
 ACCOUNT_PREFIX = "tre-w-"
+SERVICE = "tre"
+PAGE = 200
 
 
 def refusal(db: Database, username: str, server_name: str) -> str | None:
@@ -65,6 +71,50 @@ def refusal(db: Database, username: str, server_name: str) -> str | None:
             "Ask a TRE administrator."
         )
     return None
+
+
+def api_token(home: Home) -> str:
+    """The TRE's token for the hub's API (the hub service ``tre``), derived from the master key
+    so that the hub and the TRE's commands agree on it with nothing more to store."""
+    from tre import keys
+
+    return keys.purpose_key(home.keys, "hub api token").hex()
+
+
+def stop_workspaces(settings: Settings, project) -> list[str]:
+    """Stop and remove the workspaces of ``project`` once it is no longer provisioned; return
+    the users whose workspace was stopped. Nothing to do when the hub is not running (it
+    refuses to start them again whatever happens)."""
+    if project.status is State.PROVISIONED or not HubServer.from_settings(settings).answers():
+        return []
+    api = f"{settings.hub_url}/hub/api"
+    headers = {"Authorization": f"token {api_token(Home(settings.home))}"}
+    stopped = []
+    try:
+        with httpx.Client(headers=headers, timeout=60) as client:
+            offset = 0
+            while True:
+                page = client.get(
+                    f"{api}/users", params={"state": "active", "offset": offset, "limit": PAGE}
+                )
+                page.raise_for_status()
+                users = page.json()
+                for user in users:
+                    if project.id in user.get("servers", {}):
+                        client.request(
+                            "DELETE",
+                            f"{api}/users/{user['name']}/servers/{project.id}",
+                            json={"remove": True},
+                        ).raise_for_status()
+                        stopped.append(user["name"])
+                if len(users) < PAGE:
+                    return stopped
+                offset += PAGE
+    except httpx.HTTPError as e:
+        raise ServiceUnavailable(
+            f"Project {project.id} is {project.state}, but the hub did not stop its workspaces "
+            f"({e}). Stop them from the hub's admin page, or run the command again."
+        ) from None
 
 
 def workspace_account(username: str, project_id: str) -> str:
@@ -158,6 +208,17 @@ def configure(c, settings: Settings) -> None:
     c.GenericOAuthenticator.enable_pkce = True
     # Anyone of the realm may log in; what they may start is decided per project below.
     c.GenericOAuthenticator.allow_all = True
+
+    # The TRE's own access to the hub's API: stopping a project's workspaces.
+    c.JupyterHub.services = [{"name": SERVICE, "api_token": api_token(Home(settings.home))}]
+    c.JupyterHub.load_roles = [
+        {
+            "name": "tre-lifecycle",
+            "description": "Stop the workspaces of a project that is no longer provisioned.",
+            "scopes": ["list:users", "read:users:name", "read:servers", "delete:servers"],
+            "services": [SERVICE],
+        }
+    ]
 
     c.JupyterHub.allow_named_servers = True
     c.JupyterHub.named_server_limit_per_user = 0

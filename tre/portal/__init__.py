@@ -139,10 +139,7 @@ def create_app(settings: Settings) -> FastAPI:
         templates,
     )
     state.auth = auth.Auth(state)
-    if settings.keycloak_sync:
-        from tre.identity import groups
-
-        projects.ACCESS_HOOKS[:] = [lambda project: groups.sync(settings, project)]
+    projects.install_access_hooks(lambda: settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):

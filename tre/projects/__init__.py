@@ -83,6 +83,23 @@ class Approval(Base):
 ACCESS_HOOKS: list[Callable[[Project], None]] = []
 
 
+def install_access_hooks(settings: Callable[[], Any]) -> None:
+    """What a change of a project's access updates besides the database: its Keycloak group
+    (with TRE_KEYCLOAK_SYNC on), then its running workspaces (stopped once it is no longer
+    provisioned). ``settings`` gives the settings in force when a project changes."""
+    from tre import hub
+    from tre.identity import groups
+
+    def keycloak_group(project: Project) -> None:
+        if settings().keycloak_sync:
+            groups.sync(settings(), project)
+
+    def workspaces(project: Project) -> None:
+        hub.stop_workspaces(settings(), project)
+
+    ACCESS_HOOKS[:] = [keycloak_group, workspaces]
+
+
 def access_changed(project: Project) -> None:
     for hook in ACCESS_HOOKS:
         hook(project)
