@@ -72,4 +72,11 @@ if [ "$(id -u)" -eq 0 ] && [ ! -x "$workspace_env/bin/jupyterhub-singleuser" ]; 
     "jupyterlab>=4" "duckdb>=1.1" "pyarrow>=16"
   chmod -R a+rX "$workspace_env"
 fi
+if [ -x "$workspace_env/bin/jupyterhub-singleuser" ] && [ -w "$workspace_env" ]; then
+  # Nothing downloads from a workspace: results leave through the airlock.
+  install -D -m 0644 infra/jupyterhub/workspace/jupyter_server_config.py \
+    "$workspace_env/etc/jupyter/jupyter_server_config.py"
+  install -D -m 0644 infra/jupyterhub/workspace/page_config.json \
+    "$workspace_env/etc/jupyter/labconfig/page_config.json"
+fi
 echo "setup: done"

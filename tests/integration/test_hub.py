@@ -129,8 +129,22 @@ def _workspace(alice, portal) -> None:
     lab = alice.get(f"{server['url']}lab")  # through the proxy and the hub's OAuth, as a browser
     assert lab.status_code == 200 and str(lab.url).endswith(f"{server['url']}lab"), lab.url
     assert alice.get(f"{server['url']}api/status").status_code == 200
+    assert "@jupyterlab/filebrowser-extension:download" in lab.text  # disabled in the page
 
     account = pwd.getpwnam(workspace_account("alice", portal.project))
+    made = subprocess.run(
+        ["runuser", "-u", account.pw_name, "--", "sh", "-c", "echo n,42 > results.csv"],
+        cwd=extracts.folder(portal.home, portal.project) / "work" / "alice",
+        capture_output=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    contents = alice.get(f"{server['url']}api/contents/results.csv")
+    assert contents.status_code == 200  # JupyterLab opens it…
+    assert alice.get(f"{server['url']}files/results.csv").status_code == 403  # …no download
+    export = alice.get(f"{server['url']}nbconvert/html/results.csv?download=true")
+    assert export.status_code == 404
+
     pids = _account_pids(account.pw_uid)
     assert pids, "no process runs as the workspace account"
     groups = {int(g) for g in _status(pids[0])["Groups"].split()}

@@ -16,12 +16,16 @@ When a project leaves the provisioned state (suspended, expired, closed), its ru
 workspaces are stopped and removed (:func:`stop_workspaces`, a project access hook), through
 the hub's API with the TRE's own service token.
 
-Not yet here (issue 7): blocking downloads; the ``tre.workspace`` client and the notebook
-templates.
+Nothing is downloaded from a workspace: its Jupyter server answers ``/files/`` with 403 and
+has no export handlers, and JupyterLab's download commands are disabled
+(``infra/jupyterhub/workspace``, installed into the environment by ``make setup``).
+
+Not yet here (issue 7): the ``tre.workspace`` client and the notebook templates.
 """
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import os
 import pwd
@@ -132,6 +136,7 @@ def ensure_account(home: Home, username: str, project_id: str) -> tuple[pwd.stru
     no login shell, and a private folder in the project's working folder as its home."""
     account = workspace_account(username, project_id)
     folder = extracts.folder(home, project_id) / "work" / username
+    group = extracts.os_group(project_id)
     try:
         entry = pwd.getpwnam(account)
     except KeyError:
@@ -142,7 +147,7 @@ def ensure_account(home: Home, username: str, project_id: str) -> tuple[pwd.stru
                 "--user-group",
                 "--no-create-home",
                 "--groups",
-                extracts.os_group(project_id),
+                group,
                 "--home-dir",
                 str(folder),
                 "--shell",
@@ -154,6 +159,22 @@ def ensure_account(home: Home, username: str, project_id: str) -> tuple[pwd.stru
             check=True,
             capture_output=True,
         )
+        entry = pwd.getpwnam(account)
+    groups = set(os.getgrouplist(account, entry.pw_gid))
+    if entry.pw_dir != str(folder) or groups != {entry.pw_gid, grp.getgrnam(group).gr_gid}:
+        # Made for a home that has moved since, or its groups were changed: put them right.
+        changed = subprocess.run(
+            ["usermod", "--home", str(folder), "--groups", group, account],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if changed.returncode != 0:
+            raise ServiceUnavailable(
+                f"The workspace account {account} cannot be updated for this TRE home "
+                f"({changed.stderr.strip()}). Stop its processes (`pkill -u {account}`) and "
+                "start the workspace again."
+            )
         entry = pwd.getpwnam(account)
     folder.mkdir(mode=0o700, exist_ok=True)
     os.chown(folder, entry.pw_uid, entry.pw_gid)
@@ -223,10 +244,11 @@ def configure(c, settings: Settings) -> None:
     c.JupyterHub.allow_named_servers = True
     c.JupyterHub.named_server_limit_per_user = 0
     env = Path(settings.workspace_env)
-    if not (env / "bin" / "jupyterhub-singleuser").is_file():
+    needed = ("bin/jupyterhub-singleuser", "etc/jupyter/jupyter_server_config.py")
+    if not all((env / part).is_file() for part in needed):
         raise ServiceUnavailable(
-            f"The workspace environment {env} is missing: run `make setup` as root (it builds "
-            "it from Debian's Python), or set TRE_WORKSPACE_ENV."
+            f"The workspace environment {env} is missing or incomplete: run `make setup` as "
+            "root (it builds it from Debian's Python), or set TRE_WORKSPACE_ENV."
         )
     closed = [str(p) for p in (settings.home, *settings.home.parents) if not p.stat().st_mode & 1]
     if closed:

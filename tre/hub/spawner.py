@@ -3,6 +3,10 @@ own OS account (:func:`tre.hub.ensure_account`) from the workspace virtualenv.""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pwd
+import signal
 from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
@@ -27,6 +31,20 @@ class WorkspaceSpawner(LocalProcessSpawner):
         )
         return await super().start()
 
+    async def stop(self, now=False):
+        await super().stop(now=now)
+        # And whatever the server started (terminals, kernels, language servers): every process
+        # of the account, which serves this workspace only.
+        from tre.hub import workspace_account
+
+        try:
+            uid = pwd.getpwnam(workspace_account(self.user.name, self.name)).pw_uid
+        except KeyError:
+            return
+        for pid in _processes_of(uid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
     def make_preexec_fn(self, name):
         return set_user_setuid(self.account.pw_name)
 
@@ -36,3 +54,13 @@ class WorkspaceSpawner(LocalProcessSpawner):
         env["SHELL"] = "/bin/sh"
         env["PATH"] = f"{self.workspace_env}/bin:/usr/bin:/bin"
         return env
+
+
+def _processes_of(uid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if entry.stat().st_uid == uid:
+                    found.append(int(entry.name))
+    return found

@@ -1,0 +1,13 @@
+"""Jupyter Server in a TRE workspace (copied by ``make setup`` into the workspace environment's
+``etc/jupyter``): results leave only through the airlock, so nothing is served for download.
+
+- ``/files/…`` (raw files, downloads) answers 403;
+- the nbconvert export handlers (``/nbconvert/…``, "Save and export as") are not installed.
+"""
+
+from jupyter_server import serverapp
+
+c.ContentsManager.files_handler_class = "tornado.web.ErrorHandler"  # noqa: F821
+c.ContentsManager.files_handler_params = {"status_code": 403}  # noqa: F821
+serverapp.JUPYTER_SERVICE_HANDLERS["files"] = None
+serverapp.JUPYTER_SERVICE_HANDLERS["nbconvert"] = None
