@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from tre.cli import Context, cli, home_option, pass_context
+from tre.cli.servers import add_down_and_status
 
 
 @cli.group("hub")
@@ -37,25 +38,4 @@ def hub_up(ctx: Context) -> None:
     click.echo("Log in as a researcher and start the workspace named after one of your projects.")
 
 
-@hub_group.command("down")
-@home_option
-@pass_context
-def hub_down(ctx: Context) -> None:
-    """Stop JupyterHub and the workspaces it started."""
-    click.echo("Hub stopped." if _server(ctx).stop() else "The hub was not running.")
-
-
-@hub_group.command("status")
-@home_option
-@pass_context
-def hub_status(ctx: Context) -> None:
-    """Say whether JupyterHub runs and answers; exit 69 if it does not."""
-    from tre.exceptions import ServiceUnavailable
-
-    status = _server(ctx).status()
-    if not status.ready:
-        raise ServiceUnavailable(
-            f"The hub is {'starting' if status.running else 'not running'}. "
-            "Start it with `tre hub up`."
-        )
-    click.echo(f"The hub is running at {status.url} (pid {status.pid}) and ready.")
+add_down_and_status(hub_group, _server, "hub", "Stop JupyterHub and the workspaces it started.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from tre.cli import Context, cli, home_option, pass_context
+from tre.cli.servers import add_down_and_status
 
 
 @cli.group("portal")
@@ -55,25 +56,4 @@ def portal_up(ctx: Context) -> None:
     click.echo("Stop with `tre portal down` and `tre identity down` (or `make clean`).")
 
 
-@portal_group.command("down")
-@home_option
-@pass_context
-def portal_down(ctx: Context) -> None:
-    """Stop the background portal."""
-    click.echo("Portal stopped." if _server(ctx).stop() else "The portal was not running.")
-
-
-@portal_group.command("status")
-@home_option
-@pass_context
-def portal_status(ctx: Context) -> None:
-    """Say whether the background portal runs and answers; exit 69 if it does not."""
-    from tre.exceptions import ServiceUnavailable
-
-    status = _server(ctx).status()
-    if not status.ready:
-        raise ServiceUnavailable(
-            f"The portal is {'starting' if status.running else 'not running'}. "
-            "Start it with `tre portal up`."
-        )
-    click.echo(f"The portal is running at {status.url} (pid {status.pid}) and ready.")
+add_down_and_status(portal_group, _server, "portal", "Stop the background portal.")
