@@ -30,6 +30,7 @@ import hashlib
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -208,9 +209,10 @@ def configure(c, settings: Settings) -> None:
     c.JupyterHub.ip = "127.0.0.1"
     c.JupyterHub.port = hub.port or 8081
     c.JupyterHub.hub_ip = "127.0.0.1"
-    c.JupyterHub.hub_port = c.JupyterHub.port + 1
+    # The hub's own API and the proxy's API: internal, on ports free when the hub starts.
+    c.JupyterHub.hub_port = _free_port()
     c.ConfigurableHTTPProxy.command = [proxy_command(settings)]
-    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{c.JupyterHub.port + 2}"
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{_free_port()}"
     c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(state / "cookie_secret")
     c.JupyterHub.pid_file = str(state / "jupyterhub-app.pid")
@@ -273,6 +275,12 @@ def configure(c, settings: Settings) -> None:
             raise web.HTTPError(403, reason)
 
     c.Spawner.pre_spawn_hook = check
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class HubServer(HomeServer):
