@@ -32,7 +32,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import statistics
 import sys
 import tempfile
@@ -42,12 +41,6 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build(settings, requests: int) -> list[int]:
@@ -191,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     from tre.config import Settings
     from tre.identity import KeycloakServer, form_login, password_grant
     from tre.portal.server import PortalServer
+    from tre.services import free_port
 
     with tempfile.TemporaryDirectory(prefix="tre-bench-portal-") as tmp:
         environ = {

@@ -14,7 +14,6 @@ import datetime as dt
 import importlib
 import os
 import random
-import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from tre.db import Database
 from tre.home import Home
 from tre.people import local_person
 from tre.projects import extracts, spec
+from tre.services import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 STRICT = os.environ.get("TRE_TEST_STRICT") == "1"
@@ -70,12 +70,6 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -344,7 +338,6 @@ def start_portal(keycloak, synthetic, folder: Path, url: str, sync: bool = True)
     """Build the portal's TRE home (see :class:`Portal`) in ``folder`` and serve it at ``url``.
     Return the portal and its server (``tre portal up``'s, with its log in the home)."""
     from tre import airlock, outputs
-    from tre.identity import groups
     from tre.identity.server import KeycloakServer
     from tre.outputs import specs
     from tre.portal.server import PortalServer
@@ -366,8 +359,7 @@ def start_portal(keycloak, synthetic, folder: Path, url: str, sync: bool = True)
     application = dataclasses.replace(
         asthma, id="portal-project", start=today, end=today + dt.timedelta(days=100), cohort=()
     )
-    if sync:
-        projects.ACCESS_HOOKS[:] = [lambda project: groups.sync(settings, project)]
+    projects.install_access_hooks(lambda: settings)  # groups follow when ``sync``
     try:
         provision_project(home, db, application, people["alice"])
     finally:

@@ -23,6 +23,13 @@ from urllib.parse import urlsplit
 from tre.exceptions import ServiceUnavailable
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @dataclasses.dataclass(frozen=True)
 class Status:
     running: bool

@@ -291,7 +291,7 @@ def test_the_project_group_follows_the_project(portal):
         token_groups = client.get("/me").json()
     assert token_groups["username"] == "alice"
     ada = local_person("ada")
-    projects.ACCESS_HOOKS[:] = [lambda project: groups.sync(settings, project)]
+    projects.install_access_hooks(lambda: settings)
     try:
         projects.set_state(portal.db, portal.project, "suspend", ada, "audit of the project")
         assert project_groups.members(portal.project) == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from tre.cli import Context, cli, home_option, pass_context
-from tre.cli.servers import add_down_and_status
+from tre.cli.servers import add_down_and_status, keycloak_running
 
 
 @cli.group("hub")
@@ -26,13 +26,8 @@ def _server(ctx: Context):
 def hub_up(ctx: Context) -> None:
     """Start Keycloak if needed, then JupyterHub in the background (as root: each workspace
     runs under an OS account of its own)."""
-    from tre.identity import KeycloakServer
-
     server = _server(ctx)
-    keycloak = KeycloakServer.from_settings(ctx.settings)
-    if not keycloak.answers():
-        click.echo(f"Starting Keycloak on {keycloak.url} (first start takes ~1 min)…")
-        keycloak.start()
+    keycloak_running(ctx.settings)
     status = server.start()
     click.echo(f"Hub ready at {ctx.settings.hub_url} (pid {status.pid}; log {server.log_file}).")
     click.echo("Log in as a researcher and start the workspace named after one of your projects.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from tre.cli import Context, cli, home_option, pass_context
-from tre.cli.servers import add_down_and_status
+from tre.cli.servers import add_down_and_status, keycloak_running
 
 
 @cli.group("portal")
@@ -41,14 +41,10 @@ def _server(ctx: Context):
 def portal_up(ctx: Context) -> None:
     """Start Keycloak if needed, then the portal in the background; print where to log in."""
     from tre.cli.identity import echo_demo_accounts
-    from tre.identity import KeycloakServer
 
     server = _server(ctx)
     settings = ctx.settings
-    keycloak = KeycloakServer.from_settings(settings)
-    if not keycloak.answers():
-        click.echo(f"Starting Keycloak on {keycloak.url} (first start takes ~1 min)…")
-        keycloak.start()
+    keycloak = keycloak_running(settings)
     status = server.start()
     click.echo(f"Portal ready at {settings.portal_url} (pid {status.pid}; log {server.log_file}).")
     click.echo(f"API: {settings.portal_url}/api/v1/docs; identity: {keycloak.issuer}.")

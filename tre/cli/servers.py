@@ -10,6 +10,17 @@ import click
 from tre.cli import Context, home_option, pass_context
 
 
+def keycloak_running(settings):
+    """The local Keycloak, started first if it does not answer (what each ``up`` needs)."""
+    from tre.identity import KeycloakServer
+
+    keycloak = KeycloakServer.from_settings(settings)
+    if not keycloak.answers():
+        click.echo(f"Starting Keycloak on {keycloak.url} (first start takes ~1 min)…")
+        keycloak.start()
+    return keycloak
+
+
 def add_down_and_status(
     group: click.Group, server_of: Callable[[Context], object], what: str, down_help: str
 ) -> None:

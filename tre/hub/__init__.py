@@ -30,7 +30,6 @@ import hashlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +43,7 @@ from tre.exceptions import ConfigError, ServiceUnavailable
 from tre.home import Home
 from tre.projects import extracts
 from tre.projects.lifecycle import State
-from tre.services import HomeServer
+from tre.services import HomeServer, free_port
 
 HERE = Path(__file__).parent
 CONFIG = HERE.parents[1] / "infra" / "jupyterhub" / "jupyterhub_config.py"
@@ -58,14 +57,15 @@ def refusal(db: Database, username: str, server_name: str) -> str | None:
     """Why ``username`` may not start the workspace ``server_name``, or None if they may."""
     from tre import projects
 
-    mine = [p for p in projects.member_of(db, username) if p.status is State.PROVISIONED]
+    everyone = projects.listing(db)
+    mine = [p for p in everyone if username in p.members() and p.status is State.PROVISIONED]
     choices = ", ".join(p.id for p in mine) or "none yet: apply for a project in the portal"
     if not server_name:
         return (
             "Every workspace belongs to a project: start the workspace of one of your active "
             f"projects ({choices})."
         )
-    project = next((p for p in projects.listing(db) if p.id == server_name), None)
+    project = next((p for p in everyone if p.id == server_name), None)
     if project is None or username not in project.members():
         return (
             f"You are not a member of a project {server_name!r}. Your active projects: {choices}."
@@ -210,9 +210,9 @@ def configure(c, settings: Settings) -> None:
     c.JupyterHub.port = hub.port or 8081
     c.JupyterHub.hub_ip = "127.0.0.1"
     # The hub's own API and the proxy's API: internal, on ports free when the hub starts.
-    c.JupyterHub.hub_port = _free_port()
+    c.JupyterHub.hub_port = free_port()
     c.ConfigurableHTTPProxy.command = [proxy_command(settings)]
-    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{_free_port()}"
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{free_port()}"
     c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(state / "cookie_secret")
     c.JupyterHub.pid_file = str(state / "jupyterhub-app.pid")
@@ -275,12 +275,6 @@ def configure(c, settings: Settings) -> None:
             raise web.HTTPError(403, reason)
 
     c.Spawner.pre_spawn_hook = check
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class HubServer(HomeServer):

@@ -31,7 +31,6 @@ from tre.identity import TokenValidator
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
-#: Threads per process running the (synchronous) handlers.
 REPO = HERE.parents[1]
 
 
