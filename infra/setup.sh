@@ -61,22 +61,34 @@ fi
 # -- workspaces -------------------------------------------------------------------------------
 # Workspaces run under OS accounts of their own, so their environment is built from Debian's
 # Python (the .venv's interpreter may sit in a folder those accounts cannot enter) in a folder
-# every account reads, with the same JupyterHub as the hub's.
+# every account reads, with the same JupyterHub as the hub's, the packages of tre's `workspace`
+# extra (pyproject.toml) and tre itself without its dependencies (for tre.workspace).
 workspace_env="${TRE_WORKSPACE_ENV:-/opt/tre/workspace-env}"
 if [ "$(id -u)" -eq 0 ] && [ ! -x "$workspace_env/bin/jupyterhub-singleuser" ]; then
   echo "setup: building the workspace environment in $workspace_env"
-  hub_version=$(.venv/bin/python -c 'import jupyterhub; print(jupyterhub.__version__)')
   /usr/bin/python3 -m venv "$workspace_env"
   "$workspace_env/bin/python" -m pip install --quiet --upgrade pip
-  "$workspace_env/bin/python" -m pip install --quiet "jupyterhub==$hub_version" \
-    "jupyterlab>=4" "duckdb>=1.1" "pyarrow>=16"
-  chmod -R a+rX "$workspace_env"
 fi
-if [ -x "$workspace_env/bin/jupyterhub-singleuser" ] && [ -w "$workspace_env" ]; then
+if [ -x "$workspace_env/bin/python" ] && [ -w "$workspace_env" ]; then
+  hub_version=$(.venv/bin/python -c 'import jupyterhub; print(jupyterhub.__version__)')
+  mapfile -t extra < <(.venv/bin/python -c '
+import tomllib
+with open("pyproject.toml", "rb") as f:
+    print("\n".join(tomllib.load(f)["project"]["optional-dependencies"]["workspace"]))')
+  wanted=$(printf '%s\n' "jupyterhub==$hub_version" "jupyterlab>=4" "${extra[@]}" | sha256sum | cut -c1-16)
+  if [ "$(cat "$workspace_env/.tre-packages" 2>/dev/null)" != "$wanted" ]; then
+    echo "setup: installing the workspace packages into $workspace_env"
+    "$workspace_env/bin/python" -m pip install --quiet "jupyterhub==$hub_version" \
+      "jupyterlab>=4" "${extra[@]}"
+    echo "$wanted" > "$workspace_env/.tre-packages"
+  fi
+  # tre itself, every time: the workspace runs this checkout's tre.workspace.
+  "$workspace_env/bin/python" -m pip install --quiet --no-deps --force-reinstall --no-cache-dir .
   # Nothing downloads from a workspace: results leave through the airlock.
   install -D -m 0644 infra/jupyterhub/workspace/jupyter_server_config.py \
     "$workspace_env/etc/jupyter/jupyter_server_config.py"
   install -D -m 0644 infra/jupyterhub/workspace/page_config.json \
     "$workspace_env/etc/jupyter/labconfig/page_config.json"
+  chmod -R a+rX "$workspace_env"
 fi
 echo "setup: done"

@@ -15,15 +15,18 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from tests.conftest import REPO, provision_project
-from tre import projects
+from tre import airlock, projects
 from tre.cli import main
 from tre.config import Settings
 from tre.hub import HubServer, workspace_account
+from tre.hub.kernels import Kernel, KernelError
 from tre.identity.server import KeycloakServer
 from tre.identity.tokens import hub_login
+from tre.outputs import privacy
 from tre.people import local_person
 from tre.projects import extracts, spec
 
@@ -132,56 +135,113 @@ def _workspace(alice, portal) -> None:
     assert "@jupyterlab/filebrowser-extension:download" in lab.text  # disabled in the page
 
     account = pwd.getpwnam(workspace_account("alice", portal.project))
-    made = subprocess.run(
-        ["runuser", "-u", account.pw_name, "--", "sh", "-c", "echo n,42 > results.csv"],
-        cwd=extracts.folder(portal.home, portal.project) / "work" / "alice",
-        capture_output=True,
-        check=False,
-    )
-    assert made.returncode == 0, made.stderr
+    home = portal.home
+    work = extracts.folder(home, portal.project) / "work"
+    with Kernel(alice, server["url"]) as kernel:
+        # Who the kernel runs as, and with which groups.
+        kernel.run(KERNEL_HELPERS)
+        uid, groups = kernel.value("[os.getuid(), sorted(os.getgroups())]")
+        assert uid == account.pw_uid != 0
+        project_group = grp.getgrnam(extracts.os_group(portal.project)).gr_gid
+        assert set(groups) == {account.pw_gid, project_group}
+        # What its account may open.
+        readable = {
+            "its extracts": extracts.folder(home, portal.project) / "extracts" / extracts.MANIFEST,
+        }
+        refused = {
+            "another project's extracts": extracts.folder(home, OTHER)
+            / "extracts"
+            / extracts.MANIFEST,
+            "the keys": home.keys / "link.key",
+            "the metadata database": home.root / "tre.db",
+            "the hub's state": home.root / "hub" / "jupyterhub.sqlite",
+            "the curated store": next(home.curated.rglob("*.parquet")),
+            "the landing store": next(home.landing.rglob("*.csv")),
+        }
+        for what, path in {**readable, **refused}.items():
+            assert path.exists(), what
+            opened = kernel.value(f"opens({str(path)!r})")
+            assert opened == (what in readable), (what, opened)
+        assert kernel.value(f"bool(open({str(work / 'alice-was-here')!r}, 'w').write('x'))")
+        kernel.run("open('results.csv', 'w').write('n,42\\n')")
+        # Its DuckDB reads the extracts and nothing else, whatever SQL it is given.
+        kernel.run("from tre.workspace import connect; con = connect()")
+        assert kernel.value("con.execute('SELECT count(*) FROM pupils').fetchone()[0]") > 0
+        other = next((extracts.folder(home, OTHER) / "extracts").rglob("*.parquet"))
+        for sql in (
+            f"SELECT count(*) FROM read_parquet('{other}')",
+            f"SELECT count(*) FROM read_parquet('{home.curated}/**/*.parquet')",
+            "SELECT * FROM read_csv('/etc/passwd')",
+            "SET enable_external_access = true",
+            "SET lock_configuration = false",
+        ):
+            with pytest.raises(KernelError) as refusal:
+                kernel.run(f"con.execute({sql!r}).fetchall()")
+            assert refusal.value.name in ("PermissionException", "InvalidInputException"), sql
+
     contents = alice.get(f"{server['url']}api/contents/results.csv")
     assert contents.status_code == 200  # JupyterLab opens it…
     assert alice.get(f"{server['url']}files/results.csv").status_code == 403  # …no download
     export = alice.get(f"{server['url']}nbconvert/html/results.csv?download=true")
     assert export.status_code == 404
-
-    pids = _account_pids(account.pw_uid)
-    assert pids, "no process runs as the workspace account"
-    groups = {int(g) for g in _status(pids[0])["Groups"].split()}
-    project_group = grp.getgrnam(extracts.os_group(portal.project)).gr_gid
-    assert groups == {account.pw_gid, project_group}
-    assert os.getuid() != account.pw_uid != 0
-
-    home = portal.home
-    readable = {
-        "its extracts": extracts.folder(home, portal.project) / "extracts" / extracts.MANIFEST,
-    }
-    refused = {
-        "another project's extracts": extracts.folder(home, OTHER) / "extracts" / extracts.MANIFEST,
-        "the keys": home.keys / "link.key",
-        "the metadata database": home.root / "tre.db",
-        "the hub's state": home.root / "hub" / "jupyterhub.sqlite",
-        "the curated store": next(home.curated.rglob("*.parquet")),
-        "the landing store": next(home.landing.rglob("*.csv")),
-    }
-    for what, path in {**readable, **refused}.items():
-        assert path.exists(), what
-        opened = subprocess.run(
-            ["runuser", "-u", account.pw_name, "--", "cat", str(path)],
-            capture_output=True,
-            check=False,
-        )
-        assert (opened.returncode == 0) == (what in readable), (what, opened.stderr)
-    work = extracts.folder(home, portal.project) / "work"
-    wrote = subprocess.run(
-        ["runuser", "-u", account.pw_name, "--", "touch", str(work / "alice-was-here")],
-        capture_output=True,
-        check=False,
-    )
-    assert wrote.returncode == 0, wrote.stderr
     assert alice.delete(
         f"/hub/api/users/alice/servers/{portal.project}", headers={"X-XSRFToken": alice.xsrf}
     ).status_code in (202, 204)
+
+
+#: Run first in a kernel: ``opens(path)`` says whether the kernel's account may read a file.
+KERNEL_HELPERS = """
+import os
+
+def opens(path):
+    try:
+        open(path, "rb").close()
+        return True
+    except PermissionError:
+        return False
+"""
+
+
+def test_the_notebook_templates_run_in_a_workspace_and_request_an_export(hub, portal):
+    """Each template, top to bottom with nbclient, inside alice's spawned workspace: the
+    client calls the portal as alice with the token the hub keeps for her."""
+    templates = sorted((REPO / "notebooks_templates").glob("*.ipynb"))
+    assert len(templates) == 4
+    spent_before = privacy.remaining(portal.db, portal.project)[1]
+    requests_before = {r.id for r in airlock.of_project(portal.db, portal.project)}
+    with closing(hub_login(hub.hub_url, "alice", "tre-demo")) as alice:
+        server = _running(alice, portal.project)
+        with Kernel(alice, server["url"], timeout=600) as kernel:
+            kernel.run("from pathlib import Path")
+            copied = kernel.value("sorted(p.name for p in Path.home().glob('*.ipynb'))")
+            assert copied == [t.name for t in templates]
+            for template in templates:
+                kernel.run(
+                    "import nbclient, nbformat\n"
+                    f"nb = nbformat.read({template.name!r}, as_version=4)\n"
+                    "nbclient.NotebookClient(nb, timeout=300, kernel_name='python3').execute()\n"
+                    f"nbformat.write(nb, 'ran-' + {template.name!r})"
+                )
+            # No Keycloak token (a JWT) in the kernel's environment.
+            kernel.run("import os")
+            assert kernel.value("[k for k, v in os.environ.items() if v.startswith('eyJ')]") == []
+        alice.delete(
+            f"/hub/api/users/alice/servers/{portal.project}", headers={"X-XSRFToken": alice.xsrf}
+        )
+    made = [r for r in airlock.of_project(portal.db, portal.project) if r.id not in requests_before]
+    assert len(made) == 1 and made[0].author == "alice" and made[0].state == "in_review"
+    view = airlock.view(portal.db, made[0].id, local_person("alice"))
+    assert [o["output"]["name"] for o in view["outputs"]] == [
+        "Attainment 8 by FSM eligibility and sex"
+    ]
+    spent = spent_before - privacy.remaining(portal.db, portal.project)[1]
+    assert spent == pytest.approx(0.3)  # the count and the mean ran; the histogram was planned
+    work = extracts.folder(portal.home, portal.project) / "work" / "alice"
+    ran = nbformat.read(work / "ran-01-getting-started.ipynb", as_version=4)
+    printed = "".join(o.get("text", "") for c in ran.cells for o in c.get("outputs", []))
+    assert "Refused:" in printed and "pupils" in printed
+    # Nor in anything the notebooks wrote.
+    assert not [f for f in work.rglob("*") if f.is_file() and b"eyJ" in f.read_bytes()]
 
 
 def test_suspending_a_project_stops_its_running_workspaces(hub, portal):

@@ -35,6 +35,7 @@ def api_matrix(p) -> list[tuple[str, str, dict | None, dict[str, int]]]:
     permission check (too short a reason, an impossible move) keeps the allowed calls from
     changing anything, so the matrix shows who gets past the permission functions."""
     table = {"name": "m", "kind": "table", "dataset": "pupils", "rows": ["sex"]}
+    dp = {"name": "n", "kind": "dp", "dataset": "pupils", "query": "count", "epsilon": 0.1}
     application = {
         "id": "matrix-application",
         "title": "An application from the matrix test",
@@ -62,6 +63,14 @@ def api_matrix(p) -> list[tuple[str, str, dict | None, dict[str, int]]]:
         ("GET", f"/projects/{p.project}/outputs", None, VIEWERS),
         ("POST", f"/projects/{p.project}/outputs", table, only(201, "alice", "bob")),
         ("GET", f"/projects/{p.project}/budget", None, VIEWERS),
+        ("POST", f"/projects/{p.project}/dp/plan", dp, only(200, "alice", "bob")),
+        # An extract the project does not have: refused after the permission check, nothing spent.
+        (
+            "POST",
+            f"/projects/{p.project}/dp",
+            {**dp, "dataset": "deaths"},
+            only(422, "alice", "bob"),
+        ),
         ("POST", f"/projects/{p.pending}/provision", {}, only(409, "ada")),
         ("GET", f"/outputs/{p.output}", None, EVERYONE),
         ("POST", "/requests", {"project": p.project, "title": "x"}, only(422, "alice", "bob")),

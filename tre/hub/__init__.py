@@ -20,18 +20,24 @@ Nothing is downloaded from a workspace: its Jupyter server answers ``/files/`` w
 has no export handlers, and JupyterLab's download commands are disabled
 (``infra/jupyterhub/workspace``, installed into the environment by ``make setup``).
 
-Not yet here (issue 7): the ``tre.workspace`` client and the notebook templates.
+Inside a workspace, :mod:`tre.workspace` calls the TRE's API as the researcher: the hub keeps
+their Keycloak tokens (encrypted auth state, refreshed before they expire) and the workspace's
+own hub token may read them, so no secret is stored in the workspace. New workspaces get a
+copy of the notebook templates (``notebooks_templates/``).
 """
 
 from __future__ import annotations
 
+import base64
 import grp
 import hashlib
+import json
 import os
 import pwd
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -47,10 +53,18 @@ from tre.services import HomeServer, free_port
 
 HERE = Path(__file__).parent
 CONFIG = HERE.parents[1] / "infra" / "jupyterhub" / "jupyterhub_config.py"
+TEMPLATES = HERE.parents[1] / "notebooks_templates"
 START_TIMEOUT_S = 90
 ACCOUNT_PREFIX = "tre-w-"
 SERVICE = "tre"
 PAGE = 200
+#: The hub checks the researcher's Keycloak tokens at most this often, and renews the access
+#: token when it has less than FRESH_S left: a workspace always gets one valid for a minute.
+AUTH_REFRESH_S = 60
+FRESH_S = 120
+#: What a workspace's own hub token may do: report activity, be used by its server's OAuth,
+#: and read its researcher's tokens (to call the TRE's API as them).
+SERVER_TOKEN_SCOPES = ["access:servers!server", "users:activity!user", "admin:auth_state!user"]
 
 
 def refusal(db: Database, username: str, server_name: str) -> str | None:
@@ -199,6 +213,7 @@ def configure(c, settings: Settings) -> None:
     """Set the JupyterHub configuration ``c`` for the TRE of ``settings``."""
     from tornado import web
 
+    from tre import keys
     from tre.identity.server import client_secret
 
     state = settings.home / "hub"
@@ -231,6 +246,12 @@ def configure(c, settings: Settings) -> None:
     c.GenericOAuthenticator.enable_pkce = True
     # Anyone of the realm may log in; what they may start is decided per project below.
     c.GenericOAuthenticator.allow_all = True
+    # The researcher's tokens, kept encrypted by the hub, so that their workspace calls the TRE's
+    # API as them (tre.workspace) with nothing stored in it.
+    c.GenericOAuthenticator.enable_auth_state = True
+    c.CryptKeeper.keys = [keys.purpose_key(Home(settings.home).keys, "hub auth state")]
+    c.GenericOAuthenticator.auth_refresh_age = AUTH_REFRESH_S
+    c.GenericOAuthenticator.refresh_user_hook = fresh_tokens
 
     # The TRE's own access to the hub's API: stopping a project's workspaces.
     c.JupyterHub.services = [{"name": SERVICE, "api_token": api_token(Home(settings.home))}]
@@ -240,8 +261,14 @@ def configure(c, settings: Settings) -> None:
             "description": "Stop the workspaces of a project that is no longer provisioned.",
             "scopes": ["list:users", "read:users:name", "read:servers", "delete:servers"],
             "services": [SERVICE],
-        }
+        },
+        {
+            "name": "user",
+            "description": "A researcher: their own servers, and their own tokens for the API.",
+            "scopes": ["self", "admin:auth_state!user"],
+        },
     ]
+    c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES
 
     c.JupyterHub.allow_named_servers = True
     c.JupyterHub.named_server_limit_per_user = 0
@@ -262,6 +289,8 @@ def configure(c, settings: Settings) -> None:
     c.JupyterHub.spawner_class = "tre.hub.spawner.WorkspaceSpawner"
     c.WorkspaceSpawner.tre_home = str(settings.home)
     c.WorkspaceSpawner.workspace_env = str(env)
+    c.WorkspaceSpawner.portal_url = settings.portal_url
+    c.WorkspaceSpawner.templates = str(TEMPLATES)
     c.Spawner.cmd = [str(env / "bin" / "jupyterhub-singleuser")]
     c.Spawner.env_keep = ["LANG", "LC_ALL"]  # nothing of the hub's own environment
     c.Spawner.default_url = "/lab"
@@ -275,6 +304,39 @@ def configure(c, settings: Settings) -> None:
             raise web.HTTPError(403, reason)
 
     c.Spawner.pre_spawn_hook = check
+
+
+async def fresh_tokens(authenticator, user, auth_state):
+    """The hub's refresh of a researcher's tokens (``refresh_user_hook``): nothing to do while
+    the access token has more than :data:`FRESH_S` seconds left; else a new one from Keycloak
+    with the refresh token (False, "log in again", when Keycloak refuses it). The stock refresh
+    renews only an access token that has already expired."""
+    if not auth_state:
+        return None
+    if _seconds_left(auth_state.get("access_token", "")) > FRESH_S:
+        return True
+    refresh = auth_state.get("refresh_token")
+    if not refresh:
+        return None
+    try:
+        token_info = await authenticator.get_token_info(
+            None, authenticator.build_refresh_token_request_params(refresh)
+        )
+    except Exception as e:  # any refusal from Keycloak means a new login
+        authenticator.log.info("Renewing the tokens of %s failed (%s): new login", user.name, e)
+        return False
+    token_info.setdefault("refresh_token", refresh)
+    return await authenticator._token_to_auth_model(token_info)
+
+
+def _seconds_left(token: str) -> float:
+    """Seconds before a JWT's ``exp`` (read, not verified: the hub got it from Keycloak)."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"]) - time.time()
+    except (IndexError, ValueError, KeyError, TypeError):
+        return 0.0
 
 
 class HubServer(HomeServer):

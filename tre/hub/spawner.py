@@ -1,11 +1,15 @@
 """The spawner of project workspaces: JupyterHub's local-process spawner, run as the workspace's
-own OS account (:func:`tre.hub.ensure_account`) from the workspace virtualenv."""
+own OS account (:func:`tre.hub.ensure_account`) from the workspace virtualenv.
+
+A workspace's environment tells :mod:`tre.workspace` where it is: ``TRE_PROJECT``,
+``TRE_EXTRACTS`` (the project's extracts folder) and ``TRE_PORTAL_URL`` (the TRE's API)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import pwd
+import shutil
 import signal
 from pathlib import Path
 
@@ -13,6 +17,7 @@ from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
 from traitlets import Unicode
 
 from tre.home import Home
+from tre.projects import extracts
 
 
 class WorkspaceSpawner(LocalProcessSpawner):
@@ -22,6 +27,10 @@ class WorkspaceSpawner(LocalProcessSpawner):
         config=True
     )
     workspace_env = Unicode(help="The virtualenv workspaces run from.").tag(config=True)
+    portal_url = Unicode(help="The TRE's portal, whose API the workspace client calls.").tag(
+        config=True
+    )
+    templates = Unicode(help="Notebooks copied into each new workspace.").tag(config=True)
 
     async def start(self):
         from tre.hub import ensure_account
@@ -29,7 +38,20 @@ class WorkspaceSpawner(LocalProcessSpawner):
         self.account, self.folder = ensure_account(
             Home(Path(self.tre_home)), self.user.name, self.name
         )
+        self._copy_templates()
         return await super().start()
+
+    def _copy_templates(self) -> None:
+        """The notebook templates, into a workspace that does not have them yet (a researcher's
+        edited copy is never overwritten; a deleted one comes back at the next start)."""
+        if not self.templates:
+            return
+        for template in sorted(Path(self.templates).glob("*.ipynb")):
+            target = self.folder / template.name
+            if not target.exists():
+                shutil.copyfile(template, target)
+                os.chown(target, self.account.pw_uid, self.account.pw_gid)
+                target.chmod(0o600)
 
     async def stop(self, now=False):
         await super().stop(now=now)
@@ -53,6 +75,11 @@ class WorkspaceSpawner(LocalProcessSpawner):
         env["HOME"] = str(self.folder)
         env["SHELL"] = "/bin/sh"
         env["PATH"] = f"{self.workspace_env}/bin:/usr/bin:/bin"
+        env["TRE_PROJECT"] = self.name
+        env["TRE_EXTRACTS"] = str(
+            extracts.folder(Home(Path(self.tre_home)), self.name) / "extracts"
+        )
+        env["TRE_PORTAL_URL"] = self.portal_url
         return env
 
 

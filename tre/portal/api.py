@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from tre import airlock, audit, catalog, outputs, permissions, projects
-from tre.exceptions import NotFound
+from tre.exceptions import InvalidInput, NotFound
 from tre.outputs import privacy, specs
 from tre.people import Person
 from tre.portal import dcat, views
@@ -175,6 +175,51 @@ def project_output_check(
 ) -> dict[str, Any]:
     output, _ = outputs.check(state.home, state.db, project_id, specs.parse(body), person)
     return views.output_detail(output)
+
+
+@router.post(
+    "/projects/{project_id}/dp/plan",
+    summary="What a differentially private query would cost and how accurate it would be",
+)
+def project_dp_plan(
+    project_id: str,
+    body: dict[str, Any],
+    state=Depends(app_state),
+    person: Person = Depends(caller),
+) -> dict[str, Any]:
+    plan = outputs.preview_dp(state.db, project_id, _dp_spec(body), person)
+    granted, left = privacy.remaining(state.db, project_id)
+    return {
+        "query": plan.query,
+        "epsilon": plan.epsilon,
+        "accuracy": plan.accuracy,
+        "budget": {"granted": granted, "left": left},
+    }
+
+
+@router.post(
+    "/projects/{project_id}/dp",
+    status_code=201,
+    summary="Run a differentially private query: spends its ε of the project's budget",
+)
+def project_dp_run(
+    project_id: str,
+    body: dict[str, Any],
+    state=Depends(app_state),
+    person: Person = Depends(caller),
+) -> dict[str, Any]:
+    output, _ = outputs.run_dp(state.home, state.db, project_id, _dp_spec(body), person)
+    return views.output_detail(output)
+
+
+def _dp_spec(body: dict[str, Any]) -> specs.OutputSpec:
+    spec = specs.parse(body)
+    if spec.kind != "dp":
+        raise InvalidInput(
+            f"{spec.name} is a {spec.kind}, not a DP query: check it with "
+            f"POST /projects/{{id}}/outputs."
+        )
+    return spec
 
 
 @router.get("/projects/{project_id}/budget", summary="Privacy budget: granted and left")

@@ -1,0 +1,144 @@
+"""The project's extracts, as DuckDB views and Dask DataFrames.
+
+:func:`connect` returns a DuckDB connection that can read the project's extracts and nothing
+else: extensions are neither installed nor loaded, only the extracts folder (and the
+connection's own temporary folder) may be read, nothing may be written or attached outside
+memory, and the configuration is locked so none of that can be undone with ``SET``. Each extract
+is a view named after its dataset. This constrains SQL only; what the workspace's account may
+open at all is decided by the operating system (see docs/workspaces.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from tre.exceptions import ConfigError, InvalidInput
+
+MANIFEST = "manifest.json"
+#: Workers of the local Dask cluster: one process per core, up to 2 (a workspace shares the
+#: machine with the others).
+DASK_WORKERS = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Workspace:
+    project: str
+    extracts: Path
+    portal_url: str
+
+    @classmethod
+    def here(cls) -> Workspace:
+        """The workspace this kernel runs in, from the environment the hub gave it."""
+        missing = [v for v in ("TRE_PROJECT", "TRE_EXTRACTS") if not os.environ.get(v)]
+        if missing:
+            raise ConfigError(
+                f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: "
+                "tre.workspace runs inside a TRE workspace, started from the hub."
+            )
+        return cls(
+            os.environ["TRE_PROJECT"],
+            Path(os.environ["TRE_EXTRACTS"]),
+            os.environ.get("TRE_PORTAL_URL", "").rstrip("/"),
+        )
+
+    def manifest(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.extracts / MANIFEST).read_text())
+        except FileNotFoundError:
+            raise InvalidInput(
+                f"Project {self.project} has no extracts yet: ask a TRE administrator whether "
+                "it is provisioned."
+            ) from None
+
+    def files(self, table: str) -> list[str]:
+        datasets = self.manifest()["datasets"]
+        if table not in datasets:
+            raise InvalidInput(
+                f"Project {self.project} has no extract {table!r}; it has "
+                f"{', '.join(sorted(datasets))}."
+            )
+        return [str(self.extracts / f["path"]) for f in datasets[table]["files"]]
+
+
+def tables() -> dict[str, dict[str, Any]]:
+    """The project's extracts: for each, its title, rows and columns (name, type, meaning)."""
+    return {
+        name: {"title": d["title"], "rows": d["rows"], "columns": d["columns"]}
+        for name, d in Workspace.here().manifest()["datasets"].items()
+    }
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection over the project's extracts (one view per extract), sandboxed."""
+    workspace = Workspace.here()
+    datasets = workspace.manifest()["datasets"]
+    config: dict[str, Any] = {
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+    }
+    if threads:
+        config["threads"] = threads
+    con = duckdb.connect(":memory:", config=config)
+    temp = Path.home() / ".duckdb-tmp"
+    con.execute(f"SET temp_directory = {_sql_string(str(temp))}")
+    con.execute(f"SET allowed_directories = [{_sql_string(str(workspace.extracts))}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    for name in datasets:
+        files = ", ".join(_sql_string(f) for f in workspace.files(name))
+        con.execute(
+            f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet([{files}], '
+            "hive_partitioning = false)"
+        )
+    return con
+
+
+_cluster_lock = threading.Lock()
+_client = None
+
+
+def cluster():
+    """The kernel's Dask client, on a local cluster started the first time (loopback only, no
+    dashboard)."""
+    global _client
+    with _cluster_lock:
+        if _client is None or _client.status in ("closed", "closing"):
+            from dask.distributed import Client, LocalCluster
+
+            workers = max(1, min(DASK_WORKERS, os.cpu_count() or 1))
+            _client = Client(
+                LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                    local_directory=str(Path.home() / ".dask-tmp"),
+                )
+            )
+        return _client
+
+
+def dask(table: str, columns: list[str] | None = None):
+    """An extract as a Dask DataFrame computed on the kernel's local cluster: a partition per
+    file of the extract, row groups split so that each worker gets some of a single file."""
+    import dask.dataframe as dd
+
+    files = Workspace.here().files(table)
+    cluster()
+    # The files hold their partition column: folder names (year=2019) are not read as columns.
+    options = {"columns": columns, "dataset": {"partitioning": None}}
+    frame = dd.read_parquet(files, **options)
+    if frame.npartitions < DASK_WORKERS:
+        frame = dd.read_parquet(files, split_row_groups=True, **options)
+    return frame
