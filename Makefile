@@ -7,23 +7,21 @@ BIN := $(VENV)/bin
 export TRE_HOME ?= $(CURDIR)/var
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: setup demo test check fix docs docs-serve screenshots clean
+.PHONY: setup demo smoke test check fix docs docs-serve screenshots clean
 
-$(VENV)/.installed: pyproject.toml infra/setup.sh
+# tre.workspace runs from the workspaces' own environment: setup installs it there again when
+# it changes.
+$(VENV)/.installed: pyproject.toml infra/setup.sh $(wildcard tre/workspace/*.py) tre/exceptions.py
 	bash infra/setup.sh
 	touch $@
 
 setup: $(VENV)/.installed ## Install Debian packages (as root), .venv, Keycloak
 
-demo: export TRE_KEYCLOAK_SYNC = on
 demo: setup ## Keycloak; synthetic data ingested; example projects provisioned; portal; hub
-	$(BIN)/tre init
-	$(BIN)/tre identity up
-	$(BIN)/tre demo prepare
-	$(BIN)/tre audit verify
-	$(BIN)/tre portal up
-	@if [ "$$(id -u)" -eq 0 ]; then $(BIN)/tre hub up; \
-	else echo "demo: the hub needs root (each workspace runs under an account of its own)"; fi
+	$(BIN)/tre up
+
+smoke: setup ## Bring the whole TRE up, run a short journey through it, stop it
+	$(BIN)/tre up --smoke
 
 test: setup ## Run every test (Keycloak, PostgreSQL, browsers included)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -49,7 +47,5 @@ docs-serve: docs
 	$(BIN)/mkdocs serve -a 127.0.0.1:8001
 
 clean: ## Stop local servers and delete the TRE home (keeps downloads)
-	-$(BIN)/tre hub down
-	-$(BIN)/tre portal down
-	-$(BIN)/tre identity down
+	-$(BIN)/tre down
 	rm -rf var site

@@ -11,6 +11,7 @@ import base64
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from tre.hub import FRESH_S, fresh_tokens
 
@@ -48,7 +49,9 @@ class User:
 
 
 def _refresh(keycloak, state):
-    return asyncio.run(fresh_tokens(keycloak, User(), state))
+    # In a thread of its own: an earlier test (the browser's) may leave a loop running here.
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, fresh_tokens(keycloak, User(), state)).result()
 
 
 def test_a_token_with_time_left_is_kept():

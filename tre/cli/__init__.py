@@ -144,4 +144,4 @@ def run() -> None:
 
 
 # Register the commands of each part of the TRE.
-from tre.cli import audit, data, hub, identity, outputs, portal, projects  # noqa: E402, F401
+from tre.cli import audit, data, hub, identity, outputs, portal, projects, up  # noqa: E402, F401

@@ -279,6 +279,12 @@ def configure(c, settings: Settings) -> None:
             f"The workspace environment {env} is missing or incomplete: run `make setup` as "
             "root (it builds it from Debian's Python), or set TRE_WORKSPACE_ENV."
         )
+    stale = stale_client(env)
+    if stale:
+        raise ServiceUnavailable(
+            f"The workspace environment {env} holds another version of tre.workspace than this "
+            f"checkout ({', '.join(stale)}): run `make setup` as root to install it there."
+        )
     closed = [str(p) for p in (settings.home, *settings.home.parents) if not p.stat().st_mode & 1]
     if closed:
         raise ConfigError(
@@ -304,6 +310,20 @@ def configure(c, settings: Settings) -> None:
             raise web.HTTPError(403, reason)
 
     c.Spawner.pre_spawn_hook = check
+
+
+def stale_client(env: Path) -> list[str]:
+    """The files of the workspace client (``tre.workspace`` and the exceptions it raises) that
+    the workspace environment ``env`` does not hold as this checkout has them."""
+    tre = HERE.parent
+    installed = next(env.glob("lib/python3*/site-packages/tre"), env / "missing")
+    names = [f"workspace/{f.name}" for f in sorted((tre / "workspace").glob("*.py"))]
+    return [
+        name
+        for name in [*names, "exceptions.py"]
+        if not (installed / name).is_file()
+        or (installed / name).read_bytes() != (tre / name).read_bytes()
+    ]
 
 
 async def fresh_tokens(authenticator, user, auth_state):

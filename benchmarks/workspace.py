@@ -1,0 +1,174 @@
+"""Workspaces: how long a workspace takes to start, and what the DuckDB sandbox costs a query.
+
+    sudo .venv/bin/python benchmarks/workspace.py [--pupils 200000] [--spawns 10] [--queries 15]
+
+A throw-away TRE home is built as ``make demo`` builds one (synthetic deliveries, ingest, the
+example projects provisioned), with its own real Keycloak and JupyterHub (as ``tre hub up``
+runs it). alice logs in through Keycloak's form, as a browser would.
+
+* **spawn**: from the start request (``POST /hub/api/users/alice/servers/asthma-ks4``) until
+  the hub reports the server ready, polled every 50 ms; then it is stopped and removed, and
+  started again. Goal: median ≤ 3 s.
+* **query**: inside that workspace's kernel (its account, its environment), the same
+  aggregate over the ``ks4`` and ``pupils`` extracts on a ``tre.workspace.connect()``
+  connection and on a plain ``duckdb.connect()`` with the same views over the same Parquet
+  files, alternating, median of each. Goal: sandboxed / plain ≤ 1.05.
+
+Needs root (workspaces run under OS accounts of their own). The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import closing
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PROJECT = "asthma-ks4"
+QUERY = """
+    SELECT p.fsm_eligible, p.sex, count(*) AS pupils, avg(k.attainment8) AS attainment8,
+           avg(k.eng_maths_grade4::INT) AS grade4
+    FROM ks4 k JOIN pupils p USING (pseudo_id, academic_year)
+    GROUP BY ALL ORDER BY ALL
+"""
+
+#: Run in the kernel: both connections, the query timed on each in turn.
+IN_THE_KERNEL = """
+import duckdb, time, statistics
+from tre.workspace import connect
+from tre.workspace.sandbox import Workspace
+
+sandboxed = connect()
+plain = duckdb.connect()
+workspace = Workspace.here()
+for name in workspace.manifest()["datasets"]:
+    files = ", ".join(repr(f) for f in workspace.files(name))
+    plain.execute(
+        f'CREATE VIEW "{{name}}" AS SELECT * FROM read_parquet([{{files}}], '
+        "hive_partitioning = false)"
+    )
+assert sandboxed.execute(QUERY).fetchall() == plain.execute(QUERY).fetchall()
+times = {{"sandboxed": [], "plain": []}}
+for _ in range({queries}):
+    for kind, con in (("sandboxed", sandboxed), ("plain", plain)):
+        started = time.perf_counter()
+        con.execute(QUERY).fetchall()
+        times[kind].append(time.perf_counter() - started)
+rows = plain.execute("SELECT (SELECT count(*) FROM ks4), (SELECT count(*) FROM pupils)").fetchone()
+"""
+
+
+def spawn_once(client) -> float:
+    url = f"/hub/api/users/alice/servers/{PROJECT}"
+    started = time.perf_counter()
+    answer = client.post(url, headers={"X-XSRFToken": client.xsrf}, json={})
+    if answer.status_code not in (201, 202):
+        raise SystemExit(f"the workspace did not start: {answer.status_code} {answer.text}")
+    while True:
+        server = client.get("/hub/api/users/alice").json()["servers"].get(PROJECT, {})
+        if server.get("ready"):
+            return time.perf_counter() - started
+        if time.perf_counter() - started > 90:
+            raise SystemExit("the workspace was not ready within 90 s")
+        time.sleep(0.05)
+
+
+def stop(client) -> None:
+    client.request(
+        "DELETE",
+        f"/hub/api/users/alice/servers/{PROJECT}",
+        headers={"X-XSRFToken": client.xsrf},
+        json={"remove": True},
+    )
+    while PROJECT in client.get("/hub/api/users/alice").json()["servers"]:
+        time.sleep(0.1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pupils", type=int, default=200_000)
+    parser.add_argument("--spawns", type=int, default=10)
+    parser.add_argument("--queries", type=int, default=15)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: each workspace runs under an OS account of its own")
+
+    from tre import demo
+    from tre.config import Settings
+    from tre.hub import HubServer
+    from tre.hub.kernels import Kernel
+    from tre.identity import KeycloakServer
+    from tre.identity.tokens import hub_login
+    from tre.services import free_port
+
+    # /var/tmp, opened for passing through: workspace accounts must reach the project folders.
+    with tempfile.TemporaryDirectory(prefix="tre-bench-workspace-", dir="/var/tmp") as tmp:
+        Path(tmp).chmod(0o711)
+        environ = {
+            **os.environ,
+            "TRE_HOME": str(Path(tmp) / "home"),
+            "TRE_LOG_LEVEL": "WARNING",
+            "TRE_KEYCLOAK_PORT": str(free_port()),
+            "TRE_PORTAL_URL": f"http://127.0.0.1:{free_port()}",
+            "TRE_HUB_URL": f"http://127.0.0.1:{free_port()}",
+        }
+        settings = Settings.from_environ(environ)
+        started = time.perf_counter()
+        demo.prepare(settings, pupils=args.pupils, say=lambda line: None)
+        print(f"demo home with {args.pupils:,} pupils ({time.perf_counter() - started:.0f} s)")
+        keycloak = KeycloakServer.from_settings(settings)
+        hub = HubServer.from_settings(settings, environ)
+        try:
+            keycloak.start()
+            hub.start()
+            with closing(hub_login(settings.hub_url, "alice", settings.demo_password)) as alice:
+                spawn_once(alice)  # the first start makes the OS account and copies templates
+                stop(alice)
+                spawns = []
+                for n in range(args.spawns):
+                    spawns.append(spawn_once(alice))
+                    print(f"spawn {n + 1}: {spawns[-1]:.2f} s")
+                    if n + 1 < args.spawns:
+                        stop(alice)
+                server = alice.get("/hub/api/users/alice").json()["servers"][PROJECT]
+                with Kernel(alice, server["url"], timeout=900) as kernel:
+                    kernel.run(f"QUERY = {QUERY!r}")
+                    kernel.run(IN_THE_KERNEL.format(queries=args.queries))
+                    times = kernel.value("times")
+                    rows = kernel.value("list(rows)")
+                stop(alice)
+        finally:
+            hub.stop()
+            keycloak.stop()
+    sandboxed, plain = (statistics.median(times[k]) for k in ("sandboxed", "plain"))
+    spawn_median = statistics.median(spawns)
+    print(f"spawn: median {spawn_median:.2f} s, max {max(spawns):.2f} s (goal: median ≤ 3 s)")
+    print(
+        f"query over {rows[0]:,} ks4 and {rows[1]:,} pupils rows: sandboxed {sandboxed * 1000:.1f}"
+        f" ms, plain {plain * 1000:.1f} ms, ratio {sandboxed / plain:.3f} (goal ≤ 1.05)"
+    )
+    print(
+        json.dumps(
+            {
+                "pupils": args.pupils,
+                "spawns": [round(s, 3) for s in spawns],
+                "spawn_median_s": round(spawn_median, 3),
+                "query_rows": {"ks4": rows[0], "pupils": rows[1]},
+                "query_sandboxed_ms": round(sandboxed * 1000, 2),
+                "query_plain_ms": round(plain * 1000, 2),
+                "query_ratio": round(sandboxed / plain, 4),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
