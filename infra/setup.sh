@@ -82,6 +82,10 @@ with open("pyproject.toml", "rb") as f:
       "jupyterlab>=4" "${extra[@]}"
     echo "$wanted" > "$workspace_env/.tre-packages"
   fi
+  # rfc3987-syntax (pulled in by jsonschema[format-nongpl]) compiles some 35 Lark parsers when
+  # imported, which Jupyter's event schemas (that never use its "iri" format) trigger: 2 of the
+  # 4 s a workspace took to start here. jsonschema skips that format without it.
+  "$workspace_env/bin/python" -m pip uninstall --quiet --yes rfc3987-syntax 2>/dev/null || true
   # tre itself, every time: the workspace runs this checkout's tre.workspace.
   "$workspace_env/bin/python" -m pip install --quiet --no-deps --force-reinstall --no-cache-dir .
   # Nothing downloads from a workspace: results leave through the airlock.

@@ -15,6 +15,7 @@ import importlib
 import os
 import random
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -399,3 +400,52 @@ def portal(keycloak, synthetic, tmp_path_factory) -> Portal:
     )
     yield portal
     stop_portal(portal, served)
+
+
+# -- the hub -----------------------------------------------------------------------------------
+
+#: A provisioned project of bob's only, next to the portal's.
+HUB_OTHER = "hub-other"
+
+
+@pytest.fixture(scope="session")
+def hub(portal, keycloak):
+    """The hub on the URL Keycloak knows, over the portal's home, with a second provisioned
+    project (``hub-other``, of bob) next to the portal's (alice and bob)."""
+    from tre.hub import HubServer
+    from tre.identity.server import KeycloakServer
+
+    assert os.geteuid() == 0, "workspaces run under OS accounts of their own: run as root"
+    today = dt.date.today()
+    other = dataclasses.replace(
+        spec.load(REPO / "projects" / "fsm-ae.yaml"),
+        id=HUB_OTHER,
+        lead="bob",
+        members=("bob",),
+        start=today,
+        end=today + dt.timedelta(days=100),
+    )
+    provision_project(portal.home, portal.db, other, local_person("bob"))
+    for folder in portal.home.root.parents:  # pytest's temporary folders are 0700
+        if folder == Path(tempfile.gettempdir()):
+            break
+        folder.chmod(folder.stat().st_mode | 0o001)
+    environ = {
+        **portal.environ,
+        "TRE_HUB_CLIENT_SECRET": KeycloakServer.from_settings(keycloak.settings).secret(
+            "hub_secret"
+        ),
+    }
+    settings = Settings.from_environ(environ)
+    server = HubServer.from_settings(settings, environ)
+    server.start()
+    assert main(["hub", "status"], environ) == 0
+    yield settings
+    assert main(["hub", "down"], environ) == 0
+    assert main(["hub", "status"], environ) == 69
+    assert not any(p.endswith("jupyterhub-singleuser") for p in _commands()), "left running"
+
+
+def _commands() -> list[str]:
+    out = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True, check=True)
+    return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]

@@ -5,6 +5,7 @@ named by ``TRE_CHROMIUM``. Pages are saved as screenshots under the test's folde
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -48,3 +49,17 @@ def screenshot(tmp_path):
         return path
 
     return take
+
+
+def log_in(chromium, portal, username: str):
+    """A new browser context logged in to the portal as ``username`` through Keycloak's page."""
+    context = chromium.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(f"{portal.url}/login")
+    page.fill("#username", username)
+    page.fill("#password", portal.keycloak.settings.demo_password)
+    page.click("#kc-login")
+    page.wait_for_url(re.compile(re.escape(portal.url) + r"/?$"))
+    assert username in page.inner_text("header")
+    return page

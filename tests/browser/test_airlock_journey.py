@@ -13,24 +13,12 @@ import re
 import pytest
 import yaml
 
+from tests.browser.conftest import log_in
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.browser, pytest.mark.keycloak]
 
 PROJECT = "browser-project"
-
-
-def log_in(chromium, portal, username: str):
-    context = chromium.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.goto(f"{portal.url}/login")
-    page.fill("#username", username)
-    page.fill("#password", portal.keycloak.settings.demo_password)
-    page.click("#kc-login")
-    page.wait_for_url(re.compile(re.escape(portal.url) + r"/?$"))
-    assert username in page.inner_text("header")
-    return page
 
 
 def application() -> str:

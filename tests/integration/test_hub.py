@@ -4,13 +4,9 @@ account of its own that reaches its project's extracts and nothing else of the T
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
 import grp
 import os
 import pwd
-import subprocess
-import tempfile
 import time
 from contextlib import closing
 from pathlib import Path
@@ -18,61 +14,17 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.conftest import REPO, provision_project
+from tests.conftest import HUB_OTHER as OTHER
+from tests.conftest import REPO
 from tre import airlock, projects
-from tre.cli import main
-from tre.config import Settings
-from tre.hub import HubServer, workspace_account
+from tre.hub import workspace_account
 from tre.hub.kernels import Kernel, KernelError
-from tre.identity.server import KeycloakServer
 from tre.identity.tokens import hub_login
 from tre.outputs import privacy
 from tre.people import local_person
-from tre.projects import extracts, spec
+from tre.projects import extracts
 
 pytestmark = [pytest.mark.hub, pytest.mark.keycloak]
-
-OTHER = "hub-other"
-
-
-@pytest.fixture(scope="module")
-def hub(portal, keycloak):
-    """The hub on the URL Keycloak knows, over the portal's home, with a second provisioned
-    project (``hub-other``, of bob) next to the portal's (alice and bob)."""
-    assert os.geteuid() == 0, "workspaces run under OS accounts of their own: run as root"
-    today = dt.date.today()
-    other = dataclasses.replace(
-        spec.load(REPO / "projects" / "fsm-ae.yaml"),
-        id=OTHER,
-        lead="bob",
-        members=("bob",),
-        start=today,
-        end=today + dt.timedelta(days=100),
-    )
-    provision_project(portal.home, portal.db, other, local_person("bob"))
-    for folder in portal.home.root.parents:  # pytest's temporary folders are 0700
-        if folder == Path(tempfile.gettempdir()):
-            break
-        folder.chmod(folder.stat().st_mode | 0o001)
-    environ = {
-        **portal.environ,
-        "TRE_HUB_CLIENT_SECRET": KeycloakServer.from_settings(keycloak.settings).secret(
-            "hub_secret"
-        ),
-    }
-    settings = Settings.from_environ(environ)
-    server = HubServer.from_settings(settings, environ)
-    server.start()
-    assert main(["hub", "status"], environ) == 0
-    yield settings
-    assert main(["hub", "down"], environ) == 0
-    assert main(["hub", "status"], environ) == 69
-    assert not any(p.endswith("jupyterhub-singleuser") for p in _commands()), "left running"
-
-
-def _commands() -> list[str]:
-    out = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True, check=True)
-    return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
 
 
 def _start(client, user: str, name: str):

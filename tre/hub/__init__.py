@@ -54,6 +54,7 @@ from tre.services import HomeServer, free_port
 HERE = Path(__file__).parent
 CONFIG = HERE.parents[1] / "infra" / "jupyterhub" / "jupyterhub_config.py"
 TEMPLATES = HERE.parents[1] / "notebooks_templates"
+HUB_TEMPLATES = HERE.parents[1] / "infra" / "jupyterhub" / "templates"
 START_TIMEOUT_S = 90
 ACCOUNT_PREFIX = "tre-w-"
 SERVICE = "tre"
@@ -307,9 +308,34 @@ def configure(c, settings: Settings) -> None:
     def check(spawner) -> None:
         reason = refusal(db, spawner.user.name, spawner.name)
         if reason is not None:
-            raise web.HTTPError(403, reason)
+            refused = web.HTTPError(403, reason)
+            # What the hub's pages show (else "Failed to start your server on the last attempt").
+            refused.jupyterhub_message = reason
+            raise refused
 
     c.Spawner.pre_spawn_hook = check
+
+    def workspaces(user) -> list[dict]:
+        """The home page's rows: the user's projects, which can be started, which run."""
+        if user is None:
+            return []
+        from tre import projects
+
+        running = {name for name, spawner in user.spawners.items() if name and spawner.active}
+        return [
+            {
+                "id": p.id,
+                "title": p.title,
+                "state": p.state,
+                "startable": p.status is State.PROVISIONED,
+                "running": p.id in running,
+            }
+            for p in projects.listing(db)
+            if user.name in p.members()
+        ]
+
+    c.JupyterHub.template_paths = [str(HUB_TEMPLATES)]
+    c.JupyterHub.template_vars = {"tre_projects": workspaces, "tre_portal_url": settings.portal_url}
 
 
 def stale_client(env: Path) -> list[str]:

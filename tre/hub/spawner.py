@@ -6,11 +6,13 @@ A workspace's environment tells :mod:`tre.workspace` where it is: ``TRE_PROJECT`
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import pwd
 import shutil
 import signal
+import time
 from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
@@ -18,6 +20,8 @@ from traitlets import Unicode
 
 from tre.home import Home
 from tre.projects import extracts
+
+POLL_S = 0.05
 
 
 class WorkspaceSpawner(LocalProcessSpawner):
@@ -39,7 +43,23 @@ class WorkspaceSpawner(LocalProcessSpawner):
             Home(Path(self.tre_home)), self.user.name, self.name
         )
         self._copy_templates()
-        return await super().start()
+        started = await super().start()
+        await self._listening()
+        return started
+
+    async def _listening(self) -> None:
+        """Wait until the server accepts connections (or its process ends), polling every
+        :data:`POLL_S`: the hub's own check backs off exponentially (0.2, 0.4, 0.8, 1.6 s…),
+        which would add up to a second and a half to a start of two."""
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                _, writer = await asyncio.open_connection(self.ip or "127.0.0.1", self.port)
+            except OSError:
+                await asyncio.sleep(POLL_S)
+                continue
+            writer.close()
+            return
 
     def _copy_templates(self) -> None:
         """The notebook templates, into a workspace that does not have them yet (a researcher's
