@@ -435,6 +435,7 @@ def hub(portal, keycloak):
         "TRE_HUB_CLIENT_SECRET": KeycloakServer.from_settings(keycloak.settings).secret(
             "hub_secret"
         ),
+        "TRE_HUB_SWEEP_SECONDS": "2",
     }
     settings = Settings.from_environ(environ)
     server = HubServer.from_settings(settings, environ)

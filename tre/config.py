@@ -46,6 +46,16 @@ def _count_of(what: str) -> Callable[[str], int]:
     return count
 
 
+def _seconds(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 86_400:
+        raise ValueError("must be a number of seconds between 1 and 86400")
+    return n
+
+
 def _url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -226,6 +236,15 @@ SETTINGS: tuple[Setting, ...] = (
         "https://workspaces.tre.example.org",
     ),
     Setting(
+        "hub_sweep_seconds",
+        "TRE_HUB_SWEEP_SECONDS",
+        "60",
+        "How often the hub's sweeper expires projects past their end date and stops any running "
+        "workspace whose project is not provisioned or whose researcher left the project.",
+        _seconds,
+        "300",
+    ),
+    Setting(
         "workspace_env",
         "TRE_WORKSPACE_ENV",
         "/opt/tre/workspace-env",
@@ -300,6 +319,7 @@ class Settings:
     portal_workers: int
     portal_threads: int
     hub_url: str
+    hub_sweep_seconds: int
     workspace_env: str
     keycloak_sync: bool
     provisioner_secret: str

@@ -4,6 +4,8 @@ account of its own that reaches its project's extracts and nothing else of the T
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import grp
 import os
 import pwd
@@ -13,16 +15,17 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import sqlalchemy as sa
 
 from tests.conftest import HUB_OTHER as OTHER
-from tests.conftest import REPO
-from tre import airlock, projects
+from tests.conftest import REPO, provision_project
+from tre import airlock, audit, projects
 from tre.hub import workspace_account
 from tre.hub.kernels import Kernel, KernelError
 from tre.identity.tokens import hub_login
 from tre.outputs import privacy
 from tre.people import local_person
-from tre.projects import extracts
+from tre.projects import extracts, spec
 
 pytestmark = [pytest.mark.hub, pytest.mark.keycloak]
 
@@ -226,3 +229,51 @@ def _status(pid: str) -> dict[str, str]:
     except OSError:
         return {}
     return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
+def test_the_sweeper_stops_what_the_hub_would_not_start_and_expires_due_projects(hub, portal):
+    """Without any command or portal page: a state changed behind the TRE's back (here, in the
+    database directly, as if the hub had been down when the project was suspended), then an
+    end date that passes."""
+    today = dt.date.today()
+    project = dataclasses.replace(
+        spec.load(REPO / "projects" / "asthma-ks4.yaml"),
+        id="hub-sweep",
+        start=today,
+        end=today + dt.timedelta(days=30),
+        cohort=(),
+    )
+    provision_project(portal.home, portal.db, project, local_person("alice"))
+
+    def set_column(**values) -> None:
+        with portal.db.write() as session:
+            session.execute(
+                sa.update(projects.Project)
+                .where(projects.Project.id == project.id)
+                .values(**values)
+            )
+
+    def stopped_within(seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if project.id not in alice.get("/hub/api/users/alice").json()["servers"]:
+                return not _account_pids(account.pw_uid)
+            time.sleep(0.5)
+        return False
+
+    with closing(hub_login(hub.hub_url, "alice", "tre-demo")) as alice:
+        _running(alice, project.id)
+        account = pwd.getpwnam(workspace_account("alice", project.id))
+        set_column(state="suspended")
+        assert stopped_within(30), "the sweeper left a suspended project's workspace running"
+
+        set_column(state="provisioned")
+        _running(alice, project.id)
+        set_column(end_date=(today - dt.timedelta(days=1)).isoformat())
+        assert stopped_within(30), "the sweeper left an expired project's workspace running"
+    assert projects.get(portal.db, project.id).state == "expired"
+    with portal.db.read() as session:
+        actions = [
+            e["action"] for e in audit.events(session, object_type="project", object_id=project.id)
+        ]
+    assert actions[-1] == "project.expired"

@@ -107,34 +107,60 @@ def stop_workspaces(settings: Settings, project) -> list[str]:
     refuses to start them again whatever happens)."""
     if project.status is State.PROVISIONED or not HubServer.from_settings(settings).answers():
         return []
-    api = f"{settings.hub_url}/hub/api"
-    headers = {"Authorization": f"token {api_token(Home(settings.home))}"}
-    stopped = []
     try:
-        with httpx.Client(headers=headers, timeout=60) as client:
-            offset = 0
-            while True:
-                page = client.get(
-                    f"{api}/users", params={"state": "active", "offset": offset, "limit": PAGE}
-                )
-                page.raise_for_status()
-                users = page.json()
-                for user in users:
-                    if project.id in user.get("servers", {}):
-                        client.request(
-                            "DELETE",
-                            f"{api}/users/{user['name']}/servers/{project.id}",
-                            json={"remove": True},
-                        ).raise_for_status()
-                        stopped.append(user["name"])
-                if len(users) < PAGE:
-                    return stopped
-                offset += PAGE
+        return [user for user, _ in _stop_where(settings, lambda user, name: name == project.id)]
     except httpx.HTTPError as e:
         raise ServiceUnavailable(
             f"Project {project.id} is {project.state}, but the hub did not stop its workspaces "
             f"({e}). Stop them from the hub's admin page, or run the command again."
         ) from None
+
+
+def sweep(settings: Settings) -> list[tuple[str, str]]:
+    """What the hub's sweeper does every ``TRE_HUB_SWEEP_SECONDS``: expire the projects past
+    their end date (the access hooks then stop their workspaces), and stop any running
+    workspace the hub would not start now (its project is not provisioned, or its researcher
+    is no longer a member), whatever was missed while the hub was down. Returns the (user,
+    project) workspaces stopped by the second step."""
+    from tre import projects
+
+    db = Database(settings.metadata_url)
+    try:
+        projects.expire_due(db)
+        allowed = {
+            (member, p.id)
+            for p in projects.listing(db)
+            if p.status is State.PROVISIONED
+            for member in p.members()
+        }
+    finally:
+        db.dispose()
+    return _stop_where(settings, lambda user, name: (user, name) not in allowed)
+
+
+def _stop_where(settings: Settings, unwanted) -> list[tuple[str, str]]:
+    """Stop and remove every running workspace (user, server name) that ``unwanted`` picks."""
+    api = f"{settings.hub_url}/hub/api"
+    headers = {"Authorization": f"token {api_token(Home(settings.home))}"}
+    with httpx.Client(headers=headers, timeout=60) as client:
+        running, offset = [], 0
+        while True:
+            page = client.get(
+                f"{api}/users", params={"state": "active", "offset": offset, "limit": PAGE}
+            )
+            page.raise_for_status()
+            users = page.json()
+            running += [(u["name"], name) for u in users for name in u.get("servers", {})]
+            if len(users) < PAGE:
+                break
+            offset += PAGE
+        # Only once all are listed: each removal shifts the pages of active users.
+        stopped = [(user, name) for user, name in running if unwanted(user, name)]
+        for user, name in stopped:
+            client.request(
+                "DELETE", f"{api}/users/{user}/servers/{name}", json={"remove": True}
+            ).raise_for_status()
+    return stopped
 
 
 def workspace_account(username: str, project_id: str) -> str:
@@ -255,7 +281,18 @@ def configure(c, settings: Settings) -> None:
     c.GenericOAuthenticator.refresh_user_hook = fresh_tokens
 
     # The TRE's own access to the hub's API: stopping a project's workspaces.
-    c.JupyterHub.services = [{"name": SERVICE, "api_token": api_token(Home(settings.home))}]
+    # It is also the hub's sweeper (tre.hub.sweeper), a service the hub runs and restarts.
+    c.JupyterHub.services = [
+        {
+            "name": SERVICE,
+            "api_token": api_token(Home(settings.home)),
+            "command": [sys.executable, "-m", "tre.hub.sweeper"],
+            "environment": {
+                **{k: v for k, v in os.environ.items() if k.startswith("TRE_")},
+                "TRE_HOME": str(settings.home),
+            },
+        }
+    ]
     c.JupyterHub.load_roles = [
         {
             "name": "tre-lifecycle",
