@@ -59,6 +59,12 @@ def test_a_template_run_in_the_workspace_is_released_through_the_airlock(
     assert "Error" not in page.inner_text(".jp-Notebook")  # every cell ran
     made.scroll_into_view_if_needed()
     screenshot(page, "workspace-notebook")
+    # She stops it from the hub's home page.
+    page.goto(f"{hub.hub_url}/hub/home")
+    page.click(f"#stop-{portal.project}")
+    page.wait_for_selector(f"#start-{portal.project}:visible", timeout=60_000)
+    servers = context.request.get(f"{hub.hub_url}/hub/api/users/alice").json()["servers"]
+    assert not servers.get(portal.project, {}).get("ready")
     context.close()
 
     # Two output checkers approve it in the portal.

@@ -44,6 +44,7 @@ class Query:
 
 
 def _query(query: str, dataset: str, epsilon: float, name: str | None, **fields) -> Query:
+    fields["filters"] = [dict(f) for f in fields.get("filters", ())]
     spec = {
         "name": name or f"DP {query}" + (f" of {fields['value']}" if fields.get("value") else ""),
         "kind": "dp",
@@ -63,7 +64,7 @@ def count(
     dataset: str, *, epsilon: float, filters: Sequence[dict] = (), name: str | None = None
 ) -> Query:
     """How many people (one record per person) match ``filters``."""
-    return _query("count", dataset, epsilon, name, filters=[dict(f) for f in filters])
+    return _query("count", dataset, epsilon, name, filters=filters)
 
 
 def sum(  # the name researchers look for, as dp.sum
@@ -76,15 +77,7 @@ def sum(  # the name researchers look for, as dp.sum
     name: str | None = None,
 ) -> Query:
     """The sum of ``value`` over people, each person's total clamped to ``bounds``."""
-    return _query(
-        "sum",
-        dataset,
-        epsilon,
-        name,
-        value=value,
-        bounds=list(bounds),
-        filters=[dict(f) for f in filters],
-    )
+    return _query("sum", dataset, epsilon, name, value=value, bounds=list(bounds), filters=filters)
 
 
 def mean(
@@ -97,15 +90,7 @@ def mean(
     name: str | None = None,
 ) -> Query:
     """The mean of ``value`` over people, values clamped to ``bounds``."""
-    return _query(
-        "mean",
-        dataset,
-        epsilon,
-        name,
-        value=value,
-        bounds=list(bounds),
-        filters=[dict(f) for f in filters],
-    )
+    return _query("mean", dataset, epsilon, name, value=value, bounds=list(bounds), filters=filters)
 
 
 def histogram(
@@ -125,5 +110,5 @@ def histogram(
         name,
         value=value,
         categories=list(categories),
-        filters=[dict(f) for f in filters],
+        filters=filters,
     )
