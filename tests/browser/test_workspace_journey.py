@@ -10,6 +10,7 @@ import io
 import re
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.browser.conftest import log_in
 from tests.conftest import HUB_OTHER
@@ -49,8 +50,14 @@ def test_a_template_run_in_the_workspace_is_released_through_the_airlock(
     page.goto(f"{hub.hub_url}/user/alice/{portal.project}/lab/tree/{TEMPLATE}")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-    page.click("#jp-MainMenu >> text=Run")
-    page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+    for _ in range(3):  # a click on a menu JupyterLab is still laying out can be lost
+        page.click("#jp-MainMenu >> text=Run")
+        page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+        try:
+            page.wait_for_selector(".jp-InputPrompt:has-text('[1]')", timeout=20_000)
+            break
+        except PlaywrightTimeout:
+            screenshot(page, "workspace-not-running")
     made = page.wait_for_selector(
         ".jp-OutputArea-output:has-text('Export request #')", timeout=300_000
     )

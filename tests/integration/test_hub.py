@@ -22,6 +22,7 @@ from tests.conftest import REPO, provision_project
 from tre import airlock, audit, projects
 from tre.hub import workspace_account
 from tre.hub.kernels import Kernel, KernelError
+from tre.identity.groups import group_name
 from tre.identity.tokens import hub_login
 from tre.outputs import privacy
 from tre.people import local_person
@@ -46,6 +47,9 @@ def test_only_a_member_starts_a_provisioned_projects_workspace(hub, portal):
 
 
 def _refusals(alice, bob, portal) -> None:
+    # Keycloak's groups, mirrored (shown, not what decides).
+    assert group_name(portal.project) in alice.get("/hub/api/user").json()["groups"]
+    assert group_name(OTHER) not in alice.get("/hub/api/user").json()["groups"]
     default = _start(alice, "alice", "")
     assert default.status_code == 403
     assert portal.project in default.json()["message"]  # says which workspace to start

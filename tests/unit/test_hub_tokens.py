@@ -54,10 +54,11 @@ def _refresh(keycloak, state):
         return thread.submit(asyncio.run, fresh_tokens(keycloak, User(), state)).result()
 
 
-def test_a_token_with_time_left_is_kept():
+def test_a_token_with_time_left_is_kept_for_the_stock_refresh():
+    """None: the hub then reads Keycloak's userinfo with it (groups included), no new token."""
     keycloak = Keycloak()
     state = {"access_token": _jwt(FRESH_S + 60), "refresh_token": "r1"}
-    assert _refresh(keycloak, state) is True
+    assert _refresh(keycloak, state) is None
     assert keycloak.grants == []
 
 

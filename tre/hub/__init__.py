@@ -59,8 +59,9 @@ START_TIMEOUT_S = 90
 ACCOUNT_PREFIX = "tre-w-"
 SERVICE = "tre"
 PAGE = 200
-#: The hub checks the researcher's Keycloak tokens at most this often, and renews the access
-#: token when it has less than FRESH_S left: a workspace always gets one valid for a minute.
+#: The hub checks the researcher's Keycloak tokens (and groups) at most this often, and renews
+#: the access token when it has less than FRESH_S left: a workspace always gets one valid for a
+#: minute.
 AUTH_REFRESH_S = 60
 FRESH_S = 120
 #: What a workspace's own hub token may do: report activity, be used by its server's OAuth,
@@ -279,6 +280,11 @@ def configure(c, settings: Settings) -> None:
     c.CryptKeeper.keys = [keys.purpose_key(Home(settings.home).keys, "hub auth state")]
     c.GenericOAuthenticator.auth_refresh_age = AUTH_REFRESH_S
     c.GenericOAuthenticator.refresh_user_hook = fresh_tokens
+    # Keycloak's groups (project-<id>, custodian-<id>) mirrored as the hub's, read again before
+    # each start. They are shown, not trusted: who may start what is decided by refusal() below.
+    c.GenericOAuthenticator.manage_groups = True
+    c.GenericOAuthenticator.auth_state_groups_key = "oauth_user.groups"
+    c.GenericOAuthenticator.refresh_pre_spawn = True
 
     # The TRE's own access to the hub's API: stopping a project's workspaces.
     # It is also the hub's sweeper (tre.hub.sweeper), a service the hub runs and restarts.
@@ -390,14 +396,15 @@ def stale_client(env: Path) -> list[str]:
 
 
 async def fresh_tokens(authenticator, user, auth_state):
-    """The hub's refresh of a researcher's tokens (``refresh_user_hook``): nothing to do while
-    the access token has more than :data:`FRESH_S` seconds left; else a new one from Keycloak
-    with the refresh token (False, "log in again", when Keycloak refuses it). The stock refresh
-    renews only an access token that has already expired."""
+    """The hub's refresh of a researcher's tokens (``refresh_user_hook``). While the access
+    token has more than :data:`FRESH_S` seconds left, the stock refresh (None): Keycloak's
+    userinfo read again with it, which also refreshes the user's groups. Else a new token from
+    Keycloak with the refresh token (False, "log in again", when Keycloak refuses it): the stock
+    refresh renews only an access token that has already expired."""
     if not auth_state:
         return None
     if _seconds_left(auth_state.get("access_token", "")) > FRESH_S:
-        return True
+        return None
     refresh = auth_state.get("refresh_token")
     if not refresh:
         return None
