@@ -33,27 +33,17 @@ def _port(value: str) -> int:
     return port
 
 
-def _count_of(what: str) -> Callable[[str], int]:
+def _count_of(what: str, most: int = 64) -> Callable[[str], int]:
     def count(value: str) -> int:
         try:
             n = int(value)
         except ValueError:
             n = 0
-        if not 1 <= n <= 64:
-            raise ValueError(f"must be a number of {what} between 1 and 64")
+        if not 1 <= n <= most:
+            raise ValueError(f"must be a number of {what} between 1 and {most}")
         return n
 
     return count
-
-
-def _seconds(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if not 1 <= n <= 86_400:
-        raise ValueError("must be a number of seconds between 1 and 86400")
-    return n
 
 
 def _url(value: str) -> str:
@@ -241,7 +231,7 @@ SETTINGS: tuple[Setting, ...] = (
         "60",
         "How often the hub's sweeper expires projects past their end date and stops any running "
         "workspace whose project is not provisioned or whose researcher left the project.",
-        _seconds,
+        _count_of("seconds", 86_400),
         "300",
     ),
     Setting(
