@@ -48,9 +48,8 @@ from tre.workspace.sandbox import Workspace
 
 sandboxed = connect()
 plain = duckdb.connect()
-workspace = Workspace.here()
-for name in workspace.manifest()["datasets"]:
-    files = ", ".join(repr(f) for f in workspace.files(name))
+for name, paths in Workspace.here().files_by_table().items():
+    files = ", ".join(repr(f) for f in paths)
     plain.execute(
         f'CREATE VIEW "{{name}}" AS SELECT * FROM read_parquet([{{files}}], '
         "hive_partitioning = false)"
@@ -67,27 +66,20 @@ rows = plain.execute("SELECT (SELECT count(*) FROM ks4), (SELECT count(*) FROM p
 
 
 def spawn_once(client) -> float:
-    url = f"/hub/api/users/alice/servers/{PROJECT}"
+    from tre.hub.kernels import start_workspace, workspace_ready
+
     started = time.perf_counter()
-    answer = client.post(url, headers={"X-XSRFToken": client.xsrf}, json={})
+    answer = start_workspace(client, "alice", PROJECT)
     if answer.status_code not in (201, 202):
         raise SystemExit(f"the workspace did not start: {answer.status_code} {answer.text}")
-    while True:
-        server = client.get("/hub/api/users/alice").json()["servers"].get(PROJECT, {})
-        if server.get("ready"):
-            return time.perf_counter() - started
-        if time.perf_counter() - started > 90:
-            raise SystemExit("the workspace was not ready within 90 s")
-        time.sleep(0.05)
+    workspace_ready(client, "alice", PROJECT, poll=0.05)
+    return time.perf_counter() - started
 
 
 def stop(client) -> None:
-    client.request(
-        "DELETE",
-        f"/hub/api/users/alice/servers/{PROJECT}",
-        headers={"X-XSRFToken": client.xsrf},
-        json={"remove": True},
-    )
+    from tre.hub.kernels import stop_workspace
+
+    stop_workspace(client, "alice", PROJECT, remove=True)
     while PROJECT in client.get("/hub/api/users/alice").json()["servers"]:
         time.sleep(0.1)
 

@@ -21,7 +21,7 @@ import httpx
 
 from tre.config import Settings
 from tre.exceptions import TREError
-from tre.hub.kernels import Kernel
+from tre.hub.kernels import Kernel, start_workspace, stop_workspace, workspace_ready
 from tre.identity.tokens import hub_login, password_grant
 
 PROJECT = "asthma-ks4"
@@ -55,7 +55,7 @@ def run(settings: Settings, say: Callable[[str], None] = print) -> None:
     password = settings.demo_password
     with closing(hub_login(settings.hub_url, RESEARCHER, password)) as hub:
         step(f"{RESEARCHER} logged in to the hub through Keycloak")
-        refused = _start(hub, OTHER_PROJECT)
+        refused = start_workspace(hub, RESEARCHER, OTHER_PROJECT)
         if refused.status_code != 403:
             raise SmokeFailed(f"Starting {OTHER_PROJECT} as {RESEARCHER} was not refused.")
         step(f"starting {OTHER_PROJECT} (not hers) was refused: {refused.json()['message']}")
@@ -71,9 +71,7 @@ def run(settings: Settings, say: Callable[[str], None] = print) -> None:
                 f"asked for in export request #{request_id}"
             )
         finally:
-            hub.delete(
-                f"/hub/api/users/{RESEARCHER}/servers/{PROJECT}", headers={"X-XSRFToken": hub.xsrf}
-            )
+            stop_workspace(hub, RESEARCHER, PROJECT)
     api = f"{settings.portal_url}/api/v1"
     for checker in CHECKERS:
         _call(
@@ -92,25 +90,14 @@ def run(settings: Settings, say: Callable[[str], None] = print) -> None:
     step("passed")
 
 
-def _start(hub: httpx.Client, project: str) -> httpx.Response:
-    return hub.post(
-        f"/hub/api/users/{RESEARCHER}/servers/{project}",
-        headers={"X-XSRFToken": hub.xsrf},
-        json={},
-    )
-
-
 def _running(hub: httpx.Client, project: str) -> dict:
-    answer = _start(hub, project)
+    answer = start_workspace(hub, RESEARCHER, project)
     if answer.status_code not in (201, 202, 400):  # 400: already running
         raise SmokeFailed(f"The workspace of {project} did not start: {answer.text[:300]}")
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        server = hub.get(f"/hub/api/users/{RESEARCHER}").json()["servers"].get(project, {})
-        if server.get("ready"):
-            return server
-        time.sleep(0.5)
-    raise SmokeFailed(f"The workspace of {project} was not ready within {READY_TIMEOUT_S} s.")
+    try:
+        return workspace_ready(hub, RESEARCHER, project, READY_TIMEOUT_S)
+    except TimeoutError as e:
+        raise SmokeFailed(str(e)) from None
 
 
 def _call(settings: Settings, user: str, method: str, url: str, body=None) -> httpx.Response:

@@ -21,7 +21,13 @@ from tests.conftest import HUB_OTHER as OTHER
 from tests.conftest import REPO, provision_project
 from tre import airlock, audit, projects
 from tre.hub import workspace_account
-from tre.hub.kernels import Kernel, KernelError
+from tre.hub.kernels import (
+    Kernel,
+    KernelError,
+    start_workspace,
+    stop_workspace,
+    workspace_ready,
+)
 from tre.identity.groups import group_name
 from tre.identity.tokens import hub_login
 from tre.outputs import privacy
@@ -29,12 +35,6 @@ from tre.people import local_person
 from tre.projects import extracts, spec
 
 pytestmark = [pytest.mark.hub, pytest.mark.keycloak]
-
-
-def _start(client, user: str, name: str):
-    return client.post(
-        f"/hub/api/users/{user}/servers/{name}", headers={"X-XSRFToken": client.xsrf}, json={}
-    )
 
 
 def test_only_a_member_starts_a_provisioned_projects_workspace(hub, portal):
@@ -48,16 +48,16 @@ def test_only_a_member_starts_a_provisioned_projects_workspace(hub, portal):
 
 def _refusals(alice, bob, portal) -> None:
     # Keycloak's groups, mirrored (shown, not what decides).
-    assert group_name(portal.project) in alice.get("/hub/api/user").json()["groups"]
-    assert group_name(OTHER) not in alice.get("/hub/api/user").json()["groups"]
-    default = _start(alice, "alice", "")
+    groups = alice.get("/hub/api/user").json()["groups"]
+    assert group_name(portal.project) in groups and group_name(OTHER) not in groups
+    default = start_workspace(alice, "alice", "")
     assert default.status_code == 403
     assert portal.project in default.json()["message"]  # says which workspace to start
-    foreign = _start(alice, "alice", OTHER)
+    foreign = start_workspace(alice, "alice", OTHER)
     assert foreign.status_code == 403 and "not a member" in foreign.json()["message"]
-    pending = _start(bob, "bob", portal.pending)
+    pending = start_workspace(bob, "bob", portal.pending)
     assert pending.status_code == 403 and "is submitted" in pending.json()["message"]
-    assert _start(alice, "bob", OTHER).status_code in (403, 404)  # nobody starts another's
+    assert start_workspace(alice, "bob", OTHER).status_code in (403, 404)  # nobody starts another's
 
 
 def test_a_workspace_runs_as_its_own_account_and_reads_only_its_project(hub, portal):
@@ -67,15 +67,9 @@ def test_a_workspace_runs_as_its_own_account_and_reads_only_its_project(hub, por
 
 def _running(alice, project: str) -> dict:
     """Start alice's workspace of ``project``; return its server once ready."""
-    started = _start(alice, "alice", project)
+    started = start_workspace(alice, "alice", project)
     assert started.status_code in (201, 202), started.text
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        server = alice.get("/hub/api/users/alice").json()["servers"].get(project, {})
-        if server.get("ready"):
-            return server
-        time.sleep(1)
-    raise AssertionError(f"alice's workspace of {project} did not start: {server}")
+    return workspace_ready(alice, "alice", project, poll=1)
 
 
 def _account_pids(uid: int) -> list[str]:
@@ -143,9 +137,7 @@ def _workspace(alice, portal) -> None:
     assert alice.get(f"{server['url']}files/results.csv").status_code == 403  # …no download
     export = alice.get(f"{server['url']}nbconvert/html/results.csv?download=true")
     assert export.status_code == 404
-    assert alice.delete(
-        f"/hub/api/users/alice/servers/{portal.project}", headers={"X-XSRFToken": alice.xsrf}
-    ).status_code in (202, 204)
+    assert stop_workspace(alice, "alice", portal.project).status_code in (202, 204)
 
 
 #: Run first in a kernel: ``opens(path)`` says whether the kernel's account may read a file.
@@ -184,9 +176,7 @@ def test_the_notebook_templates_run_in_a_workspace_and_request_an_export(hub, po
             # No Keycloak token (a JWT) in the kernel's environment.
             kernel.run("import os")
             assert kernel.value("[k for k, v in os.environ.items() if v.startswith('eyJ')]") == []
-        alice.delete(
-            f"/hub/api/users/alice/servers/{portal.project}", headers={"X-XSRFToken": alice.xsrf}
-        )
+        stop_workspace(alice, "alice", portal.project)
     made = [r for r in airlock.of_project(portal.db, portal.project) if r.id not in requests_before]
     assert len(made) == 1 and made[0].author == "alice" and made[0].state == "in_review"
     view = airlock.view(portal.db, made[0].id, local_person("alice"))
@@ -220,7 +210,7 @@ def test_suspending_a_project_stops_its_running_workspaces(hub, portal):
             assert not _account_pids(account.pw_uid), "the workspace still runs"
             servers = alice.get("/hub/api/users/alice").json()["servers"]
             assert portal.project not in servers
-            refused = _start(alice, "alice", portal.project)
+            refused = start_workspace(alice, "alice", portal.project)
             assert refused.status_code == 403 and "is suspended" in refused.json()["message"]
     finally:
         projects.set_state(portal.db, portal.project, "resume", ada)

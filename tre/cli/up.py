@@ -95,11 +95,8 @@ def _down(ctx: Context) -> None:
 
     settings = ctx.settings
     for name, server in (
-        ("hub", HubServer.from_settings(settings, ctx.environ)),
-        ("portal", PortalServer.from_settings(settings, ctx.environ)),
+        ("Hub", HubServer.from_settings(settings, ctx.environ)),
+        ("Portal", PortalServer.from_settings(settings, ctx.environ)),
         ("Keycloak", KeycloakServer.from_settings(settings)),
     ):
-        click.echo(
-            f"{name.capitalize() if name != 'Keycloak' else name} "
-            f"{'stopped' if server.stop() else 'was not running'}."
-        )
+        click.echo(f"{name} {'stopped' if server.stop() else 'was not running'}.")

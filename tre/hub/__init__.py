@@ -378,7 +378,12 @@ def configure(c, settings: Settings) -> None:
         ]
 
     c.JupyterHub.template_paths = [str(HUB_TEMPLATES)]
-    c.JupyterHub.template_vars = {"tre_projects": workspaces, "tre_portal_url": settings.portal_url}
+    # The hub computes template variables for every page it renders: the rows are read only by
+    # the home page, when it calls tre_projects().
+    c.JupyterHub.template_vars = {
+        "tre_projects": lambda user: lambda: workspaces(user),
+        "tre_portal_url": settings.portal_url,
+    }
 
 
 def stale_client(env: Path) -> list[str]:

@@ -1,8 +1,11 @@
-"""Run code in a workspace's kernel, through the hub's proxy, as the researcher's browser does:
-the Jupyter server's REST API starts the kernel, its websocket carries the Jupyter messages.
+"""A researcher's side of the hub, as their browser does it: start a workspace, wait for it,
+stop it (the hub's API), and run code in its kernel through the hub's proxy (the Jupyter
+server's REST API starts the kernel, its websocket carries the Jupyter messages).
 
 For the tests, the workspace benchmark and ``tre up --smoke``: what they prove is proved from
 inside a real spawned kernel, under the workspace's account, with the workspace's environment.
+The ``client`` of each is an HTTP client logged in to the hub
+(:func:`tre.identity.tokens.hub_login`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,41 @@ import httpx
 from tre.exceptions import ServiceUnavailable
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def start_workspace(client: httpx.Client, user: str, project: str) -> httpx.Response:
+    """Ask the hub to start ``user``'s workspace of ``project``; the hub's answer."""
+    return client.post(
+        f"/hub/api/users/{user}/servers/{project}", headers={"X-XSRFToken": client.xsrf}, json={}
+    )
+
+
+def workspace_ready(
+    client: httpx.Client, user: str, project: str, timeout: float = 90, poll: float = 0.5
+) -> dict:
+    """Wait until the hub reports ``user``'s workspace of ``project`` ready; its server model."""
+    deadline = time.monotonic() + timeout
+    server: dict = {}
+    while time.monotonic() < deadline:
+        server = client.get(f"/hub/api/users/{user}").json()["servers"].get(project, {})
+        if server.get("ready"):
+            return server
+        time.sleep(poll)
+    raise TimeoutError(
+        f"{user}'s workspace of {project} was not ready within {timeout} s: {server}"
+    )
+
+
+def stop_workspace(
+    client: httpx.Client, user: str, project: str, remove: bool = False
+) -> httpx.Response:
+    """Ask the hub to stop (and with ``remove``, forget) ``user``'s workspace of ``project``."""
+    return client.request(
+        "DELETE",
+        f"/hub/api/users/{user}/servers/{project}",
+        headers={"X-XSRFToken": client.xsrf},
+        json={"remove": remove},
+    )
 
 
 class KernelError(Exception):

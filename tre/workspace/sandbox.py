@@ -57,14 +57,21 @@ class Workspace:
                 "it is provisioned."
             ) from None
 
+    def files_by_table(self) -> dict[str, list[str]]:
+        """The Parquet files of each extract (the manifest read once)."""
+        return {
+            name: [str(self.extracts / f["path"]) for f in d["files"]]
+            for name, d in self.manifest()["datasets"].items()
+        }
+
     def files(self, table: str) -> list[str]:
-        datasets = self.manifest()["datasets"]
-        if table not in datasets:
+        found = self.files_by_table()
+        if table not in found:
             raise InvalidInput(
                 f"Project {self.project} has no extract {table!r}; it has "
-                f"{', '.join(sorted(datasets))}."
+                f"{', '.join(sorted(found))}."
             )
-        return [str(self.extracts / f["path"]) for f in datasets[table]["files"]]
+        return found[table]
 
 
 def tables() -> dict[str, dict[str, Any]]:
@@ -82,7 +89,7 @@ def _sql_string(value: str) -> str:
 def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection over the project's extracts (one view per extract), sandboxed."""
     workspace = Workspace.here()
-    datasets = workspace.manifest()["datasets"]
+    extracts = workspace.files_by_table()
     config: dict[str, Any] = {
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": False,
@@ -95,8 +102,8 @@ def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     con.execute(f"SET allowed_directories = [{_sql_string(str(workspace.extracts))}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
-    for name in datasets:
-        files = ", ".join(_sql_string(f) for f in workspace.files(name))
+    for name, paths in extracts.items():
+        files = ", ".join(_sql_string(f) for f in paths)
         con.execute(
             f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet([{files}], '
             "hive_partitioning = false)"
