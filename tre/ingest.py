@@ -173,21 +173,32 @@ def _identities_sql(dataset: Dataset) -> str:
     """Normalised identities of the valid rows of a delivered dataset, for linkage.
 
     Pupils: one row per distinct identity, with the pupil's person_key. Patients: one row per
-    record, with its dataset and record id."""
+    distinct identity of those with an NHS number (with how many records carry it), and one
+    per record without one (with its dataset and record id)."""
     raw = validation.raw_table(dataset)
     valid = f"rowid + 1 NOT IN (SELECT row_number FROM bad_{dataset.name})"
+    ids = "forename, surname, date_of_birth, sex, postcode"
     if dataset.record_key is None:
-        distinct = (
-            f"(SELECT DISTINCT upn, forename, surname, date_of_birth, sex, postcode "
-            f"FROM {raw} WHERE {valid}) AS d"
-        )
+        distinct = f"(SELECT DISTINCT upn, {ids} FROM {raw} WHERE {valid}) AS d"
         return (
             f"SELECT *, {pseudonyms.hmac_sql(chr(39) + 'upn:' + chr(39) + ' || upn')} "
             f"AS person_key FROM ({linkage.identity_select(distinct, nhs=False)})"
         )
-    select = linkage.identity_select(raw, nhs=True, where=valid)
-    return select.replace(
-        "SELECT ", f"SELECT '{dataset.name}' AS dataset, \"{dataset.record_key}\" AS record_id, ", 1
+    grouped = (
+        f"(SELECT nhs_number, {ids}, count(*) AS records FROM {raw} "
+        f"WHERE {valid} AND nhs_number IS NOT NULL GROUP BY ALL) AS g"
+    )
+    patients = linkage.identity_select(grouped, nhs=True, keep="records")
+    orphans = linkage.identity_select(
+        raw,
+        nhs=True,
+        keep=f"'{dataset.name}' AS dataset, \"{dataset.record_key}\" AS record_id",
+        where=f"{valid} AND nhs_number IS NULL",
+    )
+    return (
+        f"SELECT NULL AS dataset, NULL AS record_id, nhs, fn, sn, dob, sex, pc, records "
+        f"FROM ({patients}) UNION ALL "
+        f"SELECT dataset, record_id, nhs, fn, sn, dob, sex, pc, 1 FROM ({orphans})"
     )
 
 
@@ -228,18 +239,29 @@ def _write_curated(con, dataset: Dataset, staging: Path, typed: bool, any_bad: b
     )
 
 
-def _rekey(con, home: Home, version: curated.DatasetVersion, staging: Path) -> bool:
+def _rekey(
+    con, home: Home, version: curated.DatasetVersion, landing: Path | None, staging: Path
+) -> bool:
     """Rewrite another custodian's current hospital data when linkage changed its keys.
 
     A pupil's key derives from their UPN alone and never changes; a hospital record's key
-    changes when its patient is newly linked to (or unlinked from) a pupil."""
+    changes when its patient is newly linked to (or unlinked from) a pupil. Which record is
+    whose is read again from the file of the latest delivery, in the landing store."""
     dataset = catalog.dataset(version.dataset)
-    if dataset.record_key is None:
+    if dataset.record_key is None or landing is None:
         return False
+    delivered = landing / dataset.file_name
+    if not delivered.is_file():
+        return False
+    nhs = dataset.identity_columns()[Identity.NHS_NUMBER].name
+    records = (
+        f"SELECT '{dataset.name}' AS dataset, \"{dataset.record_key}\" AS record_id, "
+        f"\"{nhs}\" AS nhs FROM read_csv('{delivered}', all_varchar = true, header = true)"
+    )
     source = f"read_parquet('{curated.parquet_glob(home, version)}')"
     join = (
-        f"{source} c LEFT JOIN ({linkage.record_keys()}) k ON k.dataset = '{dataset.name}' "
-        f'AND k.record_id = c."{dataset.record_key}"'
+        f"{source} c LEFT JOIN ({linkage.record_keys(records)}) k "
+        f'ON k.record_id = c."{dataset.record_key}"'
     )
     changed = con.execute(
         f"SELECT count(*) FROM {join} WHERE k.person_key IS DISTINCT FROM c.person_key"
@@ -450,7 +472,7 @@ def _ingest(
             if existing.custodian == custodian.id:
                 continue
             staging = staging_root / name
-            if _rekey(con, home, existing, staging):
+            if _rekey(con, home, existing, _landing_of(home, others.get(other_custodian)), staging):
                 report.rekeyed.append(name)
                 staged.append(
                     curated.StagedVersion(
@@ -500,17 +522,20 @@ def _ingest(
         progress.close()
 
 
+def _landing_of(home: Home, delivery: curated.Delivery | None) -> Path | None:
+    return None if delivery is None else home.root / delivery.landing_path
+
+
 def _identities_of(home: Home, delivery: curated.Delivery | None) -> Path | None:
-    if delivery is None:
-        return None
-    return home.root / delivery.landing_path / IDENTITIES
+    landing = _landing_of(home, delivery)
+    return None if landing is None else landing / IDENTITIES
 
 
 EMPTY_IDENTITIES = {
     linkage.PUPIL_IDS: "upn VARCHAR, fn VARCHAR, sn VARCHAR, dob DATE, sex VARCHAR, pc VARCHAR, "
     "person_key VARCHAR",
     linkage.PATIENT_IDS: "dataset VARCHAR, record_id VARCHAR, nhs VARCHAR, fn VARCHAR, "
-    "sn VARCHAR, dob DATE, sex VARCHAR, pc VARCHAR",
+    "sn VARCHAR, dob DATE, sex VARCHAR, pc VARCHAR, records BIGINT",
 }
 
 

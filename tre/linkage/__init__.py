@@ -17,6 +17,10 @@ Names are normalised (capitals, letters only, accents removed) and compared also
 group of nicknames and spellings (:mod:`tre.linkage.names`). Sex codes of both custodians are
 harmonised. Keys are compared through two independent 64-bit hashes of their values.
 
+The work is in proportion to what is left to link: the first level joins everyone; each later
+level first intersects the keys of those still unlinked, then counts the holders of only those
+keys among everyone. Records without an NHS number look up the keys of all levels at once.
+
 Each person then has ``person_key = HMAC-SHA256(K_link, identity)``, the identity being
 ``upn:<UPN>`` for anyone who is a pupil, else ``nhs:<NHS number>``, else
 ``rec:<dataset>:<record id>``: a pupil's key never changes when hospital data arrives.
@@ -25,10 +29,14 @@ Each person then has ``person_key = HMAC-SHA256(K_link, identity)``, the identit
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import duckdb
+import numpy as np
+import pyarrow as pa
 
 from tre import pseudonyms
+from tre.linkage import matching
 from tre.linkage.names import equivalence_classes
 
 #: Match keys, strictest first: (name, pupil-side columns, patient-side columns).
@@ -43,8 +51,11 @@ LEVELS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
 FUZZY = "similar names"
 MAX_EDITS = 1
 
-#: Input tables: link_pupils (upn, fn, sn, dob, sex, pc, person_key), one row per distinct
-#: identity; link_patients (dataset, record_id, nhs, fn, sn, dob, sex, pc), one row per record.
+#: Input tables. link_pupils (upn, fn, sn, dob, sex, pc, person_key): one row per distinct
+#: identity of a pupil. link_patients (dataset, record_id, nhs, fn, sn, dob, sex, pc, records):
+#: one row per distinct identity of a patient with an NHS number (dataset and record_id NULL,
+#: ``records`` the number of records carrying it), and one row per record without an NHS
+#: number (``records`` = 1).
 PUPIL_IDS = "link_pupils"
 PATIENT_IDS = "link_patients"
 IDENTITY = ("fn", "sn", "dob", "sex", "pc")
@@ -54,12 +65,13 @@ def _name(column: str) -> str:
     return f"upper(regexp_replace(strip_accents({column}), '[^A-Za-z]', '', 'g'))"
 
 
-def identity_select(table: str, *, nhs: bool, where: str = "true") -> str:
-    """SQL selecting normalised identities from a raw (all-text) delivery table."""
+def identity_select(table: str, *, nhs: bool, where: str = "true", keep: str = "") -> str:
+    """SQL selecting normalised identities from a raw delivery table (and ``keep``, a list of
+    its other columns)."""
     sex = "CASE WHEN sex IN ('M', '1') THEN 'M' WHEN sex IN ('F', '2') THEN 'F' END"
     extra = "nhs_number AS nhs, " if nhs else "upn, "
     return f"""
-        SELECT {extra}
+        SELECT {extra} {keep + ", " if keep else ""}
                {_name("forename")} AS fn, {_name("surname")} AS sn,
                TRY_CAST(date_of_birth AS DATE) AS dob, {sex} AS sex,
                upper(replace(postcode, ' ', '')) AS pc
@@ -92,199 +104,334 @@ def _normalised(source: str, id_columns: str) -> str:
         LEFT JOIN link_names s ON s.name = i.sn"""
 
 
-def _prepare(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute("CREATE OR REPLACE TEMP TABLE link_names (name VARCHAR, canonical VARCHAR)")
-    con.executemany("INSERT INTO link_names VALUES (?, ?)", list(equivalence_classes().items()))
-    ids = ", ".join(IDENTITY)
-    # Without patients there is nothing to link pupils to: skip their normalisation.
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE link_pupils_n AS "
-        + _normalised(
-            f"SELECT upn, {ids} FROM {PUPIL_IDS} WHERE EXISTS (SELECT 1 FROM {PATIENT_IDS})",
-            "upn",
-        )
-    )
-    # Each distinct way a patient with an NHS number was recorded; and the records without one.
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE link_variants AS "
-        + _normalised(f"SELECT DISTINCT nhs, {ids} FROM {PATIENT_IDS} WHERE nhs IS NOT NULL", "nhs")
-    )
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE link_orphans AS "
-        + _normalised(
-            f"SELECT dataset, record_id, {ids} FROM {PATIENT_IDS} WHERE nhs IS NULL",
-            "dataset || ':' || record_id AS rid, dataset, record_id",
-        )
-    )
-
-
-def _keyed(table: str, columns: tuple[str, ...], owner: str) -> str:
-    """Rows of ``table`` with their key as two independent 64-bit hashes ``h1``, ``h2``.
-
-    Keys are compared by both hashes: two different keys collide with a probability of about
-    2^-128 per pair, far below any error the identifiers themselves carry.
-    """
-    cols = ", ".join(columns)
-    not_null = " AND ".join(f"{c} IS NOT NULL" for c in columns)
+def _hashed(columns: tuple[str, ...], name: str) -> str:
+    """Select-list expressions for a key as two independent 64-bit hashes (0 where a part is
+    missing): two different keys collide on both with a probability of about 2^-128 per pair,
+    far below any error the identifiers themselves carry."""
+    listed = ", ".join(columns)
+    present = " AND ".join(f"{c} IS NOT NULL" for c in columns)
     return (
-        f"SELECT hash({cols}) AS h1, hash('tre-link', {cols}) AS h2, {owner} AS owner "
-        f"FROM {table} WHERE {not_null}"
+        f"CASE WHEN {present} THEN hash({listed}) ELSE 0 END AS {name}_1, "
+        f"CASE WHEN {present} THEN hash('tre-link', {listed}) ELSE 0 END AS {name}_2"
     )
 
 
-def _unique_among(keyed: str, wanted: str) -> str:
-    """Of the keys in ``wanted``, those held by exactly one owner in ``keyed``."""
-    return f"""(SELECT k.h1, k.h2, min(k.owner) AS owner
-                FROM ({keyed}) k JOIN {wanted} w ON k.h1 = w.h1 AND k.h2 = w.h2
-                GROUP BY k.h1, k.h2 HAVING min(k.owner) = max(k.owner))"""
+PUPIL_KEYS = tuple(dict.fromkeys(pupil_cols for _, pupil_cols, _ in LEVELS))
+PATIENT_KEYS = tuple(dict.fromkeys(patient_cols for _, _, patient_cols in LEVELS))
 
 
-def _one_to_one(con: duckdb.DuckDBPyConnection, level: str) -> int:
-    """Keep candidate pairs where each side has one candidate; record them as links."""
-    n = con.execute(f"""
-        INSERT INTO link_pairs
-        SELECT upn, nhs, '{level}' FROM (
-            SELECT upn, nhs, count(*) OVER (PARTITION BY upn) AS of_upn,
-                   count(*) OVER (PARTITION BY nhs) AS of_nhs
-            FROM link_candidates)
-        WHERE of_upn = 1 AND of_nhs = 1
-    """).fetchone()[0]
-    con.execute(
-        f"DELETE FROM link_open_pupils WHERE upn IN "
-        f"(SELECT upn FROM link_pairs WHERE level = '{level}')"
+@dataclasses.dataclass
+class _Side:
+    """Identities fetched from DuckDB: each row's holder (a dense id), its keys, and what the
+    fuzzy pass compares."""
+
+    holder_column: str | None
+    first: np.ndarray
+    """A row of each holder id."""
+    holder: np.ndarray
+    keys: dict[tuple[str, ...], matching.Held]
+    rows: pa.Table
+    """Per row: fnc, snc, dob, sex (and dataset, record_id for records)."""
+
+    @functools.cached_property
+    def names(self) -> pa.Array:
+        """The UPN or NHS number of each holder id."""
+        return self.rows[self.holder_column].take(pa.array(self.first)).combine_chunks()
+
+    def fuzzy(self, holder: np.ndarray, rows: np.ndarray) -> pa.Table:
+        """The rows selected by the mask ``rows``, with ``id`` = ``holder``."""
+        table = self.rows.select(["fnc", "snc", "dob", "sex"]).append_column("id", pa.array(holder))
+        return table.filter(pa.array(rows))
+
+
+def _fetch(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    holder: str | None,
+    keys: tuple[tuple[str, ...], ...],
+    extra: tuple[str, ...] = (),
+) -> _Side:
+    """Normalise ``source``'s identities and hash their ``keys``; ``holder`` is the column
+    naming who holds them (None: each row is its own holder)."""
+    hashed = ", ".join(_hashed(k, f"k{i}") for i, k in enumerate(keys))
+    passed = [holder, *extra] if holder else list(extra)
+    named = holder or "NULL"
+    table = con.sql(
+        f"SELECT {', '.join([*passed, 'fnc', 'snc', 'dob', 'sex'])}, "
+        f"hash({named}) AS holder_1, hash('tre-holder', {named}) AS holder_2, {hashed} "
+        f"FROM ({_normalised(source, ', '.join(passed))})"
+    ).to_arrow_table()
+    if holder:
+        ids, first = matching.number(
+            table["holder_1"].to_numpy(), table["holder_2"].to_numpy(), table[holder]
+        )
+    else:
+        ids = first = np.arange(table.num_rows, dtype=np.int64)
+    return _Side(
+        holder,
+        first,
+        ids,
+        {
+            k: matching.Held(table[f"k{i}_1"].to_numpy(), table[f"k{i}_2"].to_numpy(), ids)
+            for i, k in enumerate(keys)
+        },
+        table,
     )
-    con.execute(
-        f"DELETE FROM link_open_variants WHERE nhs IN "
-        f"(SELECT nhs FROM link_pairs WHERE level = '{level}')"
+
+
+def _with_holder(held: matching.Held, holder: np.ndarray) -> matching.Held:
+    return matching.Held(held.h1, held.h2, holder)
+
+
+def _query_pairs(con: duckdb.DuckDBPyConnection, sql: str, **tables: pa.Table):
+    """Run ``sql`` over the Arrow ``tables``; its two columns as numpy arrays."""
+    for name, table in tables.items():
+        con.register(name, table)
+    try:
+        a, b = con.sql(sql).to_arrow_table().columns
+    finally:
+        for name in tables:
+            con.unregister(name)
+    return a.to_numpy().astype(np.int64), b.to_numpy().astype(np.int64)
+
+
+def _similar(a: str, b: str) -> str:
+    """Names within MAX_EDITS edits (the length test, implied, rules most pairs out cheaply)."""
+    return " AND ".join(
+        f"abs(length({a}.{c}) - length({b}.{c})) <= {MAX_EDITS} "
+        f"AND damerau_levenshtein({a}.{c}, {b}.{c}) <= {MAX_EDITS}"
+        for c in ("fnc", "snc")
     )
-    return n
 
 
-def _link_pupils_to_patients(con: duckdb.DuckDBPyConnection, result: LinkageResult) -> None:
-    con.execute("CREATE OR REPLACE TEMP TABLE link_pairs (upn VARCHAR, nhs VARCHAR, level VARCHAR)")
-    # Who is still unlinked, shrinking level by level.
-    con.execute("CREATE OR REPLACE TEMP TABLE link_open_pupils AS SELECT * FROM link_pupils_n")
-    con.execute("CREATE OR REPLACE TEMP TABLE link_open_variants AS SELECT * FROM link_variants")
-    for level, pupil_cols, patient_cols in LEVELS:
-        # Keys shared by an unlinked pupil and an unlinked patient; then, of those, the ones
-        # that single out one pupil and one patient among everyone.
-        con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE link_shared AS
-            SELECT h1, h2 FROM ({_keyed("link_open_pupils", pupil_cols, "upn")})
-            INTERSECT
-            SELECT h1, h2 FROM ({_keyed("link_open_variants", patient_cols, "nhs")})""")
-        con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE link_candidates AS
-            SELECT DISTINCT p.owner AS upn, q.owner AS nhs
-            FROM {_unique_among(_keyed("link_pupils_n", pupil_cols, "upn"), "link_shared")} p
-            JOIN {_unique_among(_keyed("link_variants", patient_cols, "nhs"), "link_shared")} q
-              ON p.h1 = q.h1 AND p.h2 = q.h2
-            WHERE p.owner IN (SELECT upn FROM link_open_pupils)
-              AND q.owner IN (SELECT nhs FROM link_open_variants)""")
-        result.pupil_patient_links[level] = _one_to_one(con, level)
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE link_candidates AS
-        WITH p AS (SELECT DISTINCT upn, fnc, snc, dob, sex FROM link_open_pupils),
-             q AS (SELECT DISTINCT nhs, fnc, snc, dob, sex FROM link_open_variants)
-        SELECT DISTINCT p.upn, q.nhs FROM p JOIN q USING (dob, sex)
-        WHERE damerau_levenshtein(p.fnc, q.fnc) <= {MAX_EDITS}
-          AND damerau_levenshtein(p.snc, q.snc) <= {MAX_EDITS}""")
-    result.pupil_patient_links[FUZZY] = _one_to_one(con, FUZZY)
+FUZZY_PAIRS = f"""
+    WITH p AS (SELECT DISTINCT * FROM link_fuzzy_pupils),
+         q AS (SELECT DISTINCT * FROM link_fuzzy_patients)
+    SELECT DISTINCT p.id AS pupil, q.id AS patient
+    FROM p JOIN q USING (dob, sex) WHERE {_similar("p", "q")}"""
+
+FUZZY_RECORDS = f"""
+    SELECT r.id AS record, min(p.id) AS person
+    FROM link_fuzzy_records r JOIN link_fuzzy_persons p USING (dob, sex)
+    WHERE {_similar("p", "r")}
+    GROUP BY r.id HAVING min(p.id) = max(p.id)"""
 
 
-def _link_records_without_nhs_number(con: duckdb.DuckDBPyConnection, result: LinkageResult) -> None:
-    # Persons: every pupil, and every patient with an NHS number (linked to a pupil or not).
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE link_persons AS
-        SELECT 'upn:' || upn AS person, fn, fnc, sn, snc, dob, dob_swapped, sex, pc
-        FROM link_pupils_n
-        UNION ALL
-        SELECT coalesce('upn:' || l.upn, 'nhs:' || q.nhs), fn, fnc, sn, snc, dob, dob_swapped,
-               sex, pc
-        FROM link_variants q LEFT JOIN link_pairs l USING (nhs)""")
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE link_records (rid VARCHAR, person VARCHAR, level VARCHAR)"
+def _link_pupils_to_patients(
+    con: duckdb.DuckDBPyConnection, pupils: _Side, patients: _Side, result: LinkageResult
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pupil ↔ patient links, one to one, level by level: (pupil, patient) ids."""
+    n_pupils, n_patients = len(pupils.first), len(patients.first)
+    pupil_open = np.ones(n_pupils, dtype=bool)
+    patient_open = np.ones(n_patients, dtype=bool)
+    links: list[tuple[np.ndarray, np.ndarray]] = []
+    for _, pupil_cols, patient_cols in LEVELS:
+        pupil, patient = matching.candidates(
+            pupils.keys[pupil_cols], patients.keys[patient_cols], pupil_open, patient_open
+        )
+        links.append(matching.one_to_one(pupil, patient, n_pupils, n_patients))
+        pupil_open[links[-1][0]] = False
+        patient_open[links[-1][1]] = False
+    pupil, patient = _query_pairs(
+        con,
+        FUZZY_PAIRS,
+        link_fuzzy_pupils=pupils.fuzzy(pupils.holder, pupil_open[pupils.holder]),
+        link_fuzzy_patients=patients.fuzzy(patients.holder, patient_open[patients.holder]),
     )
-    for level, pupil_cols, patient_cols in LEVELS:
-        result.record_links[level] = con.execute(f"""
-            INSERT INTO link_records
-            WITH orphans AS (
-                SELECT * FROM ({_keyed("link_orphans", patient_cols, "rid")})
-                WHERE owner NOT IN (SELECT rid FROM link_records)),
-            wanted AS (SELECT DISTINCT h1, h2 FROM orphans)
-            SELECT DISTINCT r.owner, p.owner, '{level}'
-            FROM orphans r
-            JOIN {_unique_among(_keyed("link_persons", pupil_cols, "person"), "wanted")} p
-              ON p.h1 = r.h1 AND p.h2 = r.h2
-        """).fetchone()[0]
-    result.record_links[FUZZY] = con.execute(f"""
-        INSERT INTO link_records
-        SELECT rid, min(person), '{FUZZY}' FROM (
-            SELECT DISTINCT r.rid, p.person
-            FROM (SELECT * FROM link_orphans WHERE rid NOT IN (SELECT rid FROM link_records)) r
-            JOIN link_persons p ON p.dob = r.dob AND p.sex = r.sex
-            WHERE damerau_levenshtein(p.fnc, r.fnc) <= {MAX_EDITS}
-              AND damerau_levenshtein(p.snc, r.snc) <= {MAX_EDITS})
-        GROUP BY rid HAVING count(*) = 1
-    """).fetchone()[0]
+    links.append(matching.one_to_one(pupil, patient, n_pupils, n_patients))
+    for name, (pupil, _) in zip([*(n for n, _, _ in LEVELS), FUZZY], links, strict=True):
+        result.pupil_patient_links[name] = len(pupil)
+    return np.concatenate([p for p, _ in links]), np.concatenate([q for _, q in links])
 
 
-def _keys(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
-    pseudonyms.load_key(con, key)
+def _link_records(
+    con: duckdb.DuckDBPyConnection,
+    pupils: _Side,
+    patients: _Side,
+    records: _Side,
+    partner: np.ndarray,
+    result: LinkageResult,
+) -> np.ndarray:
+    """Each record without an NHS number: the person its keys single out (a pupil id, or the
+    number of pupils + a patient id), or -1."""
+    n_pupils = len(pupils.first)
+    # A person is a pupil (with the patient linked to them) or a patient linked to no pupil.
+    person_of_patient = np.where(
+        partner >= 0, partner, n_pupils + np.arange(len(partner), dtype=np.int64)
+    )
+    patient_person = person_of_patient[patients.holder]
+    person = np.full(len(records.holder), -1, dtype=np.int64)
+    level = np.full(len(records.holder), -1, dtype=np.int8)
+    for i, (_, pupil_cols, patient_cols) in enumerate(LEVELS):
+        keys = records.keys[patient_cols]
+        wanted = np.unique(keys.h1[(person < 0) & keys.present])
+        holders = matching.Held.concat(
+            *(
+                held[matching.among(held.h1, wanted)]
+                for held in (
+                    pupils.keys[pupil_cols],
+                    _with_holder(patients.keys[pupil_cols], patient_person),
+                )
+            )
+        )
+        found = matching.lookup(keys, matching.singled_out(holders))
+        found[person >= 0] = -1
+        person[found >= 0], level[found >= 0] = found[found >= 0], i
+    record, fuzzy = _query_pairs(
+        con,
+        FUZZY_RECORDS,
+        link_fuzzy_records=records.fuzzy(records.holder, person < 0),
+        link_fuzzy_persons=pa.concat_tables(
+            [
+                pupils.fuzzy(pupils.holder, np.ones(len(pupils.holder), dtype=bool)),
+                patients.fuzzy(patient_person, np.ones(len(patients.holder), dtype=bool)),
+            ]
+        ),
+    )
+    person[record], level[record] = fuzzy, len(LEVELS)
+    for i, name in enumerate([*(n for n, _, _ in LEVELS), FUZZY]):
+        result.record_links[name] = int(np.count_nonzero(level == i))
+    return person
+
+
+def _store(con: duckdb.DuckDBPyConnection, name: str, select: str, table: pa.Table) -> None:
+    """Create the temporary table ``name`` from ``select`` over the Arrow ``table`` (as
+    ``link_arrow``)."""
+    con.register("link_arrow", table)
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {select}")
+    finally:
+        con.unregister("link_arrow")
+
+
+def _taken(values, rows: np.ndarray, valid: np.ndarray, through: np.ndarray | None = None):
+    """``values[through[rows]]`` (or ``values[rows]``) where ``valid``, else NULL."""
+    picked = rows[valid] if through is None else through[rows[valid]]
+    if not len(values):
+        return pa.nulls(len(rows), values.type)
+    index = np.zeros(len(rows), dtype=np.int64)
+    index[valid] = picked
+    return values.take(pa.array(index, mask=~valid))
+
+
+def _keys(
+    con: duckdb.DuckDBPyConnection,
+    pupils: _Side,
+    patients: _Side,
+    records: _Side,
+    partner: np.ndarray,
+    person: np.ndarray,
+) -> None:
+    """Each pupil's, patient's and record's person_key (see above)."""
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE link_pupil_keys AS
         SELECT DISTINCT upn, person_key FROM {PUPIL_IDS}""")
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE link_nhs_keys AS
-        SELECT n.nhs, coalesce(p.person_key, {pseudonyms.hmac_sql("'nhs:' || n.nhs")})
-                   AS person_key,
-               p.person_key IS NOT NULL AS pupil, coalesce(l.level, 'nhs number') AS level
-        FROM (SELECT DISTINCT nhs FROM link_variants) n
-        LEFT JOIN link_pairs l USING (nhs)
-        LEFT JOIN link_pupil_keys p ON p.upn = l.upn""")
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE link_orphan_keys AS
+    pupil_keys = pupils.rows["person_key"]
+    linked = partner >= 0
+    carried = np.bincount(
+        patients.holder, weights=patients.rows["records"].to_numpy(), minlength=len(partner)
+    )
+    _store(
+        con,
+        "link_nhs_keys",
+        f"""
+        SELECT nhs, coalesce(person_key, {pseudonyms.hmac_sql("'nhs:' || nhs")}) AS person_key,
+               person_key IS NOT NULL AS pupil, records
+        FROM link_arrow""",
+        pa.table(
+            {
+                "nhs": patients.names,
+                "person_key": _taken(pupil_keys, partner, linked, through=pupils.first),
+                "records": carried.astype(np.int64),
+            }
+        ),
+    )
+    n_pupils = len(pupils.first)
+    _store(
+        con,
+        "link_orphan_keys",
+        f"""
         SELECT o.dataset, o.record_id,
-               coalesce(p.person_key, n.person_key,
-                        {pseudonyms.hmac_sql("'rec:' || o.rid")}) AS person_key,
-               p.person_key IS NOT NULL OR coalesce(n.pupil, false) AS pupil,
-               coalesce(r.level, 'unlinked') AS level
-        FROM link_orphans o
-        LEFT JOIN link_records r USING (rid)
-        LEFT JOIN link_pupil_keys p ON 'upn:' || p.upn = r.person
-        LEFT JOIN link_nhs_keys n ON 'nhs:' || n.nhs = r.person""")
+               coalesce(o.person_key, n.person_key,
+                        {pseudonyms.hmac_sql("'rec:' || o.dataset || ':' || o.record_id")})
+                   AS person_key,
+               o.person_key IS NOT NULL OR coalesce(n.pupil, false) AS pupil
+        FROM link_arrow o LEFT JOIN link_nhs_keys n USING (nhs)""",
+        pa.table(
+            {
+                "dataset": records.rows["dataset"],
+                "record_id": records.rows["record_id"],
+                "person_key": _taken(
+                    pupil_keys, person, (person >= 0) & (person < n_pupils), through=pupils.first
+                ),
+                "nhs": _taken(patients.names, person - n_pupils, person >= n_pupils),
+            }
+        ),
+    )
 
 
 def link(con: duckdb.DuckDBPyConnection, key: bytes) -> LinkageResult:
     """Link the identities in ``link_pupils`` and ``link_patients`` (see above).
 
     Leaves ``link_pupil_keys`` (upn, person_key), ``link_nhs_keys`` (nhs, person_key, pupil,
-    level) and ``link_orphan_keys`` (dataset, record_id, person_key, pupil, level) for the
-    records without an NHS number.
+    level, records) and ``link_orphan_keys`` (dataset, record_id, person_key, pupil, level) for
+    the records without an NHS number.
     """
     result = LinkageResult()
-    _prepare(con)
-    _link_pupils_to_patients(con, result)
-    _link_records_without_nhs_number(con, result)
-    _keys(con, key)
-    result.pupils = con.execute(
-        "SELECT count(*) FROM (SELECT DISTINCT upn FROM link_pupil_keys)"
-    ).fetchone()[0]
-    result.patients = con.execute("SELECT count(*) FROM link_nhs_keys").fetchone()[0]
-    result.records, result.records_without_nhs_number = con.execute(
-        f"SELECT count(*), count(*) FILTER (WHERE nhs IS NULL) FROM {PATIENT_IDS}"
-    ).fetchone()
-    result.records_linked_to_pupils = con.execute(f"""
-        SELECT (SELECT count(*) FROM {PATIENT_IDS} r JOIN link_nhs_keys k USING (nhs)
-                WHERE k.pupil)
-             + (SELECT count(*) FROM link_orphan_keys WHERE pupil)""").fetchone()[0]
+    con.execute("CREATE OR REPLACE TEMP TABLE link_names (name VARCHAR, canonical VARCHAR)")
+    con.executemany("INSERT INTO link_names VALUES (?, ?)", list(equivalence_classes().items()))
+    ids = ", ".join(IDENTITY)
+    # Without patients there is nothing to link pupils to: skip fetching them.
+    anyone = f"EXISTS (SELECT 1 FROM {PATIENT_IDS})"
+    pupils = _fetch(
+        con,
+        f"SELECT upn, person_key, {ids} FROM {PUPIL_IDS} WHERE {anyone}",
+        "upn",
+        PUPIL_KEYS,
+        extra=("person_key",),
+    )
+    patients = _fetch(
+        con,
+        f"SELECT nhs, records, {ids} FROM {PATIENT_IDS} WHERE nhs IS NOT NULL",
+        "nhs",
+        tuple(dict.fromkeys(PATIENT_KEYS + PUPIL_KEYS)),
+        extra=("records",),
+    )
+    records = _fetch(
+        con,
+        f"SELECT dataset, record_id, {ids} FROM {PATIENT_IDS} WHERE nhs IS NULL",
+        None,
+        PATIENT_KEYS,
+        extra=("dataset", "record_id"),
+    )
+    pupil, patient = _link_pupils_to_patients(con, pupils, patients, result)
+    partner = np.full(len(patients.first), -1, dtype=np.int64)
+    partner[patient] = pupil
+    person = _link_records(con, pupils, patients, records, partner, result)
+    pseudonyms.load_key(con, key)
+    _keys(con, pupils, patients, records, partner, person)
+    result.pupils = con.execute("SELECT count(*) FROM link_pupil_keys").fetchone()[0]
+    (
+        result.patients,
+        result.records,
+        result.records_without_nhs_number,
+        result.records_linked_to_pupils,
+    ) = con.execute("""
+        SELECT (SELECT count(*) FROM link_nhs_keys), n.records + o.records, o.records,
+               n.linked + o.linked
+        FROM (SELECT coalesce(sum(records), 0) AS records,
+                     coalesce(sum(records) FILTER (WHERE pupil), 0) AS linked
+              FROM link_nhs_keys) n,
+             (SELECT count(*) AS records, count(*) FILTER (WHERE pupil) AS linked
+              FROM link_orphan_keys) o""").fetchone()
     return result
 
 
-def record_keys() -> str:
-    """SQL giving (dataset, record_id, person_key) for every hospital record linked above."""
+def record_keys(records: str) -> str:
+    """SQL giving (dataset, record_id, person_key) for the hospital records of ``records``
+    (SQL giving their dataset, record_id and nhs), as linked above."""
     return f"""
-        SELECT p.dataset, p.record_id, coalesce(n.person_key, o.person_key) AS person_key
-        FROM {PATIENT_IDS} p
-        LEFT JOIN link_nhs_keys n ON n.nhs = p.nhs
-        LEFT JOIN link_orphan_keys o ON o.dataset = p.dataset AND o.record_id = p.record_id"""
+        SELECT r.dataset, r.record_id, coalesce(n.person_key, o.person_key) AS person_key
+        FROM ({records}) r
+        LEFT JOIN link_nhs_keys n ON n.nhs = r.nhs
+        LEFT JOIN link_orphan_keys o ON o.dataset = r.dataset AND o.record_id = r.record_id"""

@@ -1,0 +1,150 @@
+"""Match keys compared in numpy: the keys that single out one holder, and one-to-one links.
+
+A key is two independent 64-bit hashes of its values, ``h1`` and ``h2``, both 0 where a part
+of the key is missing. Keys are grouped by ``h1`` and must agree on ``h2``: a group whose
+``h2`` differ (two keys colliding on 64 bits, about 2^-64 per pair) singles out no one, so a
+collision can only miss a link, never make one.
+
+Holders are dense integer ids (a pupil, a patient, a person): comparing and counting them is
+sorting and counting integers, which is what numpy does fastest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+@dataclasses.dataclass(frozen=True)
+class Held:
+    """Keys with their holder, one row each."""
+
+    h1: np.ndarray
+    h2: np.ndarray
+    holder: np.ndarray
+
+    def __getitem__(self, rows: np.ndarray) -> Held:
+        return Held(self.h1[rows], self.h2[rows], self.holder[rows])
+
+    @property
+    def present(self) -> np.ndarray:
+        return self.h1 != 0
+
+    @staticmethod
+    def concat(*parts: Held) -> Held:
+        return Held(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in ("h1", "h2", "holder"))
+        )
+
+
+def _starts(ordered: np.ndarray) -> np.ndarray:
+    """Where each run of equal values of the sorted ``ordered`` starts."""
+    return np.concatenate(([True], ordered[1:] != ordered[:-1]))[: len(ordered)]
+
+
+def number(hashes: np.ndarray, again: np.ndarray, names: pa.ChunkedArray):
+    """Number the holders named by ``names`` (one per row): each row's holder id, 0, 1, …,
+    and a row of each holder.
+
+    ``hashes`` and ``again`` are two independent 64-bit hashes of each name. Rows are grouped
+    by the first and must agree on the second; in the (about 2^-64 per pair) case that they do
+    not, the names themselves are numbered."""
+    order = np.argsort(hashes)
+    ordered = hashes[order]
+    new = _starts(ordered)
+    numbered = np.cumsum(new) - 1
+    first = order[new]
+    if np.array_equal(again[order], again[first][numbered]):
+        ids = np.empty(len(hashes), dtype=np.int64)
+        ids[order] = numbered
+        return ids, first
+    encoded = pc.dictionary_encode(names.combine_chunks())
+    ids = encoded.indices.to_numpy().astype(np.int64)
+    first = np.zeros(len(encoded.dictionary), dtype=np.int64)
+    first[ids] = np.arange(len(ids))
+    return ids, first
+
+
+def distinct(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (numpy's own ``unique`` hashes, and is many times slower on
+    64-bit keys than sorting)."""
+    values = np.sort(values)
+    return values[_starts(values)]
+
+
+#: Bits of a key's ``h1`` that index :func:`among`'s filter (2^22 flags: 4 MiB, cache-sized).
+FILTER_BITS = 22
+
+
+def among(values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Whether each of ``values`` is in ``wanted`` (sorted, distinct).
+
+    A flag per value of the low bits of ``h1`` (set for the wanted keys) rules most values out
+    at the cost of one lookup in a cache-sized table; the few that pass are searched for."""
+    found = np.zeros(len(values), dtype=bool)
+    if not len(wanted) or not len(values):
+        return found
+    low = np.uint64((1 << FILTER_BITS) - 1)
+    flags = np.zeros(1 << FILTER_BITS, dtype=bool)
+    flags[wanted & low] = True
+    maybe = np.flatnonzero(flags[values & low])
+    at = np.searchsorted(wanted, values[maybe])
+    at[at == len(wanted)] = 0
+    found[maybe] = wanted[at] == values[maybe]
+    return found
+
+
+def singled_out(held: Held) -> Held:
+    """The keys held by exactly one holder (however many times), sorted by ``h1``."""
+    held = held[held.present]
+    if not len(held.h1):
+        return held
+    held = held[np.argsort(held.h1)]
+    start = np.flatnonzero(_starts(held.h1))
+    one = (np.minimum.reduceat(held.holder, start) == np.maximum.reduceat(held.holder, start)) & (
+        np.minimum.reduceat(held.h2, start) == np.maximum.reduceat(held.h2, start)
+    )
+    return held[start[one]]
+
+
+def lookup(keys: Held, singled: Held) -> np.ndarray:
+    """For each key of ``keys``, the holder ``singled`` (a :func:`singled_out` result) gives
+    it, or -1."""
+    found = np.full(len(keys.h1), -1, dtype=np.int64)
+    if not len(singled.h1):
+        return found
+    at = np.searchsorted(singled.h1, keys.h1)
+    at[at == len(singled.h1)] = 0
+    hit = keys.present & (singled.h1[at] == keys.h1) & (singled.h2[at] == keys.h2)
+    found[hit] = singled.holder[at[hit]]
+    return found
+
+
+def candidates(pupils: Held, patients: Held, pupil_open: np.ndarray, patient_open: np.ndarray):
+    """(pupil, patient) pairs whose key singles out one pupil and one patient among everyone,
+    both still open (``*_open``: by holder id).
+
+    Once some are linked, only the keys that an open pupil and an open patient share are
+    counted among everyone, so a level costs in proportion to who is left to link."""
+    if not (pupil_open.all() and patient_open.all()):
+        shared = distinct(pupils.h1[pupil_open[pupils.holder] & pupils.present])
+        shared = shared[among(shared, distinct(patients.h1[patient_open[patients.holder]]))]
+        pupils, patients = pupils[among(pupils.h1, shared)], patients[among(patients.h1, shared)]
+    a, b = singled_out(pupils), singled_out(patients)
+    found = lookup(a, b)
+    pupil, patient = a.holder[found >= 0], found[found >= 0]
+    keep = pupil_open[pupil] & patient_open[patient]
+    return pupil[keep], patient[keep]
+
+
+def one_to_one(pupil: np.ndarray, patient: np.ndarray, pupils: int, patients: int):
+    """Of candidate pairs, the distinct ones in which each side has a single candidate."""
+    pairs = distinct((pupil.astype(np.int64) << 32) | patient.astype(np.int64))
+    pupil, patient = pairs >> 32, pairs & 0xFFFFFFFF
+    once = (np.bincount(pupil, minlength=pupils)[pupil] == 1) & (
+        np.bincount(patient, minlength=patients)[patient] == 1
+    )
+    return pupil[once], patient[once]
