@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -44,7 +43,6 @@ from tre.keys import LINK_KEY
 log = logging.getLogger(__name__)
 
 DUCKDB_MEMORY_LIMIT = "3GB"
-COPY_CHUNK = 8 << 20
 #: zstd level 1: random person keys do not compress, and level 3 costs twice the time.
 ZSTD_LEVEL = 1
 IDENTITIES = "identities.parquet"
@@ -127,6 +125,8 @@ def _copy_options(dataset: Dataset) -> str:
         "COMPRESSION zstd",
         f"COMPRESSION_LEVEL {ZSTD_LEVEL}",
         "ROW_GROUP_SIZE 122880",
+        # Format 2's encodings write the random person keys about a tenth faster.
+        "PARQUET_VERSION V2",
     ]
     if dataset.partition_by:
         options += [f'PARTITION_BY ("{dataset.partition_by}")', "WRITE_PARTITION_COLUMNS true"]
@@ -137,8 +137,8 @@ def _copy_options(dataset: Dataset) -> str:
 
 
 def _copy_to_landing(folder: Path, manifest: deliveries.Manifest, target: Path) -> None:
-    """Copy the delivery into the landing store, hashing each file on the way (files in
-    parallel: hashing and writing release the GIL)."""
+    """Copy the delivery into the landing store and hash each copy (files in parallel:
+    copying and hashing release the GIL)."""
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True, mode=0o700)
@@ -161,12 +161,10 @@ def _copy_to_landing(folder: Path, manifest: deliveries.Manifest, target: Path) 
 
 
 def _copy_hashing(source: Path, target: Path) -> str:
-    digest = hashlib.sha256()
-    with open(source, "rb") as src, open(target, "wb") as dst:
-        while chunk := src.read(COPY_CHUNK):
-            digest.update(chunk)
-            dst.write(chunk)
-    return digest.hexdigest()
+    """Copy in the kernel (no pass through Python), then hash the copy: what is checked
+    against the manifest is what was landed."""
+    shutil.copyfile(source, target)
+    return deliveries.sha256_file(target)
 
 
 def _identities_sql(dataset: Dataset) -> str:
