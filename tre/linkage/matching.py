@@ -131,7 +131,9 @@ def candidates(pupils: Held, patients: Held, pupil_open: np.ndarray, patient_ope
     counted among everyone, so a level costs in proportion to who is left to link."""
     if not (pupil_open.all() and patient_open.all()):
         shared = distinct(pupils.h1[pupil_open[pupils.holder] & pupils.present])
-        shared = shared[among(shared, distinct(patients.h1[patient_open[patients.holder]]))]
+        shared = shared[
+            among(shared, distinct(patients.h1[patient_open[patients.holder] & patients.present]))
+        ]
         pupils, patients = pupils[among(pupils.h1, shared)], patients[among(patients.h1, shared)]
     a, b = singled_out(pupils), singled_out(patients)
     found = lookup(a, b)
