@@ -540,5 +540,16 @@ EMPTY_IDENTITIES = {
 def _load_identities(con, table: str, path: Path | None) -> None:
     if path is None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {table} ({EMPTY_IDENTITIES[table]})")
-    else:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM read_parquet('{path}')")
+        return
+    source = f"read_parquet('{path}')"
+    columns = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
+    if table == linkage.PATIENT_IDS and "records" not in columns:
+        # Kept by an earlier version, one row per record: grouped as they are now.
+        ids = "nhs, fn, sn, dob, sex, pc"
+        source = f"""(
+            SELECT NULL::VARCHAR AS dataset, NULL::VARCHAR AS record_id, {ids},
+                   count(*) AS records
+            FROM {source} WHERE nhs IS NOT NULL GROUP BY ALL
+            UNION ALL
+            SELECT dataset, record_id, {ids}, 1 FROM {source} WHERE nhs IS NULL)"""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {source}")

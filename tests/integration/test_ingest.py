@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.factories import edit_csv, read_csv
-from tre import audit, catalog, custodians, deliveries
+from tre import audit, catalog, custodians, deliveries, linkage
 from tre.cli import main
 from tre.config import Settings
 from tre.db import Database
@@ -387,6 +387,32 @@ def test_nhs_first_then_dfe_rekeys_the_hospital_records(home, synthetic, capsys)
     capsys.readouterr()
     assert main(["linkage", "report", "--truth", str(synthetic.truth), "--json"], home) == 0
     report = json.loads(capsys.readouterr().out)
+    assert report["truth"]["recall"] >= 0.95 and report["truth"]["precision"] >= 0.99
+
+
+def test_hospital_identities_kept_by_an_earlier_version_still_link(home, synthetic, capsys):
+    """Landing stores written before identities were grouped per patient hold one row per
+    record (no ``records`` column): a later DfE delivery links and re-keys with them."""
+    assert main(["ingest", str(synthetic.nhs)], home) == 0
+    (kept,) = Path(home["TRE_HOME"], "landing", "nhs").glob("*/identities.parquet")
+    selects = []
+    for name in ("hes_apc", "hes_ae", "deaths"):
+        dataset = catalog.dataset(name)
+        raw = f"read_csv('{kept.parent / dataset.file_name}', all_varchar = true)"
+        selects.append(
+            linkage.identity_select(
+                raw, nhs=True, keep=f"'{name}' AS dataset, {dataset.record_key} AS record_id"
+            )
+        )
+    with duckdb.connect() as con:
+        con.execute(f"COPY ({' UNION ALL '.join(selects)}) TO '{kept}' (FORMAT parquet)")
+    assert main(["ingest", str(synthetic.dfe)], home) == 0
+    assert "re-keyed after new links" in capsys.readouterr().out
+    assert main(["linkage", "report", "--truth", str(synthetic.truth), "--json"], home) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["records"] == sum(
+        current_versions(home)[d] for d in ("hes_apc", "hes_ae", "deaths")
+    )
     assert report["truth"]["recall"] >= 0.95 and report["truth"]["precision"] >= 0.99
 
 
