@@ -3,7 +3,7 @@
 ``ingest(settings, folder, ...)`` takes one custodian's signed delivery:
 
 1. **verify** the manifest's signature against the custodian's registered key, the file list
-   and sizes; copy the files into the landing store, hashing them as they are copied, and
+   and sizes; copy the files into the landing store, hash the copies, and
    compare with the manifest (what is processed is exactly what was verified);
 2. **load** each file as text into DuckDB and compare its row count with the manifest;
 3. **validate** every row against the catalog (:mod:`tre.validation`): by default any finding
@@ -119,7 +119,8 @@ def released_expr(column: Column, typed: bool) -> str:
     raise AssertionError(column.transform)
 
 
-def _copy_options(dataset: Dataset) -> str:
+def _copy_options(dataset: Dataset | None) -> str:
+    """COPY options for a dataset's curated files (None: one file, not partitioned)."""
     options = [
         "FORMAT parquet",
         "COMPRESSION zstd",
@@ -128,7 +129,7 @@ def _copy_options(dataset: Dataset) -> str:
         # Format 2's encodings write the random person keys about a tenth faster.
         "PARQUET_VERSION V2",
     ]
-    if dataset.partition_by:
+    if dataset and dataset.partition_by:
         options += [f'PARTITION_BY ("{dataset.partition_by}")', "WRITE_PARTITION_COLUMNS true"]
     return ", ".join(options)
 
@@ -220,8 +221,7 @@ def _write_parquet(con, select: str, dataset: Dataset, staging: Path) -> None:
     if not any(staging.rglob("*.parquet")):
         staging.mkdir(parents=True, exist_ok=True)
         con.execute(
-            f"COPY ({select} LIMIT 0) TO '{staging / 'data_0.parquet'}' "
-            "(FORMAT parquet, COMPRESSION zstd)"
+            f"COPY ({select} LIMIT 0) TO '{staging / 'data_0.parquet'}' ({_copy_options(None)})"
         )
 
 
@@ -252,10 +252,13 @@ def _rekey(
     if not delivered.is_file():
         return False
     nhs = dataset.identity_columns()[Identity.NHS_NUMBER].name
-    records = (
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE rekey_records AS "
         f"SELECT '{dataset.name}' AS dataset, \"{dataset.record_key}\" AS record_id, "
-        f"\"{nhs}\" AS nhs FROM read_csv('{delivered}', all_varchar = true, header = true)"
+        f'"{nhs}" AS nhs FROM read_csv(?, all_varchar = true, header = true)',
+        [str(delivered)],
     )
+    records = "SELECT * FROM rekey_records"
     source = f"read_parquet('{curated.parquet_glob(home, version)}')"
     join = (
         f"{source} c LEFT JOIN ({linkage.record_keys(records)}) k "
@@ -466,11 +469,12 @@ def _ingest(
                     home.curated / custodian.id / dataset.name / version,
                 )
             )
+        other_landing = _landing_of(home, others.get(other_custodian))
         for name, existing in current.items():
             if existing.custodian == custodian.id:
                 continue
             staging = staging_root / name
-            if _rekey(con, home, existing, _landing_of(home, others.get(other_custodian)), staging):
+            if _rekey(con, home, existing, other_landing, staging):
                 report.rekeyed.append(name)
                 staged.append(
                     curated.StagedVersion(
@@ -541,15 +545,16 @@ def _load_identities(con, table: str, path: Path | None) -> None:
     if path is None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {table} ({EMPTY_IDENTITIES[table]})")
         return
-    source = f"read_parquet('{path}')"
-    columns = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM read_parquet(?)", [str(path)]
+    )
+    columns = [row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()]
     if table == linkage.PATIENT_IDS and "records" not in columns:
         # Kept by an earlier version, one row per record: grouped as they are now.
         ids = "nhs, fn, sn, dob, sex, pc"
-        source = f"""(
-            SELECT NULL::VARCHAR AS dataset, NULL::VARCHAR AS record_id, {ids},
-                   count(*) AS records
-            FROM {source} WHERE nhs IS NOT NULL GROUP BY ALL
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE {table} AS
+            SELECT NULL AS dataset, NULL AS record_id, {ids}, count(*) AS records
+            FROM {table} WHERE nhs IS NOT NULL GROUP BY ALL
             UNION ALL
-            SELECT dataset, record_id, {ids}, 1 FROM {source} WHERE nhs IS NULL)"""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {source}")
+            SELECT dataset, record_id, {ids}, 1 FROM {table} WHERE nhs IS NULL""")

@@ -1,7 +1,7 @@
 """Linkage of pupils and patients: the trusted-third-party step, done at ingest.
 
 Identities come from the latest delivery of each custodian (kept in the landing store, which
-no researcher can read). Linking is deterministic and set-based, in DuckDB:
+no researcher can read). Linking is deterministic:
 
 1. **Strong identifiers.** Records sharing a UPN are one pupil; records sharing an NHS number
    are one patient.
@@ -15,11 +15,14 @@ no researcher can read). Linking is deterministic and set-based, in DuckDB:
 
 Names are normalised (capitals, letters only, accents removed) and compared also through their
 group of nicknames and spellings (:mod:`tre.linkage.names`). Sex codes of both custodians are
-harmonised. Keys are compared through two independent 64-bit hashes of their values.
+harmonised. Keys are compared through two 64-bit hashes of their values (:func:`_hashed`).
 
-The work is in proportion to what is left to link: the first level joins everyone; each later
-level first intersects the keys of those still unlinked, then counts the holders of only those
-keys among everyone. Records without an NHS number look up the keys of all levels at once.
+How: identities are normalised and their keys hashed in DuckDB, fetched as Arrow; who holds
+which key is then sorted and counted in numpy (:mod:`tre.linkage.matching`). The first level
+counts everyone's keys; each later level first takes the keys that the still unlinked share,
+then counts the holders of only those among everyone, so it costs in proportion to who is left
+to link. Records without an NHS number go through the levels in the same way. The fuzzy passes
+run in DuckDB over the still unlinked.
 
 Each person then has ``person_key = HMAC-SHA256(K_link, identity)``, the identity being
 ``upn:<UPN>`` for anyone who is a pupil, else ``nhs:<NHS number>``, else
@@ -48,6 +51,11 @@ LEVELS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("forename differs", ("snc", "dob", "sex", "pc"), ("snc", "dob", "sex", "pc")),
     ("surname differs", ("fnc", "dob", "sex", "pc"), ("fnc", "dob", "sex", "pc")),
 )
+#: The distinct keys each side hashes.
+PUPIL_KEYS = tuple(dict.fromkeys(pupil_cols for _, pupil_cols, _ in LEVELS))
+PATIENT_KEYS = tuple(dict.fromkeys(patient_cols for _, _, patient_cols in LEVELS))
+#: Key columns holding text (the others are dates).
+TEXT = frozenset({"fn", "fnc", "sn", "snc", "sex", "pc"})
 FUZZY = "similar names"
 MAX_EDITS = 1
 
@@ -105,19 +113,19 @@ def _normalised(source: str, id_columns: str) -> str:
 
 
 def _hashed(columns: tuple[str, ...], name: str) -> str:
-    """Select-list expressions for a key as two independent 64-bit hashes (0 where a part is
-    missing): two different keys collide on both with a probability of about 2^-128 per pair,
-    far below any error the identifiers themselves carry."""
+    """Select-list expressions for a key as two 64-bit hashes (0 where a part is missing).
+
+    The second hashes the text values reversed. DuckDB's ``hash(a, b, …)`` combines the
+    values' own hashes, XOR-ing the last one in, so a second hash over the same values (even
+    salted) would clash whenever the first does; over reversed text it clashes independently,
+    and two different keys then agree on both with a probability of about 2^-128 per pair."""
     listed = ", ".join(columns)
+    reversed_ = ", ".join(f"reverse({c})" if c in TEXT else c for c in columns)
     present = " AND ".join(f"{c} IS NOT NULL" for c in columns)
     return (
         f"CASE WHEN {present} THEN hash({listed}) ELSE 0 END AS {name}_1, "
-        f"CASE WHEN {present} THEN hash('tre-link', {listed}) ELSE 0 END AS {name}_2"
+        f"CASE WHEN {present} THEN hash({reversed_}) ELSE 0 END AS {name}_2"
     )
-
-
-PUPIL_KEYS = tuple(dict.fromkeys(pupil_cols for _, pupil_cols, _ in LEVELS))
-PATIENT_KEYS = tuple(dict.fromkeys(patient_cols for _, _, patient_cols in LEVELS))
 
 
 @dataclasses.dataclass
@@ -129,9 +137,11 @@ class _Side:
     first: np.ndarray
     """A row of each holder id."""
     holder: np.ndarray
+    """Each row's holder id."""
     keys: dict[tuple[str, ...], matching.Held]
     rows: pa.Table
-    """Per row: fnc, snc, dob, sex (and dataset, record_id for records)."""
+    """As fetched: the holder's UPN or NHS number (or dataset and record_id), the columns
+    asked for, fnc, snc, dob, sex and the hashes."""
 
     @functools.cached_property
     def names(self) -> pa.Array:
@@ -155,16 +165,13 @@ def _fetch(
     naming who holds them (None: each row is its own holder)."""
     hashed = ", ".join(_hashed(k, f"k{i}") for i, k in enumerate(keys))
     passed = [holder, *extra] if holder else list(extra)
-    named = holder or "NULL"
+    named = f"hash({holder}) AS holder_hash, " if holder else ""
     table = con.sql(
-        f"SELECT {', '.join([*passed, 'fnc', 'snc', 'dob', 'sex'])}, "
-        f"hash({named}) AS holder_1, hash('tre-holder', {named}) AS holder_2, {hashed} "
+        f"SELECT {', '.join([*passed, 'fnc', 'snc', 'dob', 'sex'])}, {named}{hashed} "
         f"FROM ({_normalised(source, ', '.join(passed))})"
     ).to_arrow_table()
     if holder:
-        ids, first = matching.number(
-            table["holder_1"].to_numpy(), table["holder_2"].to_numpy(), table[holder]
-        )
+        ids, first = matching.number(table["holder_hash"].to_numpy(), table[holder])
     else:
         ids = first = np.arange(table.num_rows, dtype=np.int64)
     return _Side(
@@ -179,11 +186,9 @@ def _fetch(
     )
 
 
-def _with_holder(held: matching.Held, holder: np.ndarray) -> matching.Held:
-    return matching.Held(held.h1, held.h2, holder)
-
-
-def _query_pairs(con: duckdb.DuckDBPyConnection, sql: str, **tables: pa.Table):
+def _query_pairs(
+    con: duckdb.DuckDBPyConnection, sql: str, **tables: pa.Table
+) -> tuple[np.ndarray, np.ndarray]:
     """Run ``sql`` over the Arrow ``tables``; its two columns as numpy arrays."""
     for name, table in tables.items():
         con.register(name, table)
@@ -264,13 +269,13 @@ def _link_records(
     level = np.full(len(records.holder), -1, dtype=np.int8)
     for i, (_, pupil_cols, patient_cols) in enumerate(LEVELS):
         keys = records.keys[patient_cols]
-        wanted = np.unique(keys.h1[(person < 0) & keys.present])
+        wanted = matching.distinct(keys.h1[(person < 0) & keys.present])
         holders = matching.Held.concat(
             *(
                 held[matching.among(held.h1, wanted)]
                 for held in (
                     pupils.keys[pupil_cols],
-                    _with_holder(patients.keys[pupil_cols], patient_person),
+                    dataclasses.replace(patients.keys[pupil_cols], holder=patient_person),
                 )
             )
         )
@@ -304,7 +309,9 @@ def _store(con: duckdb.DuckDBPyConnection, name: str, select: str, table: pa.Tab
         con.unregister("link_arrow")
 
 
-def _taken(values, rows: np.ndarray, valid: np.ndarray, through: np.ndarray | None = None):
+def _taken(
+    values: pa.ChunkedArray, rows: np.ndarray, valid: np.ndarray, through: np.ndarray | None = None
+) -> pa.ChunkedArray | pa.Array:
     """``values[through[rows]]`` (or ``values[rows]``) where ``valid``, else NULL."""
     picked = rows[valid] if through is None else through[rows[valid]]
     if not len(values):
@@ -374,8 +381,8 @@ def link(con: duckdb.DuckDBPyConnection, key: bytes) -> LinkageResult:
     """Link the identities in ``link_pupils`` and ``link_patients`` (see above).
 
     Leaves ``link_pupil_keys`` (upn, person_key), ``link_nhs_keys`` (nhs, person_key, pupil,
-    level, records) and ``link_orphan_keys`` (dataset, record_id, person_key, pupil, level) for
-    the records without an NHS number.
+    records: whether linked to a pupil, how many records carry the NHS number) and
+    ``link_orphan_keys`` (dataset, record_id, person_key, pupil) for the records without one.
     """
     result = LinkageResult()
     con.execute("CREATE OR REPLACE TEMP TABLE link_names (name VARCHAR, canonical VARCHAR)")

@@ -1,9 +1,9 @@
 """Match keys compared in numpy: the keys that single out one holder, and one-to-one links.
 
-A key is two independent 64-bit hashes of its values, ``h1`` and ``h2``, both 0 where a part
-of the key is missing. Keys are grouped by ``h1`` and must agree on ``h2``: a group whose
-``h2`` differ (two keys colliding on 64 bits, about 2^-64 per pair) singles out no one, so a
-collision can only miss a link, never make one.
+A key is two 64-bit hashes of its values, ``h1`` and ``h2``, both 0 where a part of the key
+is missing (see :func:`tre.linkage._hashed`). Keys are grouped by ``h1`` and must agree on
+``h2``: a group whose ``h2`` differ (two keys clashing on ``h1``, about 2^-64 per pair)
+singles out no one, so such a clash can only miss a link, never make one.
 
 Holders are dense integer ids (a pupil, a patient, a person): comparing and counting them is
 sorting and counting integers, which is what numpy does fastest.
@@ -45,26 +45,31 @@ def _starts(ordered: np.ndarray) -> np.ndarray:
     return np.concatenate(([True], ordered[1:] != ordered[:-1]))[: len(ordered)]
 
 
-def number(hashes: np.ndarray, again: np.ndarray, names: pa.ChunkedArray):
-    """Number the holders named by ``names`` (one per row): each row's holder id, 0, 1, …,
-    and a row of each holder.
+def number(hashes: np.ndarray, names: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Number the holders named by ``names`` (one per row; ``hashes``: a 64-bit hash of each
+    name): each row's holder id, 0, 1, …, and a row of each holder.
 
-    ``hashes`` and ``again`` are two independent 64-bit hashes of each name. Rows are grouped
-    by the first and must agree on the second; in the (about 2^-64 per pair) case that they do
-    not, the names themselves are numbered."""
+    Rows are grouped by hash, then every row is checked to carry its group's name; if two
+    names share a hash (about 2^-64 per pair), the names themselves are numbered instead."""
     order = np.argsort(hashes)
     ordered = hashes[order]
     new = _starts(ordered)
     numbered = np.cumsum(new) - 1
     first = order[new]
-    if np.array_equal(again[order], again[first][numbered]):
-        ids = np.empty(len(hashes), dtype=np.int64)
-        ids[order] = numbered
+    again = np.flatnonzero(~new)
+    if (
+        len(again)
+        and not pc.all(
+            pc.equal(names.take(order[again]), names.take(first[numbered[again]]))
+        ).as_py()
+    ):
+        encoded = pc.dictionary_encode(names.combine_chunks())
+        ids = encoded.indices.to_numpy().astype(np.int64)
+        first = np.zeros(len(encoded.dictionary), dtype=np.int64)
+        first[ids] = np.arange(len(ids))
         return ids, first
-    encoded = pc.dictionary_encode(names.combine_chunks())
-    ids = encoded.indices.to_numpy().astype(np.int64)
-    first = np.zeros(len(encoded.dictionary), dtype=np.int64)
-    first[ids] = np.arange(len(ids))
+    ids = np.empty(len(hashes), dtype=np.int64)
+    ids[order] = numbered
     return ids, first
 
 
@@ -144,8 +149,10 @@ def candidates(pupils: Held, patients: Held, pupil_open: np.ndarray, patient_ope
 
 def one_to_one(pupil: np.ndarray, patient: np.ndarray, pupils: int, patients: int):
     """Of candidate pairs, the distinct ones in which each side has a single candidate."""
-    pairs = distinct((pupil.astype(np.int64) << 32) | patient.astype(np.int64))
-    pupil, patient = pairs >> 32, pairs & 0xFFFFFFFF
+    if pupils * patients >= 2**63:
+        raise ValueError(f"{pupils:,} pupils by {patients:,} patients: too many to pair")
+    pairs = distinct(pupil.astype(np.int64) * patients + patient)
+    pupil, patient = pairs // max(patients, 1), pairs % max(patients, 1)
     once = (np.bincount(pupil, minlength=pupils)[pupil] == 1) & (
         np.bincount(patient, minlength=patients)[patient] == 1
     )
