@@ -31,8 +31,10 @@ Each person then has ``person_key = HMAC-SHA256(K_link, identity)``, the identit
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+from collections.abc import Iterator
 
 import duckdb
 import numpy as np
@@ -148,10 +150,11 @@ class _Side:
         """The UPN or NHS number of each holder id."""
         return self.rows[self.holder_column].take(pa.array(self.first)).combine_chunks()
 
-    def fuzzy(self, holder: np.ndarray, rows: np.ndarray) -> pa.Table:
-        """The rows selected by the mask ``rows``, with ``id`` = ``holder``."""
+    def fuzzy(self, holder: np.ndarray, rows: np.ndarray | None = None) -> pa.Table:
+        """What the fuzzy pass compares, with ``id`` = ``holder``, of the rows selected by the
+        mask ``rows`` (all rows without it)."""
         table = self.rows.select(["fnc", "snc", "dob", "sex"]).append_column("id", pa.array(holder))
-        return table.filter(pa.array(rows))
+        return table if rows is None else table.filter(pa.array(rows))
 
 
 def _fetch(
@@ -190,14 +193,21 @@ def _query_pairs(
     con: duckdb.DuckDBPyConnection, sql: str, **tables: pa.Table
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run ``sql`` over the Arrow ``tables``; its two columns as numpy arrays."""
+    with _registered(con, **tables):
+        a, b = con.sql(sql).to_arrow_table().columns
+    return a.to_numpy().astype(np.int64), b.to_numpy().astype(np.int64)
+
+
+@contextlib.contextmanager
+def _registered(con: duckdb.DuckDBPyConnection, **tables: pa.Table) -> Iterator[None]:
+    """The Arrow ``tables`` visible to ``con`` under their names, for the ``with`` block."""
     for name, table in tables.items():
         con.register(name, table)
     try:
-        a, b = con.sql(sql).to_arrow_table().columns
+        yield
     finally:
         for name in tables:
             con.unregister(name)
-    return a.to_numpy().astype(np.int64), b.to_numpy().astype(np.int64)
 
 
 def _similar(a: str, b: str) -> str:
@@ -288,8 +298,8 @@ def _link_records(
         link_fuzzy_records=records.fuzzy(records.holder, person < 0),
         link_fuzzy_persons=pa.concat_tables(
             [
-                pupils.fuzzy(pupils.holder, np.ones(len(pupils.holder), dtype=bool)),
-                patients.fuzzy(patient_person, np.ones(len(patients.holder), dtype=bool)),
+                pupils.fuzzy(pupils.holder),
+                patients.fuzzy(patient_person),
             ]
         ),
     )
@@ -302,11 +312,8 @@ def _link_records(
 def _store(con: duckdb.DuckDBPyConnection, name: str, select: str, table: pa.Table) -> None:
     """Create the temporary table ``name`` from ``select`` over the Arrow ``table`` (as
     ``link_arrow``)."""
-    con.register("link_arrow", table)
-    try:
+    with _registered(con, link_arrow=table):
         con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {select}")
-    finally:
-        con.unregister("link_arrow")
 
 
 def _taken(
