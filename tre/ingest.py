@@ -444,6 +444,8 @@ def _ingest(
         other_custodian = "nhs" if custodian.id == "dfe" else "dfe"
         _load_identities(con, other, _identities_of(home, others.get(other_custodian)))
         result = linkage.link(con, key)
+        if custodian.id == "dfe":
+            linkage.store_pupil_keys(con)
         report.linkage = result.as_dict()
 
         version = manifest.digest[:16]
@@ -545,16 +547,15 @@ def _load_identities(con, table: str, path: Path | None) -> None:
     if path is None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {table} ({EMPTY_IDENTITIES[table]})")
         return
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM read_parquet(?)", [str(path)]
-    )
-    columns = [row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()]
+    # A view: linkage reads them once or twice, and Parquet is quick to read again.
+    source = "read_parquet('" + str(path).replace("'", "''") + "')"
+    columns = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
     if table == linkage.PATIENT_IDS and "records" not in columns:
         # Kept by an earlier version, one row per record: grouped as they are now.
         ids = "nhs, fn, sn, dob, sex, pc"
-        con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE {table} AS
+        source = f"""(
             SELECT NULL AS dataset, NULL AS record_id, {ids}, count(*) AS records
-            FROM {table} WHERE nhs IS NOT NULL GROUP BY ALL
+            FROM {source} WHERE nhs IS NOT NULL GROUP BY ALL
             UNION ALL
-            SELECT dataset, record_id, {ids}, 1 FROM {table} WHERE nhs IS NULL""")
+            SELECT dataset, record_id, {ids}, 1 FROM {source} WHERE nhs IS NULL)"""
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS SELECT * FROM {source}")

@@ -336,10 +336,7 @@ def _keys(
     partner: np.ndarray,
     person: np.ndarray,
 ) -> None:
-    """Each pupil's, patient's and record's person_key (see above)."""
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE link_pupil_keys AS
-        SELECT DISTINCT upn, person_key FROM {PUPIL_IDS}""")
+    """Each patient's and record's person_key (see above)."""
     pupil_keys = pupils.rows["person_key"]
     linked = partner >= 0
     carried = np.bincount(
@@ -387,16 +384,17 @@ def _keys(
 def link(con: duckdb.DuckDBPyConnection, key: bytes) -> LinkageResult:
     """Link the identities in ``link_pupils`` and ``link_patients`` (see above).
 
-    Leaves ``link_pupil_keys`` (upn, person_key), ``link_nhs_keys`` (nhs, person_key, pupil,
-    records: whether linked to a pupil, how many records carry the NHS number) and
-    ``link_orphan_keys`` (dataset, record_id, person_key, pupil) for the records without one.
+    Leaves ``link_nhs_keys`` (nhs, person_key, pupil, records: whether linked to a pupil, how
+    many records carry the NHS number) and ``link_orphan_keys`` (dataset, record_id,
+    person_key, pupil) for the records without one. A pupil's person_key is in
+    ``link_pupils``; :func:`store_pupil_keys` gives one row per pupil.
     """
     result = LinkageResult()
     con.execute("CREATE OR REPLACE TEMP TABLE link_names (name VARCHAR, canonical VARCHAR)")
     con.executemany("INSERT INTO link_names VALUES (?, ?)", list(equivalence_classes().items()))
     ids = ", ".join(IDENTITY)
     # Without patients there is nothing to link pupils to: skip fetching them.
-    anyone = f"EXISTS (SELECT 1 FROM {PATIENT_IDS})"
+    ((anyone,),) = con.execute(f"SELECT EXISTS (SELECT 1 FROM {PATIENT_IDS})").fetchall()
     pupils = _fetch(
         con,
         f"SELECT upn, person_key, {ids} FROM {PUPIL_IDS} WHERE {anyone}",
@@ -424,7 +422,11 @@ def link(con: duckdb.DuckDBPyConnection, key: bytes) -> LinkageResult:
     person = _link_records(con, pupils, patients, records, partner, result)
     pseudonyms.load_key(con, key)
     _keys(con, pupils, patients, records, partner, person)
-    result.pupils = con.execute("SELECT count(*) FROM link_pupil_keys").fetchone()[0]
+    result.pupils = (
+        len(pupils.first)
+        if anyone
+        else con.execute(f"SELECT count(DISTINCT upn) FROM {PUPIL_IDS}").fetchone()[0]
+    )
     (
         result.patients,
         result.records,
@@ -439,6 +441,13 @@ def link(con: duckdb.DuckDBPyConnection, key: bytes) -> LinkageResult:
              (SELECT count(*) AS records, count(*) FILTER (WHERE pupil) AS linked
               FROM link_orphan_keys) o""").fetchone()
     return result
+
+
+def store_pupil_keys(con: duckdb.DuckDBPyConnection) -> None:
+    """``link_pupil_keys`` (upn, person_key): one row per pupil of ``link_pupils``."""
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE link_pupil_keys AS
+        SELECT DISTINCT upn, person_key FROM {PUPIL_IDS}""")
 
 
 def record_keys(records: str) -> str:
