@@ -94,10 +94,11 @@ def test_the_second_hash_of_a_key_clashes_independently_of_the_first():
     values would move with the first for keys that differ in their last part."""
     con = duckdb.connect()
     columns = ("fn", "sn", "pc")
+    reversed_ = ", ".join(f"reverse({c}) AS {c}_reversed" for c in columns)
     rows = con.execute(
-        f"SELECT {linkage._hashed(columns, 'k')} FROM (VALUES "
+        f"SELECT {linkage._hashed(columns, 'k')} FROM (SELECT *, {reversed_} FROM (VALUES "
         "('AMY', 'KHAN', 'LS61AA'), ('AMY', 'KHAN', 'LS62BB'), ('AMY', 'KHAN', 'M11CC'), "
-        "('ZOE', 'KHAN', 'LS61AA')) t(fn, sn, pc)"
+        "('ZOE', 'KHAN', 'LS61AA')) t(fn, sn, pc))"
     ).fetchall()
     (a1, a2), *others = rows
     for b1, b2 in others:

@@ -56,8 +56,8 @@ LEVELS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
 #: The distinct keys each side hashes.
 PUPIL_KEYS = tuple(dict.fromkeys(pupil_cols for _, pupil_cols, _ in LEVELS))
 PATIENT_KEYS = tuple(dict.fromkeys(patient_cols for _, _, patient_cols in LEVELS))
-#: Key columns holding text (the others are dates).
-TEXT = frozenset({"fn", "fnc", "sn", "snc", "sex", "pc"})
+#: Key columns holding text of many values (the others are dates, and sex, of two values).
+TEXT = ("fn", "fnc", "sn", "snc", "pc")
 FUZZY = "similar names"
 MAX_EDITS = 1
 
@@ -117,12 +117,13 @@ def _normalised(source: str, id_columns: str) -> str:
 def _hashed(columns: tuple[str, ...], name: str) -> str:
     """Select-list expressions for a key as two 64-bit hashes (0 where a part is missing).
 
-    The second hashes the text values reversed. DuckDB's ``hash(a, b, …)`` combines the
-    values' own hashes, XOR-ing the last one in, so a second hash over the same values (even
-    salted) would clash whenever the first does; over reversed text it clashes independently,
-    and two different keys then agree on both with a probability of about 2^-128 per pair."""
+    The second hashes the text values reversed (``<column>_reversed``, from :func:`_fetch`).
+    DuckDB's ``hash(a, b, …)`` combines the values' own hashes, XOR-ing the last one in, so a
+    second hash over the same values (even salted) would clash whenever the first does; over
+    reversed text it clashes independently, and two different keys then agree on both with a
+    probability of about 2^-128 per pair."""
     listed = ", ".join(columns)
-    reversed_ = ", ".join(f"reverse({c})" if c in TEXT else c for c in columns)
+    reversed_ = ", ".join(f"{c}_reversed" if c in TEXT else c for c in columns)
     present = " AND ".join(f"{c} IS NOT NULL" for c in columns)
     return (
         f"CASE WHEN {present} THEN hash({listed}) ELSE 0 END AS {name}_1, "
@@ -169,9 +170,10 @@ def _fetch(
     hashed = ", ".join(_hashed(k, f"k{i}") for i, k in enumerate(keys))
     passed = [holder, *extra] if holder else list(extra)
     named = f"hash({holder}) AS holder_hash, " if holder else ""
+    reversed_ = ", ".join(f"reverse({c}) AS {c}_reversed" for c in TEXT)
     table = con.sql(
         f"SELECT {', '.join([*passed, 'fnc', 'snc', 'dob', 'sex'])}, {named}{hashed} "
-        f"FROM ({_normalised(source, ', '.join(passed))})"
+        f"FROM (SELECT *, {reversed_} FROM ({_normalised(source, ', '.join(passed))}))"
     ).to_arrow_table()
     if holder:
         ids, first = matching.number(table["holder_hash"].to_numpy(), table[holder])
