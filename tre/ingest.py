@@ -194,11 +194,7 @@ def _identities_sql(dataset: Dataset) -> str:
         keep=f"'{dataset.name}' AS dataset, \"{dataset.record_key}\" AS record_id",
         where=f"{valid} AND nhs_number IS NULL",
     )
-    return (
-        f"SELECT NULL AS dataset, NULL AS record_id, nhs, fn, sn, dob, sex, pc, records "
-        f"FROM ({patients}) UNION ALL "
-        f"SELECT dataset, record_id, nhs, fn, sn, dob, sex, pc, 1 FROM ({orphans})"
-    )
+    return linkage.patient_identities(patients, orphans)
 
 
 def _person_key_join(dataset: Dataset) -> tuple[str, str]:
@@ -442,7 +438,8 @@ def _ingest(
         con.execute(f"CREATE OR REPLACE TEMP TABLE {own} AS {' UNION ALL '.join(selects)}")
         con.execute(f"COPY {own} TO '{landing / IDENTITIES}' (FORMAT parquet)")
         other_custodian = "nhs" if custodian.id == "dfe" else "dfe"
-        _load_identities(con, other, _identities_of(home, others.get(other_custodian)))
+        other_landing = _landing_of(home, others.get(other_custodian))
+        _load_identities(con, other, other_landing)
         result = linkage.link(con, key)
         if custodian.id == "dfe":
             linkage.store_pupil_keys(con)
@@ -471,7 +468,6 @@ def _ingest(
                     home.curated / custodian.id / dataset.name / version,
                 )
             )
-        other_landing = _landing_of(home, others.get(other_custodian))
         for name, existing in current.items():
             if existing.custodian == custodian.id:
                 continue
@@ -530,11 +526,6 @@ def _landing_of(home: Home, delivery: curated.Delivery | None) -> Path | None:
     return None if delivery is None else home.root / delivery.landing_path
 
 
-def _identities_of(home: Home, delivery: curated.Delivery | None) -> Path | None:
-    landing = _landing_of(home, delivery)
-    return None if landing is None else landing / IDENTITIES
-
-
 EMPTY_IDENTITIES = {
     linkage.PUPIL_IDS: "upn VARCHAR, fn VARCHAR, sn VARCHAR, dob DATE, sex VARCHAR, pc VARCHAR, "
     "person_key VARCHAR",
@@ -543,19 +534,24 @@ EMPTY_IDENTITIES = {
 }
 
 
-def _load_identities(con, table: str, path: Path | None) -> None:
-    if path is None:
+def _load_identities(con, table: str, landing: Path | None) -> None:
+    """The other custodian's identities, kept in the landing store of its latest delivery."""
+    if landing is None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {table} ({EMPTY_IDENTITIES[table]})")
         return
     # A view: linkage reads them once or twice, and Parquet is quick to read again.
-    source = "read_parquet('" + str(path).replace("'", "''") + "')"
+    source = "read_parquet('" + str(landing / IDENTITIES).replace("'", "''") + "')"
     columns = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
     if table == linkage.PATIENT_IDS and "records" not in columns:
         # Kept by an earlier version, one row per record: grouped as they are now.
-        ids = "nhs, fn, sn, dob, sex, pc"
-        source = f"""(
-            SELECT NULL AS dataset, NULL AS record_id, {ids}, count(*) AS records
-            FROM {source} WHERE nhs IS NOT NULL GROUP BY ALL
-            UNION ALL
-            SELECT dataset, record_id, {ids}, 1 FROM {source} WHERE nhs IS NULL)"""
+        ids = ", ".join(linkage.IDENTITY)
+        source = (
+            "("
+            + linkage.patient_identities(
+                f"SELECT nhs, {ids}, count(*) AS records FROM {source} "
+                "WHERE nhs IS NOT NULL GROUP BY ALL",
+                f"SELECT * FROM {source} WHERE nhs IS NULL",
+            )
+            + ")"
+        )
     con.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS SELECT * FROM {source}")

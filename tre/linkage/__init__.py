@@ -71,6 +71,17 @@ PATIENT_IDS = "link_patients"
 IDENTITY = ("fn", "sn", "dob", "sex", "pc")
 
 
+def patient_identities(patients: str, records: str) -> str:
+    """SQL for the rows of ``link_patients``: from ``patients`` (nhs, fn, sn, dob, sex, pc,
+    records), the distinct identities of those with an NHS number, and from ``records``
+    (dataset, record_id, fn, sn, dob, sex, pc), the records without one."""
+    ids = ", ".join(IDENTITY)
+    return (
+        f"SELECT NULL AS dataset, NULL AS record_id, nhs, {ids}, records FROM ({patients}) "
+        f"UNION ALL SELECT dataset, record_id, NULL AS nhs, {ids}, 1 FROM ({records})"
+    )
+
+
 def _name(column: str) -> str:
     return f"upper(regexp_replace(strip_accents({column}), '[^A-Za-z]', '', 'g'))"
 
