@@ -33,7 +33,7 @@ from pathlib import Path
 import duckdb
 
 from tre import audit, catalog, curated, deliveries, linkage, pseudonyms, validation
-from tre.catalog import Column, Dataset, Identity, Transform
+from tre.catalog import Column, Custodian, Dataset, Identity, Transform
 from tre.config import Settings
 from tre.db import Database
 from tre.exceptions import IntegrityError, InvalidInput, TREError
@@ -246,6 +246,12 @@ def _rekey(
         return False
     delivered = landing / dataset.file_name
     if not delivered.is_file():
+        # Only in a home that took partial hospital deliveries before they were refused.
+        log.warning(
+            "%s was not re-keyed: the latest delivery of its custodian does not hold it. "
+            "Ask the custodian for a delivery with all of its datasets.",
+            dataset.name,
+        )
         return False
     nhs = dataset.identity_columns()[Identity.NHS_NUMBER].name
     con.execute(
@@ -375,6 +381,7 @@ def _ingest(
             "A DfE delivery must include the school census (pupils.csv): it says who the "
             "pupils of the other files are."
         )
+    _check_complete(custodian, manifest, current)
     # In catalog order, so the census is validated before the files that refer to it.
     order = [d.name for d in custodian.datasets]
     files = sorted(manifest.files, key=lambda f: order.index(f.dataset))
@@ -520,6 +527,34 @@ def _ingest(
         return report
     finally:
         progress.close()
+
+
+def _check_complete(
+    custodian: Custodian, manifest: deliveries.Manifest, current: dict[str, curated.DatasetVersion]
+) -> None:
+    """Refuse a delivery that leaves out a dataset keyed by linkage which an earlier delivery
+    of the custodian brought.
+
+    Hospital records are keyed through linkage, which reads the identities of the custodian's
+    latest delivery, and are re-keyed from that delivery's files: a dataset it left out would
+    keep keys of an earlier linkage, and a person's records would carry two keys."""
+    delivered = {f.dataset for f in manifest.files}
+    left_out = sorted(
+        catalog.dataset(name).file_name
+        for name, version in current.items()
+        if version.custodian == custodian.id
+        and name not in delivered
+        and catalog.dataset(name).record_key is not None
+    )
+    if left_out:
+        files = ", ".join(left_out)
+        raise InvalidInput(
+            f"This delivery leaves out {files}, which an earlier {custodian.id} delivery "
+            "brought. Hospital records are keyed by linkage over the identities of the latest "
+            "delivery, so each delivery must hold every dataset delivered before: add "
+            f"{files} (unchanged if nothing changed), write the manifest, sign it and send "
+            "the delivery again."
+        )
 
 
 def _landing_of(home: Home, delivery: curated.Delivery | None) -> Path | None:

@@ -416,6 +416,30 @@ def test_hospital_identities_kept_by_an_earlier_version_still_link(home, synthet
     assert report["truth"]["recall"] >= 0.95 and report["truth"]["precision"] >= 0.99
 
 
+def test_a_hospital_delivery_must_hold_every_dataset_delivered_before(
+    home, synthetic, deliveries, tmp_path, capsys
+):
+    """A dataset left out would keep the keys of an earlier linkage: the same patient would
+    have two person keys. A first delivery may hold only some datasets."""
+    (deliveries.nhs / "hes_apc.csv").unlink()
+    deliveries.resign("nhs")
+    assert main(["ingest", str(deliveries.nhs)], home) == 0
+    assert "hes_apc" not in current_versions(home)
+    assert main(["ingest", str(synthetic.nhs)], home) == 0
+    later = synthetic.copy(tmp_path / "later")
+    (later.nhs / "hes_ae.csv").unlink()
+    later.resign("nhs")
+    err = _ingest_refused(home, later.nhs, capsys, exit_code=65)
+    assert "leaves out hes_ae.csv" in err and "hes_apc" not in err
+    # The DfE's files need not all come again: its keys come from the UPN, not from linkage.
+    census_only = synthetic.copy(tmp_path / "census")
+    for name in ("ks2", "ks4", "absence", "exclusions"):
+        (census_only.dfe / f"{name}.csv").unlink()
+    census_only.resign("dfe")
+    assert main(["ingest", str(synthetic.dfe)], home) == 0
+    assert main(["ingest", str(census_only.dfe)], home) == 0
+
+
 def test_manifest_helpers_round_trip(tmp_path, synthetic):
     folder = tmp_path / "d"
     folder.mkdir()
