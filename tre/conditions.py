@@ -13,6 +13,7 @@ import datetime as dt
 from typing import Any
 
 from tre.catalog import Type
+from tre.sql import literal
 
 OPERATORS = {
     "eq": "=",
@@ -63,4 +64,4 @@ def _literal(value: Any, column_type: Type) -> str:
         return repr(float(value)) if column_type is Type.DECIMAL else str(int(value))
     if column_type is Type.DATE:
         return f"DATE '{dt.date.fromisoformat(str(value)).isoformat()}'"
-    return "'" + str(value).replace("'", "''") + "'"
+    return literal(value)

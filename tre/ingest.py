@@ -39,6 +39,7 @@ from tre.db import Database
 from tre.exceptions import IntegrityError, InvalidInput, TREError
 from tre.home import Home
 from tre.keys import LINK_KEY
+from tre.sql import literal
 
 log = logging.getLogger(__name__)
 
@@ -213,11 +214,12 @@ def _person_key_join(dataset: Dataset) -> tuple[str, str]:
 def _write_parquet(con, select: str, dataset: Dataset, staging: Path) -> None:
     """Write ``select`` as the dataset's Parquet; an empty result still gets a file, so the
     dataset's columns are known to whoever reads it."""
-    con.execute(f"COPY ({select}) TO '{staging}' ({_copy_options(dataset)})")
+    con.execute(f"COPY ({select}) TO {literal(staging)} ({_copy_options(dataset)})")
     if not any(staging.rglob("*.parquet")):
         staging.mkdir(parents=True, exist_ok=True)
         con.execute(
-            f"COPY ({select} LIMIT 0) TO '{staging / 'data_0.parquet'}' ({_copy_options(None)})"
+            f"COPY ({select} LIMIT 0) TO {literal(staging / 'data_0.parquet')} "
+            f"({_copy_options(None)})"
         )
 
 
@@ -261,7 +263,7 @@ def _rekey(
         [str(delivered)],
     )
     records = "SELECT * FROM rekey_records"
-    source = f"read_parquet('{curated.parquet_glob(home, version)}')"
+    source = f"read_parquet({literal(curated.parquet_glob(home, version))})"
     join = (
         f"{source} c LEFT JOIN ({linkage.record_keys(records)}) k "
         f'ON k.record_id = c."{dataset.record_key}"'
@@ -397,7 +399,7 @@ def _ingest(
         tmp.mkdir(mode=0o700, exist_ok=True)
         con = connect() if connect else duckdb.connect(config={"threads": os.cpu_count() or 2})
         con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
-        con.execute(f"SET temp_directory = '{tmp}'")
+        con.execute(f"SET temp_directory = {literal(tmp)}")
 
         problems: list[validation.Problem] = []
         loaded: dict[str, validation.Loaded] = {}
@@ -426,7 +428,7 @@ def _ingest(
                 con.execute(
                     f"COPY (SELECT rowid + 1 AS row_number, * FROM {validation.raw_table(dataset)} "
                     f"WHERE rowid + 1 IN (SELECT row_number FROM bad_{dataset.name})) "
-                    f"TO '{qdir / dataset.file_name}' (HEADER)"
+                    f"TO {literal(qdir / dataset.file_name)} (HEADER)"
                 )
 
         progress.step("linking")
@@ -443,7 +445,7 @@ def _ingest(
             _identities_sql(d) for d in datasets if Identity.FORENAME in d.identity_columns()
         ]
         con.execute(f"CREATE OR REPLACE TEMP TABLE {own} AS {' UNION ALL '.join(selects)}")
-        con.execute(f"COPY {own} TO '{landing / IDENTITIES}' (FORMAT parquet)")
+        con.execute(f"COPY {own} TO {literal(landing / IDENTITIES)} (FORMAT parquet)")
         other_custodian = "nhs" if custodian.id == "dfe" else "dfe"
         other_landing = _landing_of(home, others.get(other_custodian))
         _load_identities(con, other, other_landing)
@@ -575,7 +577,7 @@ def _load_identities(con, table: str, landing: Path | None) -> None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {table} ({EMPTY_IDENTITIES[table]})")
         return
     # A view: linkage reads them once or twice, and Parquet is quick to read again.
-    source = "read_parquet('" + str(landing / IDENTITIES).replace("'", "''") + "')"
+    source = f"read_parquet({literal(landing / IDENTITIES)})"
     columns = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
     if table == linkage.PATIENT_IDS and "records" not in columns:
         # Kept by an earlier version, one row per record: grouped as they are now.

@@ -447,3 +447,58 @@ def test_manifest_helpers_round_trip(tmp_path, synthetic):
     deliveries.write_manifest(folder, "nhs", "n", "d")
     manifest = deliveries.read_manifest(folder)
     assert [f.dataset for f in manifest.files] == ["deaths"]
+
+
+def test_a_quote_in_the_home_path_breaks_no_statement(
+    environ, deliveries, tmp_path, capsys, monkeypatch
+):
+    """Paths reach DuckDB as SQL literals (COPY targets, read_parquet globs, the temporary
+    folder): a home under ``o'brien's data`` ingests, re-keys, quarantines, reports, provisions
+    and is read from a workspace."""
+    import dataclasses
+    import datetime as dt
+
+    from tests.conftest import ALICE, REPO, provision_project
+    from tests.factories import init_home
+    from tre.home import Home
+    from tre.outputs import specs
+    from tre.projects import extracts, spec
+    from tre.workspace import connect
+
+    environ["TRE_HOME"] = str(tmp_path / "o'brien's data" / "home")
+    init_home(environ, deliveries.keys)
+    edit_csv(deliveries.nhs / "hes_ae.csv", 2, "diagnosis", "not a code")
+    deliveries.resign("nhs")
+    assert main(["ingest", "--quarantine", str(deliveries.nhs)], environ) == 0
+    assert main(["ingest", str(deliveries.dfe)], environ) == 0
+    assert "re-keyed after new links" in capsys.readouterr().out
+    assert main(["linkage", "report", "--truth", str(deliveries.truth), "--json"], environ) == 0
+    assert json.loads(capsys.readouterr().out)["truth"]["precision"] >= 0.99
+
+    settings = Settings.from_environ(environ)
+    home, db = Home(settings.home), Database(settings.metadata_url)
+    today = dt.date.today()
+    application = dataclasses.replace(
+        spec.load(REPO / "projects" / "asthma-ks4.yaml"),
+        id="quoted",
+        start=today,
+        end=today + dt.timedelta(days=100),
+        cohort=(),
+    )
+    try:
+        provision_project(home, db, application, ALICE)
+    finally:
+        db.dispose()
+    folder = extracts.folder(home, "quoted") / "extracts"
+    manifest = json.loads((folder / extracts.MANIFEST).read_text())
+    sources = specs.Extracts.of(folder).sources
+    with duckdb.connect() as con:
+        for name, dataset in manifest["datasets"].items():
+            assert (
+                con.execute(f"SELECT count(*) FROM {sources[name]}").fetchone()[0]
+                == (dataset["rows"])
+            )
+    monkeypatch.setenv("TRE_PROJECT", "quoted")
+    monkeypatch.setenv("TRE_EXTRACTS", str(folder))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert connect().execute("SELECT count(*) FROM pupils").fetchone()[0] > 0

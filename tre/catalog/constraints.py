@@ -13,6 +13,8 @@ import datetime as dt
 import re
 from collections.abc import Mapping
 
+from tre.sql import literal
+
 UPN_LETTERS = "ABCDEFGHJKLMNPQRTUVWXYZ"  # 23 letters: no I, O, S
 
 
@@ -27,10 +29,6 @@ def upn_check_letter(last_twelve: str) -> str:
     """The check letter of a UPN: characters 2–13 weighted by their position, mod 23."""
     total = sum(int(d) * (i + 2) for i, d in enumerate(last_twelve))
     return UPN_LETTERS[total % 23]
-
-
-def _sql_text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 class Constraint:
@@ -119,7 +117,7 @@ class Pattern(Constraint):
         return re.fullmatch(self.regex, value) is not None
 
     def sql_invalid(self, expr: str) -> str:
-        return f"NOT regexp_full_match({expr}, {_sql_text(self.regex)})"
+        return f"NOT regexp_full_match({expr}, {literal(self.regex)})"
 
 
 def ICD10(name: str = "icd10_format") -> Pattern:
@@ -151,7 +149,7 @@ class Codes(Constraint):
         return str(value) in self.codes
 
     def sql_invalid(self, expr: str) -> str:
-        values = ", ".join(_sql_text(k) for k in self.codes)
+        values = ", ".join(literal(k) for k in self.codes)
         return f"CAST({expr} AS VARCHAR) NOT IN ({values})"
 
 

@@ -126,11 +126,12 @@ def outputs_check_table(data: Path, rows, cols, value, agg, unit, margins, rule_
     from tre.exceptions import InvalidInput
     from tre.outputs import results, tables
     from tre.outputs import rules as R
+    from tre.sql import literal
 
     if agg != "count" and not value:
         raise InvalidInput(f"--agg {agg} needs --values COLUMN.")
     reader = "read_parquet" if data.suffix.lower() == ".parquet" else "read_csv"
-    source = f"{reader}('{data}')"
+    source = f"{reader}({literal(data)})"
     con = duckdb.connect()
     try:
         table = tables.compute(

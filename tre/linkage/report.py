@@ -21,6 +21,7 @@ from tre.db import Database
 from tre.exceptions import InvalidInput, NotFound
 from tre.home import Home
 from tre.keys import LINK_KEY
+from tre.sql import literal
 
 SUBGROUPS = ("sex", "ethnicity", "fsm_eligible")
 
@@ -96,7 +97,7 @@ def report(home: Home, db: Database, truth: Path | None = None) -> Report:
         f"CREATE TEMP VIEW pupils AS SELECT person_key, arg_max(sex, academic_year) AS sex, "
         f"arg_max(ethnicity, academic_year) AS ethnicity, "
         f"arg_max(fsm_eligible, academic_year) AS fsm_eligible "
-        f"FROM read_parquet('{curated.parquet_glob(home, versions['pupils'])}') "
+        f"FROM read_parquet({literal(curated.parquet_glob(home, versions['pupils']))}) "
         f"GROUP BY person_key"
     )
     con.execute(
@@ -104,7 +105,7 @@ def report(home: Home, db: Database, truth: Path | None = None) -> Report:
         + " UNION ALL ".join(
             f"SELECT '{d.name}' AS dataset, \"{d.record_key}\" AS record_id, person_key, "
             "person_key IN (SELECT person_key FROM pupils) AS pupil "
-            f"FROM read_parquet('{curated.parquet_glob(home, versions[d.name])}')"
+            f"FROM read_parquet({literal(curated.parquet_glob(home, versions[d.name]))})"
             for d in hospital
         )
     )
@@ -145,7 +146,7 @@ def _against_truth(con, home: Home, truth: Path) -> dict:
     con.execute(
         f"CREATE TEMP TABLE true_pupils AS SELECT child, "
         f"{pseudonyms.hmac_sql(chr(39) + 'upn:' + chr(39) + ' || upn')} AS person_key "
-        f"FROM read_csv('{pupils_csv}', types = {{'upn': 'VARCHAR'}})"
+        f"FROM read_csv({literal(pupils_csv)}, types = {{'upn': 'VARCHAR'}})"
     )
     con.execute(f"""
         CREATE TEMP TABLE judged AS
@@ -153,7 +154,7 @@ def _against_truth(con, home: Home, truth: Path) -> dict:
                t.person_key IS NOT NULL AS linkable,
                coalesce(t.person_key, CASE WHEN r.pupil THEN r.person_key END) AS subject
         FROM records r
-        JOIN read_csv('{records_csv}', types = {{'record_id': 'VARCHAR'}}) x
+        JOIN read_csv({literal(records_csv)}, types = {{'record_id': 'VARCHAR'}}) x
           USING (dataset, record_id)
         LEFT JOIN true_pupils t ON t.child = x.child AND x.in_npd""")
     linked, correct, linkable = con.execute(

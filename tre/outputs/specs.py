@@ -38,6 +38,7 @@ from tre.catalog import Type
 from tre.conditions import OPERATORS, Condition
 from tre.exceptions import InvalidInput
 from tre.outputs.tables import STATISTICS
+from tre.sql import literal
 
 KINDS = ("table", "summary", "model", "dp")
 FAMILIES = ("ols", "logit", "probit")
@@ -245,7 +246,7 @@ class Extracts:
             raise InvalidInput(f"The project has no extracts in {folder}: is it provisioned?")
         manifest = json.loads(manifest_path.read_text())
         sources = {
-            name: f"read_parquet('{folder / name}/**/*.parquet', union_by_name = true)"
+            name: f"read_parquet({literal(folder / name / '**/*.parquet')}, union_by_name = true)"
             for name in manifest["datasets"]
         }
         types = {

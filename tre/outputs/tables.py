@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 
 from tre.outputs.rules import CellStats
+from tre.sql import literal
 
 ALL = "All"
 MISSING = "(missing)"
@@ -78,7 +79,7 @@ def _literal(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
-    return "'" + str(value).replace("'", "''") + "'"
+    return literal(value)
 
 
 def _statistic_sql(statistic: str, quantile: float | None) -> str:

@@ -35,6 +35,7 @@ from tre.people import Person
 from tre.projects import Project, access_changed, lock, record_closed, record_provisioned
 from tre.projects.lifecycle import State
 from tre.projects.spec import ProjectSpec
+from tre.sql import literal
 
 MANIFEST = "manifest.json"
 GROUP_PREFIX = "tre-p-"
@@ -73,7 +74,7 @@ def sources_of(home: Home, db: Database, spec: ProjectSpec) -> tuple[dict[str, s
             "deliveries first."
         )
     sources = {
-        d: f"read_parquet('{curated.parquet_glob(home, versions[d])}', union_by_name = true)"
+        d: f"read_parquet({literal(curated.parquet_glob(home, versions[d]))}, union_by_name = true)"
         for d in spec.datasets
     }
     info = {
@@ -94,11 +95,11 @@ def _copy_to(dataset: catalog.Dataset, columns: tuple[str, ...], out: Path) -> s
     options = "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1"
     if dataset.partition_by and dataset.partition_by in columns:
         return (
-            f"'{out}' ({options}, PARTITION_BY (\"{dataset.partition_by}\"), "
+            f'{literal(out)} ({options}, PARTITION_BY ("{dataset.partition_by}"), '
             "WRITE_PARTITION_COLUMNS true)"
         )
     out.mkdir(parents=True, exist_ok=True)
-    return f"'{out / 'data_0.parquet'}' ({options})"
+    return f"{literal(out / 'data_0.parquet')} ({options})"
 
 
 def _sha256(path: Path) -> str:
@@ -142,8 +143,8 @@ def build(home: Home, db: Database, project: Project, target: Path) -> dict:
                 out.mkdir(parents=True, exist_ok=True)
                 con.execute(
                     f"COPY (SELECT p.pseudo_id, {', '.join(select)} FROM {sources[name]} c "
-                    f"JOIN pseudonyms p USING (person_key) LIMIT 0) TO '{out / 'data_0.parquet'}' "
-                    "(FORMAT parquet)"
+                    f"JOIN pseudonyms p USING (person_key) LIMIT 0) "
+                    f"TO {literal(out / 'data_0.parquet')} (FORMAT parquet)"
                 )
             files = [
                 {

@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 
 from tre.exceptions import ConfigError, InvalidInput
+from tre.sql import literal
 
 MANIFEST = "manifest.json"
 #: Workers of the local Dask cluster: one process per core, up to 2 (a workspace shares the
@@ -82,10 +83,6 @@ def tables() -> dict[str, dict[str, Any]]:
     }
 
 
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection over the project's extracts (one view per extract), sandboxed."""
     workspace = Workspace.here()
@@ -98,12 +95,12 @@ def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
         config["threads"] = threads
     con = duckdb.connect(":memory:", config=config)
     temp = Path.home() / ".duckdb-tmp"
-    con.execute(f"SET temp_directory = {_sql_string(str(temp))}")
-    con.execute(f"SET allowed_directories = [{_sql_string(str(workspace.extracts))}]")
+    con.execute(f"SET temp_directory = {literal(str(temp))}")
+    con.execute(f"SET allowed_directories = [{literal(str(workspace.extracts))}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     for name, paths in extracts.items():
-        files = ", ".join(_sql_string(f) for f in paths)
+        files = ", ".join(literal(f) for f in paths)
         con.execute(
             f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet([{files}], '
             "hive_partitioning = false)"
