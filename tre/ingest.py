@@ -116,7 +116,8 @@ def released_expr(column: Column, typed: bool) -> str:
             band = f"(({value}) // 5) * 5"
             return f"CAST({band} AS VARCHAR) || '-' || CAST({band} + 4 AS VARCHAR) AS {name}"
         case Transform.AREA_CODE:
-            return f"split_part(upper(trim({value})), ' ', 1) AS {name}"
+            # Valid postcodes are in capitals with one space (the catalog requires it).
+            return f"split_part({value}, ' ', 1) AS {name}"
     raise AssertionError(column.transform)
 
 
@@ -283,17 +284,22 @@ def _rekey(
     return True
 
 
-def _references(con, custodian, dataset: Dataset) -> tuple[tuple[str, str, str], ...]:
+def _references(con, custodian, dataset: Dataset) -> tuple[validation.Reference, ...]:
     """Every UPN in the DfE's other files must be a pupil of the census delivered with them."""
-    if custodian.id != "dfe":
+    if custodian.id != "dfe" or dataset.name == "pupils":
         return ()
-    if dataset.name == "pupils":
-        return ()
-    con.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS census_upns AS SELECT DISTINCT upn FROM raw_pupils "
-        "WHERE rowid + 1 NOT IN (SELECT row_number FROM bad_pupils)"
-    )
-    return (("upn", "census_upns", "pupils.csv"),)
+    if not con.execute("SELECT EXISTS (SELECT 1 FROM bad_pupils)").fetchone()[0]:
+        # Every row of the census is valid: its UPNs are the distinct ones validation kept.
+        valid = (
+            f"SELECT v AS upn FROM {validation.distinct_values(catalog.dataset('pupils'), 'upn')}"
+        )
+    else:
+        valid = (
+            "SELECT DISTINCT upn FROM raw_pupils "
+            "WHERE rowid + 1 NOT IN (SELECT row_number FROM bad_pupils)"
+        )
+    con.execute(f"CREATE TEMP TABLE IF NOT EXISTS census_upns AS {valid}")
+    return (validation.Reference("upn", "census_upns", "pupils.csv"),)
 
 
 def _report_problems(problems: list[validation.Problem]) -> str:
@@ -445,7 +451,11 @@ def _ingest(
             _identities_sql(d) for d in datasets if Identity.FORENAME in d.identity_columns()
         ]
         con.execute(f"CREATE OR REPLACE TEMP TABLE {own} AS {' UNION ALL '.join(selects)}")
-        con.execute(f"COPY {own} TO {literal(landing / IDENTITIES)} (FORMAT parquet)")
+        # Uncompressed: format 2's encodings already make it about as small as compressed.
+        con.execute(
+            f"COPY {own} TO {literal(landing / IDENTITIES)} "
+            "(FORMAT parquet, COMPRESSION uncompressed, PARQUET_VERSION V2)"
+        )
         other_custodian = "nhs" if custodian.id == "dfe" else "dfe"
         other_landing = _landing_of(home, others.get(other_custodian))
         _load_identities(con, other, other_landing)

@@ -5,19 +5,24 @@ types; if any value does not parse (or the columns are in another order), the fi
 again as text, so that each badly typed value becomes a finding with its row number rather
 than a crash. The rules of a dataset, all derived from its catalog declaration, are then counted
 in one pass: a required value missing, a value not of the column's type, a constraint broken, a
-multi-column check failed, a duplicated record id. Expensive checks (check digits) run once per
-distinct value. Findings name the file, the rule, the column, how many rows, and the first row
-numbers (1 = the first row after the header); never a value, which could be an identifier.
+multi-column check failed, a duplicated record id, a UPN not in the census. Some are first
+checked on distinct values (:func:`_prechecks`): check digits, codes, schools and diagnoses
+(each value once per delivery), references and record ids; the pass over the rows then only
+looks for the values found, and skips a rule that found none. Findings name the file, the
+rule, the column, how many rows, and the first row numbers (1 = the first row after the
+header); never a value, which could be an identifier.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 
 import duckdb
 
 from tre.catalog import Column, Dataset, Type
+from tre.catalog.constraints import Constraint
 from tre.exceptions import InvalidInput
 
 FIRST_ROWS = 5
@@ -73,35 +78,95 @@ def value(column: Column, typed: bool) -> str:
     return f'TRY_CAST("{column.name}" AS {column.type.sql})'
 
 
-def _failed_values(dataset: Dataset, column: Column) -> str:
-    return f"failed_{dataset.name}_{column.name}"
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """Every value of ``column`` must be in the one-column table ``keys``: the valid keys of
+    the file ``target`` of the same delivery."""
+
+    column: str
+    keys: str
+    target: str
 
 
-def _check_distinct_values(con: duckdb.DuckDBPyConnection, dataset: Dataset, typed: bool) -> None:
-    """Check costly constraints once per distinct value, and once per delivery: values that
-    passed are remembered (``passed_<rule>``) and not checked again in the next file."""
+def distinct_values(dataset: Dataset, column: str) -> str:
+    """The table of a column's distinct non-missing values, made by :func:`validate` for the
+    columns it checks per distinct value (column ``v``)."""
+    return f"distinct_{dataset.name}_{column}"
+
+
+def _passed_values(column: Column, constraint: Constraint) -> str:
+    """Values that met a constraint, kept for the delivery's next files: one table per
+    constraint (and type), whichever column and file it comes from."""
+    rule = f"{column.type.sql} {constraint.sql_invalid('v')}"
+    return f"passed_{hashlib.sha256(rule.encode()).hexdigest()[:16]}"
+
+
+def _prechecks(
+    con: duckdb.DuckDBPyConnection,
+    dataset: Dataset,
+    typed: bool,
+    references: tuple[Reference, ...],
+) -> dict[str, str]:
+    """Checks made on distinct values before the pass over the rows: constraints marked
+    ``per_distinct_value`` (each value checked once per delivery), references, duplicated
+    record ids. Each leaves a table of the offending values; returns, for each such check
+    that found some, its rule's SQL over the rows (the others break no row)."""
     table = raw_table(dataset)
+    found: dict[str, str] = {}
+
+    def offending(name: str, sql: str, expr: str) -> None:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
+        if con.execute(f"SELECT EXISTS (SELECT 1 FROM {name})").fetchone()[0]:
+            found[name] = f"{expr} IN (SELECT v FROM {name})"
+
+    referenced = {r.column: r for r in references}
     for c in dataset.columns:
-        for k in c.constraints:
-            if not k.per_distinct_value:
-                continue
-            v, passed = value(c, typed), f"passed_{k.name}"
+        costly = [(i, k) for i, k in enumerate(c.constraints) if k.per_distinct_value]
+        if not costly and c.name not in referenced:
+            continue
+        v, distinct = value(c, typed), distinct_values(dataset, c.name)
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {distinct} AS "
+            f"SELECT DISTINCT {v} AS v FROM {table} WHERE {v} IS NOT NULL"
+        )
+        for i, k in costly:
+            passed = _passed_values(c, k)
             con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {passed} (v {c.type.sql})")
             con.execute(
-                f"CREATE OR REPLACE TEMP TABLE unchecked AS SELECT DISTINCT {v} AS v "
-                f"FROM {table} WHERE {v} IS NOT NULL AND {v} NOT IN (SELECT v FROM {passed})"
+                f"CREATE OR REPLACE TEMP TABLE unchecked AS "
+                f"SELECT v FROM {distinct} WHERE v NOT IN (SELECT v FROM {passed})"
             )
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {_failed_values(dataset, c)} AS "
-                f"SELECT v FROM unchecked WHERE {k.sql_invalid('v')}"
-            )
+            failed = f"failed_{dataset.name}_{c.name}_{i}"
+            offending(failed, f"SELECT v FROM unchecked WHERE {k.sql_invalid('v')}", v)
             con.execute(
                 f"INSERT INTO {passed} SELECT v FROM unchecked "
-                f"WHERE v NOT IN (SELECT v FROM {_failed_values(dataset, c)})"
+                f"WHERE v NOT IN (SELECT v FROM {failed})"
             )
+        if c.name in referenced:
+            keys = referenced[c.name].keys
+            offending(
+                f"missing_{dataset.name}_{c.name}",
+                f"SELECT v FROM {distinct} WHERE v NOT IN (SELECT * FROM {keys})",
+                v,
+            )
+    if dataset.record_key:
+        key = f'"{dataset.record_key}"'
+        offending(
+            f"duplicated_{dataset.name}",
+            f"SELECT {key} AS v FROM {table} GROUP BY {key} HAVING count(*) > 1",
+            key,
+        )
+    return found
 
 
-def rules(dataset: Dataset, typed: bool) -> list[Rule]:
+def rules(
+    dataset: Dataset,
+    typed: bool,
+    found: dict[str, str],
+    references: tuple[Reference, ...] = (),
+) -> list[Rule]:
+    """Every rule of ``dataset`` as SQL over its rows; ``found`` is what :func:`_prechecks`
+    found (a precheck that found nothing gives its rule as ``false``)."""
     out: list[Rule] = []
     for c in dataset.columns:
         q = f'"{c.name}"'
@@ -117,9 +182,9 @@ def rules(dataset: Dataset, typed: bool) -> list[Rule]:
                     f"{q} IS NOT NULL AND {v} IS NULL",
                 )
             )
-        for k in c.constraints:
+        for i, k in enumerate(c.constraints):
             if k.per_distinct_value:
-                invalid = f"{q} IN (SELECT v FROM {_failed_values(dataset, c)})"
+                invalid = found.get(f"failed_{dataset.name}_{c.name}_{i}", "false")
             else:
                 invalid = f"{v} IS NOT NULL AND ({k.sql_invalid(v)})"
             out.append(Rule(k.name, c.name, k.describe(), invalid))
@@ -129,14 +194,21 @@ def rules(dataset: Dataset, typed: bool) -> list[Rule]:
             expr = re.sub(rf"\b{c.name}\b", value(c, typed), expr)
         out.append(Rule(check.name, "", check.description, f"coalesce({expr}, false)"))
     if dataset.record_key:
-        key = f'"{dataset.record_key}"'
         out.append(
             Rule(
                 "unique_record_id",
                 dataset.record_key,
                 "record ids must be unique in the file",
-                f"{key} IN (SELECT {key} FROM {raw_table(dataset)} GROUP BY {key} "
-                "HAVING count(*) > 1)",
+                found.get(f"duplicated_{dataset.name}", "false"),
+            )
+        )
+    for r in references:
+        out.append(
+            Rule(
+                f"{r.column}_in_{r.target.removesuffix('.csv')}",
+                r.column,
+                f"must be the {r.column} of a valid row of {r.target} in the same delivery",
+                found.get(f"missing_{dataset.name}_{r.column}", "false"),
             )
         )
     return out
@@ -206,17 +278,22 @@ def _safe(error: duckdb.Error) -> str:
     return f"{text} (near line {line.group(1)})" if line else text
 
 
-def validate(con: duckdb.DuckDBPyConnection, dataset: Dataset, typed: bool) -> list[Problem]:
+def validate(
+    con: duckdb.DuckDBPyConnection,
+    dataset: Dataset,
+    typed: bool,
+    references: tuple[Reference, ...] = (),
+) -> list[Problem]:
     """Run every rule over ``raw_<dataset>``; leave the failing rows in ``bad_<dataset>``."""
     table = raw_table(dataset)
-    _check_distinct_values(con, dataset, typed)
-    all_rules = rules(dataset, typed)
+    found = _prechecks(con, dataset, typed, references)
+    counted = [r for r in rules(dataset, typed, found, references) if r.sql_invalid != "false"]
     counts = con.execute(
         "SELECT "
-        + ", ".join(f"count(*) FILTER (WHERE {r.sql_invalid})" for r in all_rules)
+        + ", ".join(f"count(*) FILTER (WHERE {r.sql_invalid})" for r in counted)
         + f" FROM {table}"
     ).fetchone()
-    failing = [(r, n) for r, n in zip(all_rules, counts, strict=True) if n]
+    failing = [(r, n) for r, n in zip(counted, counts, strict=True) if n]
     con.execute(f"CREATE OR REPLACE TEMP TABLE bad_{dataset.name} (row_number BIGINT)")
     if not failing:
         return []
@@ -245,47 +322,16 @@ def check(
     con: duckdb.DuckDBPyConnection,
     dataset: Dataset,
     path: str,
-    references: tuple[tuple[str, str, str], ...] = (),
+    references: tuple[Reference, ...] = (),
 ) -> tuple[Loaded, list[Problem]]:
-    """Load and validate a file; ``references`` are (column, keys table, target file) checks.
+    """Load and validate a file.
 
     A file with findings is loaded again on the careful path, so every finding names the
     right rows and the failing rows can be set aside."""
     loaded = load(con, dataset, path)
     for attempt in ("fast", "careful"):
-        problems = validate(con, dataset, loaded.typed)
-        for column, keys, target in references:
-            problems += validate_references(con, dataset, column, keys, target)
+        problems = validate(con, dataset, loaded.typed, references)
         if not problems or loaded.ordered or attempt == "careful":
             return loaded, problems
         loaded = load(con, dataset, path, fast=False)
     raise AssertionError("unreachable")
-
-
-def validate_references(
-    con: duckdb.DuckDBPyConnection, dataset: Dataset, column: str, keys: str, target: str
-) -> list[Problem]:
-    """Rows of ``dataset`` whose ``column`` is not in the one-column table ``keys`` (the valid
-    keys of the file ``target``); they are added to ``bad_<dataset>``."""
-    table = raw_table(dataset)
-    condition = f'"{column}" IS NOT NULL AND "{column}" NOT IN (SELECT * FROM {keys})'
-    n = con.execute(f"SELECT count(*) FROM {table} WHERE {condition}").fetchone()[0]
-    if not n:
-        return []
-    first = con.execute(
-        f"SELECT rowid + 1 FROM {table} WHERE {condition} ORDER BY rowid LIMIT {FIRST_ROWS}"
-    ).fetchall()
-    con.execute(
-        f"INSERT INTO bad_{dataset.name} SELECT rowid + 1 FROM {table} WHERE {condition} "
-        f"AND rowid + 1 NOT IN (SELECT row_number FROM bad_{dataset.name})"
-    )
-    return [
-        Problem(
-            dataset.file_name,
-            f"{column}_in_{target.removesuffix('.csv')}",
-            column,
-            f"must be the {column} of a valid row of {target} in the same delivery",
-            n,
-            tuple(r[0] for r in first),
-        )
-    ]

@@ -141,6 +141,10 @@ BAD_ROWS = [
     ("dfe", "ks2", 2, "upn", "A000000000000", "upn_in_pupils"),
     ("dfe", "ks4", 2, "attainment8", "ninety", "type_decimal"),
     ("nhs", "hes_ae", 2, "sex", "X", "allowed_codes"),
+    ("dfe", "pupils", 10, "la_code", "999", "allowed_codes"),
+    # Checked once per distinct value per delivery: the census's schools passed already.
+    ("dfe", "ks2", 3, "school_urn", "012345", "urn_format"),
+    ("nhs", "hes_ae", 4, "attendance_id", "<row 1>", "unique_record_id"),
 ]
 
 
@@ -154,13 +158,17 @@ def test_a_row_that_breaks_the_catalog_refuses_the_delivery(
     if custodian == "nhs":
         assert main(["ingest", str(deliveries.dfe)], environ) == 0
     before = curated_tree(environ)
-    edit_csv(deliveries.root / custodian / f"{dataset}.csv", row, column, value)
+    path = deliveries.root / custodian / f"{dataset}.csv"
+    rows = f"rows {row}"
+    if value == "<row 1>":  # a duplicate: both rows are named
+        value, rows = read_csv(path)[0][column], f"rows 1, {row}"
+    edit_csv(path, row, column, value)
     deliveries.resign(custodian)
     capsys.readouterr()
     assert main(["ingest", str(deliveries.root / custodian)], environ) == 65
     err = capsys.readouterr().err
     assert f"{dataset}.csv" in err and rule in err, err
-    assert f"rows {row}" in err, err  # the row number of the edited row is named
+    assert rows in err, err  # the row number of the edited row is named
     if value and len(value) > 4:
         assert value not in err  # the offending value is never echoed
     assert curated_tree(environ) == before

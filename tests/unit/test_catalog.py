@@ -44,6 +44,11 @@ def test_full_dates_of_birth_and_postcodes_are_generalised():
                 assert column.transform is Transform.AREA_CODE
 
 
+def test_an_area_code_is_taken_only_from_a_checked_postcode():
+    with pytest.raises(ValueError, match="needs the Postcode"):
+        Column("home", Type.STRING, "x", Sensitivity.QUASI_IDENTIFIER, Transform.AREA_CODE)
+
+
 def test_every_dataset_belongs_to_its_custodian_and_describes_every_column():
     for custodian in catalog.CUSTODIANS.values():
         for dataset in custodian.datasets:

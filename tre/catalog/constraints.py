@@ -31,9 +31,16 @@ def upn_check_letter(last_twelve: str) -> str:
     return UPN_LETTERS[total % 23]
 
 
+def _per_distinct(default: bool):
+    """The ``per_distinct_value`` field: how a constraint is checked, not what it requires, so
+    left out of its repr (hence of the catalog version)."""
+    return dataclasses.field(default=default, repr=False, compare=False)
+
+
 class Constraint:
     name: str = ""
-    #: Checked once per distinct value rather than per row (costly checks on repeated values).
+    #: Checked once per distinct value rather than per row: costly checks on repeated values,
+    #: and checks of columns with few distinct values (codes, schools, diagnoses).
     per_distinct_value: bool = False
 
     def describe(self) -> str:
@@ -50,7 +57,7 @@ class Constraint:
 @dataclasses.dataclass(frozen=True)
 class NHSNumber(Constraint):
     name: str = "nhs_number_check_digit"
-    per_distinct_value: bool = True
+    per_distinct_value: bool = _per_distinct(True)
 
     def describe(self) -> str:
         return "10 digits whose last is the mod-11 check digit of the first nine"
@@ -77,7 +84,7 @@ class NHSNumber(Constraint):
 @dataclasses.dataclass(frozen=True)
 class UPN(Constraint):
     name: str = "upn_check_letter"
-    per_distinct_value: bool = True
+    per_distinct_value: bool = _per_distinct(True)
 
     def describe(self) -> str:
         return (
@@ -109,6 +116,7 @@ class Pattern(Constraint):
     regex: str
     what: str
     name: str = "format"
+    per_distinct_value: bool = _per_distinct(False)
 
     def describe(self) -> str:
         return self.what
@@ -126,6 +134,7 @@ def ICD10(name: str = "icd10_format") -> Pattern:
         "an ICD-10 code as HES records it: a letter, two digits, and an optional fourth "
         "character (a digit, or X as filler), without a dot",
         name,
+        per_distinct_value=True,
     )
 
 
@@ -141,6 +150,7 @@ def Postcode() -> Pattern:
 class Codes(Constraint):
     codes: Mapping[str, str]
     name: str = "allowed_codes"
+    per_distinct_value: bool = _per_distinct(True)
 
     def describe(self) -> str:
         return "one of: " + "; ".join(f"`{k}` {v}" for k, v in self.codes.items())

@@ -45,7 +45,14 @@ def school_urn() -> Column:
         Type.STRING,
         "Unique Reference Number of the school (6 digits)",
         Q,
-        constraints=(Pattern(r"[1-9][0-9]{5}", "6 digits, not starting with 0", "urn_format"),),
+        constraints=(
+            Pattern(
+                r"[1-9][0-9]{5}",
+                "6 digits, not starting with 0",
+                "urn_format",
+                per_distinct_value=True,
+            ),
+        ),
     )
 
 

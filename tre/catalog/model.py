@@ -97,6 +97,11 @@ class Column:
             Transform.PSEUDONYMISE,
         ):
             raise ValueError(f"direct identifier {self.name} must be dropped or pseudonymised")
+        if self.transform is Transform.AREA_CODE and not any(
+            k.name == "postcode_format" for k in self.constraints
+        ):
+            # The transform takes the text before the space: the format makes that the district.
+            raise ValueError(f"{self.name} becomes an area code, so it needs the Postcode() format")
 
     @property
     def released(self) -> bool:
