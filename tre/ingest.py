@@ -176,25 +176,31 @@ def _identities_sql(dataset: Dataset) -> str:
     Pupils: one row per distinct identity, with the pupil's person_key. Patients: one row per
     distinct identity of those with an NHS number (with how many records carry it), and one
     per record without one (with its dataset and record id)."""
-    raw = validation.raw_table(dataset)
-    valid = f"rowid + 1 NOT IN (SELECT row_number FROM bad_{dataset.name})"
+    # The valid rows, their identity columns under the names linkage uses (upn, forename, …).
+    named = ", ".join(f'"{c.name}" AS {role}' for role, c in dataset.identity_columns().items())
+    if dataset.record_key:
+        named += f', "{dataset.record_key}" AS record_id'
+    rows = (
+        f"(SELECT {named} FROM {validation.raw_table(dataset)} "
+        f"WHERE rowid + 1 NOT IN (SELECT row_number FROM bad_{dataset.name})) AS v"
+    )
     ids = "forename, surname, date_of_birth, sex, postcode"
     if dataset.record_key is None:
-        distinct = f"(SELECT DISTINCT upn, {ids} FROM {raw} WHERE {valid}) AS d"
+        distinct = f"(SELECT DISTINCT upn, {ids} FROM {rows}) AS d"
         return (
             f"SELECT *, {pseudonyms.hmac_sql(chr(39) + 'upn:' + chr(39) + ' || upn')} "
             f"AS person_key FROM ({linkage.identity_select(distinct, nhs=False)})"
         )
     grouped = (
-        f"(SELECT nhs_number, {ids}, count(*) AS records FROM {raw} "
-        f"WHERE {valid} AND nhs_number IS NOT NULL GROUP BY ALL) AS g"
+        f"(SELECT nhs_number, {ids}, count(*) AS records FROM {rows} "
+        "WHERE nhs_number IS NOT NULL GROUP BY ALL) AS g"
     )
     patients = linkage.identity_select(grouped, nhs=True, keep="records")
     orphans = linkage.identity_select(
-        raw,
+        rows,
         nhs=True,
-        keep=f"'{dataset.name}' AS dataset, \"{dataset.record_key}\" AS record_id",
-        where=f"{valid} AND nhs_number IS NULL",
+        keep=f"'{dataset.name}' AS dataset, record_id",
+        where="nhs_number IS NULL",
     )
     return linkage.patient_identities(patients, orphans)
 
@@ -202,10 +208,13 @@ def _identities_sql(dataset: Dataset) -> str:
 def _person_key_join(dataset: Dataset) -> tuple[str, str]:
     """The FROM clause joining a raw table to its person keys, and the person_key expression."""
     raw = validation.raw_table(dataset)
+    identity = dataset.identity_columns()
     if dataset.record_key is None:
-        return f"{raw} r JOIN link_pupil_keys k ON k.upn = r.upn", "k.person_key"
+        upn = identity[Identity.UPN].name
+        return f'{raw} r JOIN link_pupil_keys k ON k.upn = r."{upn}"', "k.person_key"
+    nhs = identity[Identity.NHS_NUMBER].name
     return (
-        f"{raw} r LEFT JOIN link_nhs_keys n ON n.nhs = r.nhs_number "
+        f'{raw} r LEFT JOIN link_nhs_keys n ON n.nhs = r."{nhs}" '
         f"LEFT JOIN link_orphan_keys o ON o.dataset = '{dataset.name}' "
         f'AND o.record_id = r."{dataset.record_key}"',
         "coalesce(n.person_key, o.person_key)",
@@ -288,18 +297,19 @@ def _references(con, custodian, dataset: Dataset) -> tuple[validation.Reference,
     """Every UPN in the DfE's other files must be a pupil of the census delivered with them."""
     if custodian.id != "dfe" or dataset.name == "pupils":
         return ()
+    census = catalog.dataset("pupils")
+    upn = census.identity_columns()[Identity.UPN].name
     if not con.execute("SELECT EXISTS (SELECT 1 FROM bad_pupils)").fetchone()[0]:
         # Every row of the census is valid: its UPNs are the distinct ones validation kept.
-        valid = (
-            f"SELECT v AS upn FROM {validation.distinct_values(catalog.dataset('pupils'), 'upn')}"
-        )
+        valid = f"SELECT v AS upn FROM {validation.distinct_values(census, upn)}"
     else:
         valid = (
-            "SELECT DISTINCT upn FROM raw_pupils "
+            f'SELECT DISTINCT "{upn}" AS upn FROM {validation.raw_table(census)} '
             "WHERE rowid + 1 NOT IN (SELECT row_number FROM bad_pupils)"
         )
     con.execute(f"CREATE TEMP TABLE IF NOT EXISTS census_upns AS {valid}")
-    return (validation.Reference("upn", "census_upns", "pupils.csv"),)
+    column = dataset.identity_columns()[Identity.UPN].name
+    return (validation.Reference(column, "census_upns", census.file_name),)
 
 
 def _report_problems(problems: list[validation.Problem]) -> str:

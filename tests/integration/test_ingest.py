@@ -510,3 +510,45 @@ def test_a_quote_in_the_home_path_breaks_no_statement(
     monkeypatch.setenv("TRE_EXTRACTS", str(folder))
     monkeypatch.setenv("HOME", str(tmp_path))
     assert connect().execute("SELECT count(*) FROM pupils").fetchone()[0] > 0
+
+
+def test_identity_columns_are_found_by_their_part_not_their_name(synthetic):
+    """A dataset whose identity columns are named otherwise (``nhs_no``, ``first_name``)
+    gives the same identities and joins to the same keys: ingest finds them in the catalog."""
+    import dataclasses
+
+    from tre import ingest, validation
+
+    renames = {"nhs_number": "nhs_no", "forename": "first_name", "attendance_id": "ae_id"}
+    original = catalog.dataset("hes_ae")
+    renamed = dataclasses.replace(
+        original,
+        columns=tuple(
+            dataclasses.replace(c, name=renames.get(c.name, c.name)) for c in original.columns
+        ),
+        record_key="ae_id",
+    )
+    source = f"read_csv('{synthetic.nhs / 'hes_ae.csv'}', all_varchar = true)"
+    found = []
+    for dataset in (original, renamed):
+        with duckdb.connect() as con:
+            new = renames if dataset is renamed else {}
+            columns = ", ".join(
+                f'"{c.name}" AS "{new.get(c.name, c.name)}"' for c in original.columns
+            )
+            table = validation.raw_table(dataset)
+            con.execute(f"CREATE TABLE {table} AS SELECT {columns} FROM {source}")
+            con.execute(f"CREATE TABLE bad_{dataset.name} (row_number BIGINT)")
+            if dataset is renamed:  # the renamed table really has the new names only
+                names = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
+                assert "nhs_no" in names and "nhs_number" not in names
+            found.append(sorted(con.execute(ingest._identities_sql(dataset)).fetchall(), key=repr))
+            # the join from rows to keys names the dataset's own columns
+            con.execute("CREATE TABLE link_nhs_keys (nhs VARCHAR, person_key VARCHAR)")
+            con.execute(
+                "CREATE TABLE link_orphan_keys (dataset VARCHAR, record_id VARCHAR, "
+                "person_key VARCHAR)"
+            )
+            joined, key = ingest._person_key_join(dataset)
+            con.execute(f"SELECT {key} FROM {joined}").fetchall()
+    assert found[0] == found[1] and len(found[0]) > 0
