@@ -222,5 +222,6 @@ def current_deliveries(session: Session) -> dict[str, Delivery]:
     return {d.custodian: d for d in rows}
 
 
-def parquet_glob(home: Home, version: DatasetVersion) -> str:
-    return str(home.root / version.path / "**" / "*.parquet")
+def parquet_files(home: Home, version: DatasetVersion) -> list[Path]:
+    """The Parquet files of a published version, as its record lists them."""
+    return [home.root / version.path / f["path"] for f in version.files]

@@ -39,7 +39,7 @@ from tre.db import Database
 from tre.exceptions import IntegrityError, InvalidInput, TREError
 from tre.home import Home
 from tre.keys import LINK_KEY
-from tre.sql import literal
+from tre.sql import file_list, literal
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,7 @@ def _rekey(
         [str(delivered)],
     )
     records = "SELECT * FROM rekey_records"
-    source = f"read_parquet({literal(curated.parquet_glob(home, version))})"
+    source = f"read_parquet({file_list(curated.parquet_files(home, version))})"
     join = (
         f"{source} c LEFT JOIN ({linkage.record_keys(records)}) k "
         f'ON k.record_id = c."{dataset.record_key}"'
@@ -299,9 +299,13 @@ def _references(con, custodian, dataset: Dataset) -> tuple[validation.Reference,
         return ()
     census = catalog.dataset("pupils")
     upn = census.identity_columns()[Identity.UPN].name
-    if not con.execute("SELECT EXISTS (SELECT 1 FROM bad_pupils)").fetchone()[0]:
+    distinct = validation.distinct_values(census, upn)
+    (kept,) = con.execute(
+        "SELECT EXISTS (SELECT 1 FROM duckdb_tables() WHERE table_name = ?)", [distinct]
+    ).fetchone()
+    if kept and not con.execute("SELECT EXISTS (SELECT 1 FROM bad_pupils)").fetchone()[0]:
         # Every row of the census is valid: its UPNs are the distinct ones validation kept.
-        valid = f"SELECT v AS upn FROM {validation.distinct_values(census, upn)}"
+        valid = f"SELECT v AS upn FROM {distinct}"
     else:
         valid = (
             f'SELECT DISTINCT "{upn}" AS upn FROM {validation.raw_table(census)} '

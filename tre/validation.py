@@ -288,11 +288,15 @@ def validate(
     table = raw_table(dataset)
     found = _prechecks(con, dataset, typed, references)
     counted = [r for r in rules(dataset, typed, found, references) if r.sql_invalid != "false"]
-    counts = con.execute(
-        "SELECT "
-        + ", ".join(f"count(*) FILTER (WHERE {r.sql_invalid})" for r in counted)
-        + f" FROM {table}"
-    ).fetchone()
+    counts = (
+        con.execute(
+            "SELECT "
+            + ", ".join(f"count(*) FILTER (WHERE {r.sql_invalid})" for r in counted)
+            + f" FROM {table}"
+        ).fetchone()
+        if counted
+        else ()
+    )
     failing = [(r, n) for r, n in zip(counted, counts, strict=True) if n]
     con.execute(f"CREATE OR REPLACE TEMP TABLE bad_{dataset.name} (row_number BIGINT)")
     if not failing:

@@ -457,12 +457,13 @@ def test_manifest_helpers_round_trip(tmp_path, synthetic):
     assert [f.dataset for f in manifest.files] == ["deaths"]
 
 
-def test_a_quote_in_the_home_path_breaks_no_statement(
+def test_quotes_and_wildcards_in_the_home_path_break_no_statement(
     environ, deliveries, tmp_path, capsys, monkeypatch
 ):
-    """Paths reach DuckDB as SQL literals (COPY targets, read_parquet globs, the temporary
-    folder): a home under ``o'brien's data`` ingests, re-keys, quarantines, reports, provisions
-    and is read from a workspace."""
+    """Paths reach DuckDB as SQL literals (COPY targets, the files to read, the temporary
+    folder), and files to read are listed rather than matched: a home under ``o'brien's
+    [data]?`` ingests, re-keys, quarantines, reports, provisions and is read from a
+    workspace."""
     import dataclasses
     import datetime as dt
 
@@ -473,7 +474,7 @@ def test_a_quote_in_the_home_path_breaks_no_statement(
     from tre.projects import extracts, spec
     from tre.workspace import connect
 
-    environ["TRE_HOME"] = str(tmp_path / "o'brien's data" / "home")
+    environ["TRE_HOME"] = str(tmp_path / "o'brien's [data]?" / "home")
     init_home(environ, deliveries.keys)
     edit_csv(deliveries.nhs / "hes_ae.csv", 2, "diagnosis", "not a code")
     deliveries.resign("nhs")

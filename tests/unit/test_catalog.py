@@ -14,6 +14,7 @@ from tre.catalog.constraints import (
     Codes,
     DateRange,
     NHSNumber,
+    Pattern,
     Postcode,
     Range,
     nhs_check_digit,
@@ -45,8 +46,53 @@ def test_full_dates_of_birth_and_postcodes_are_generalised():
 
 
 def test_an_area_code_is_taken_only_from_a_checked_postcode():
-    with pytest.raises(ValueError, match="needs the Postcode"):
-        Column("home", Type.STRING, "x", Sensitivity.QUASI_IDENTIFIER, Transform.AREA_CODE)
+    for constraints in ((), (Pattern(".*", "anything", "postcode_format"),)):
+        with pytest.raises(ValueError, match="needs the Postcode"):
+            Column(
+                "home",
+                Type.STRING,
+                "x",
+                Sensitivity.QUASI_IDENTIFIER,
+                Transform.AREA_CODE,
+                constraints=constraints,
+            )
+
+
+def test_codes_apply_to_text_and_integers_only():
+    with pytest.raises(ValueError, match="allowed codes"):
+        Column("flag", Type.BOOLEAN, "x", Sensitivity.SAFE, constraints=(Codes({"1": "yes"}),))
+    Column("year", Type.INTEGER, "x", Sensitivity.SAFE, constraints=(Codes({"1": "one"}),))
+
+
+def test_a_file_whose_rules_all_pass_their_prechecks_is_valid(tmp_path):
+    """Only rules checked on distinct values, all finding nothing: no pass over the rows."""
+    from tre import validation
+    from tre.catalog.model import Dataset
+
+    dataset = Dataset(
+        "codes_only",
+        "dfe",
+        "x",
+        "a file of codes",
+        (
+            Column(
+                "code",
+                Type.STRING,
+                "x",
+                Sensitivity.SAFE,
+                constraints=(Codes({"A": "a", "B": "b"}),),
+                required=False,
+            ),
+        ),
+    )
+    path = tmp_path / "codes_only.csv"
+    path.write_text("code\nA\n\nB\n")
+    with duckdb.connect() as con:
+        loaded, problems = validation.check(con, dataset, str(path))
+        assert (loaded.rows, problems) == (3, [])
+        path.write_text("code\nA\nC\n")
+        loaded, problems = validation.check(con, dataset, str(path))
+        assert [(p.rule, p.rows) for p in problems] == [("allowed_codes", (2,))]
 
 
 def test_every_dataset_belongs_to_its_custodian_and_describes_every_column():

@@ -38,16 +38,22 @@ def _fingerprint() -> str:
             "released_as": c.released_name,
             "required": c.required,
             "constraints": [repr(k) for k in c.constraints],
+            "identity": c.identity and c.identity.value,
         }
 
     shape = {
-        name: {"custodian": d.custodian, "columns": [column(c) for c in d.columns]}
+        name: {
+            "custodian": d.custodian,
+            "columns": [column(c) for c in d.columns],
+            "record_key": d.record_key,
+            "row_checks": [repr(r) for r in d.row_checks],
+        }
         for name, d in sorted(DATASETS.items())
     }
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:12]
 
 
-#: Changes whenever a declaration that affects validation or release changes.
+#: Changes whenever a declaration that affects validation, linkage or release changes.
 CATALOG_VERSION = f"1.{_fingerprint()}"
 
 

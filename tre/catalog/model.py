@@ -11,7 +11,7 @@ import dataclasses
 import enum
 from collections.abc import Mapping
 
-from tre.catalog.constraints import Constraint
+from tre.catalog.constraints import Codes, Constraint, Postcode
 
 
 class Sensitivity(enum.StrEnum):
@@ -97,11 +97,14 @@ class Column:
             Transform.PSEUDONYMISE,
         ):
             raise ValueError(f"direct identifier {self.name} must be dropped or pseudonymised")
-        if self.transform is Transform.AREA_CODE and not any(
-            k.name == "postcode_format" for k in self.constraints
-        ):
+        if self.transform is Transform.AREA_CODE and Postcode() not in self.constraints:
             # The transform takes the text before the space: the format makes that the district.
             raise ValueError(f"{self.name} becomes an area code, so it needs the Postcode() format")
+        if self.type not in (Type.STRING, Type.INTEGER) and any(
+            isinstance(k, Codes) for k in self.constraints
+        ):
+            # Codes compare the value as text: exact for text and integers only.
+            raise ValueError(f"{self.name}: allowed codes apply to text or integer columns")
 
     @property
     def released(self) -> bool:

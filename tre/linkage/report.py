@@ -21,7 +21,7 @@ from tre.db import Database
 from tre.exceptions import InvalidInput, NotFound
 from tre.home import Home
 from tre.keys import LINK_KEY
-from tre.sql import literal
+from tre.sql import file_list, literal
 
 SUBGROUPS = ("sex", "ethnicity", "fsm_eligible")
 
@@ -97,7 +97,7 @@ def report(home: Home, db: Database, truth: Path | None = None) -> Report:
         f"CREATE TEMP VIEW pupils AS SELECT person_key, arg_max(sex, academic_year) AS sex, "
         f"arg_max(ethnicity, academic_year) AS ethnicity, "
         f"arg_max(fsm_eligible, academic_year) AS fsm_eligible "
-        f"FROM read_parquet({literal(curated.parquet_glob(home, versions['pupils']))}) "
+        f"FROM read_parquet({file_list(curated.parquet_files(home, versions['pupils']))}) "
         f"GROUP BY person_key"
     )
     con.execute(
@@ -105,7 +105,7 @@ def report(home: Home, db: Database, truth: Path | None = None) -> Report:
         + " UNION ALL ".join(
             f"SELECT '{d.name}' AS dataset, \"{d.record_key}\" AS record_id, person_key, "
             "person_key IN (SELECT person_key FROM pupils) AS pupil "
-            f"FROM read_parquet({literal(curated.parquet_glob(home, versions[d.name]))})"
+            f"FROM read_parquet({file_list(curated.parquet_files(home, versions[d.name]))})"
             for d in hospital
         )
     )

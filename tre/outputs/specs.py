@@ -38,7 +38,7 @@ from tre.catalog import Type
 from tre.conditions import OPERATORS, Condition
 from tre.exceptions import InvalidInput
 from tre.outputs.tables import STATISTICS
-from tre.sql import literal
+from tre.sql import file_list
 
 KINDS = ("table", "summary", "model", "dp")
 FAMILIES = ("ols", "logit", "probit")
@@ -246,8 +246,9 @@ class Extracts:
             raise InvalidInput(f"The project has no extracts in {folder}: is it provisioned?")
         manifest = json.loads(manifest_path.read_text())
         sources = {
-            name: f"read_parquet({literal(folder / name / '**/*.parquet')}, union_by_name = true)"
-            for name in manifest["datasets"]
+            name: f"read_parquet({file_list(folder / f['path'] for f in d['files'])}, "
+            "union_by_name = true)"
+            for name, d in manifest["datasets"].items()
         }
         types = {
             name: {UNIT: Type.STRING, **{c["name"]: Type(c["type"]) for c in d["columns"]}}

@@ -35,7 +35,7 @@ from tre.people import Person
 from tre.projects import Project, access_changed, lock, record_closed, record_provisioned
 from tre.projects.lifecycle import State
 from tre.projects.spec import ProjectSpec
-from tre.sql import literal
+from tre.sql import file_list, literal
 
 MANIFEST = "manifest.json"
 GROUP_PREFIX = "tre-p-"
@@ -74,7 +74,8 @@ def sources_of(home: Home, db: Database, spec: ProjectSpec) -> tuple[dict[str, s
             "deliveries first."
         )
     sources = {
-        d: f"read_parquet({literal(curated.parquet_glob(home, versions[d]))}, union_by_name = true)"
+        d: f"read_parquet({file_list(curated.parquet_files(home, versions[d]))}, "
+        "union_by_name = true)"
         for d in spec.datasets
     }
     info = {
