@@ -276,17 +276,22 @@ def world(request, tmp_path_factory, synthetic):
     """A TRE home with the provisioned project ``out-project`` (alice), on SQLite and
     PostgreSQL."""
     with ingested_home(request, tmp_path_factory, synthetic, "outputs") as (environ, home, db):
-        today = dt.date.today()
-        application = dataclasses.replace(
-            spec.load(REPO / "projects" / "asthma-ks4.yaml"),
-            id="out-project",
-            start=today,
-            end=today + dt.timedelta(days=100),
-            cohort=(),
-            privacy_budget=1.0,
-        )
-        provision_project(home, db, application, ALICE)
+        provision_project(home, db, example_application("out-project", privacy_budget=1.0), ALICE)
         yield World(environ, home, db, "out-project")
+
+
+def example_application(project_id: str, days: int = 100, **changes) -> spec.ProjectSpec:
+    """The example project asthma-ks4 as ``project_id``, from today for ``days``, without its
+    cohort (so that the small synthetic data fills it)."""
+    today = dt.date.today()
+    return dataclasses.replace(
+        spec.load(REPO / "projects" / "asthma-ks4.yaml"),
+        id=project_id,
+        start=today,
+        end=today + dt.timedelta(days=days),
+        cohort=(),
+        **changes,
+    )
 
 
 def provision_project(home, db, application, applicant) -> None:

@@ -4,7 +4,6 @@ account of its own that reaches its project's extracts and nothing else of the T
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import grp
 import os
@@ -18,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import HUB_OTHER as OTHER
-from tests.conftest import REPO, provision_project
+from tests.conftest import REPO, example_application, provision_project
 from tre import airlock, audit, projects
 from tre.hub import workspace_account
 from tre.hub.kernels import (
@@ -32,7 +31,7 @@ from tre.identity.groups import group_name
 from tre.identity.tokens import hub_login
 from tre.outputs import privacy
 from tre.people import local_person
-from tre.projects import extracts, spec
+from tre.projects import extracts
 
 pytestmark = [pytest.mark.hub, pytest.mark.keycloak]
 
@@ -230,13 +229,7 @@ def test_the_sweeper_stops_what_the_hub_would_not_start_and_expires_due_projects
     database directly, as if the hub had been down when the project was suspended), then an
     end date that passes."""
     today = dt.date.today()
-    project = dataclasses.replace(
-        spec.load(REPO / "projects" / "asthma-ks4.yaml"),
-        id="hub-sweep",
-        start=today,
-        end=today + dt.timedelta(days=30),
-        cohort=(),
-    )
+    project = example_application("hub-sweep", days=30)
     provision_project(portal.home, portal.db, project, local_person("alice"))
 
     def set_column(**values) -> None:

@@ -464,14 +464,11 @@ def test_quotes_and_wildcards_in_the_home_path_break_no_statement(
     folder), and files to read are listed rather than matched: a home under ``o'brien's
     [data]?`` ingests, re-keys, quarantines, reports, provisions and is read from a
     workspace."""
-    import dataclasses
-    import datetime as dt
-
-    from tests.conftest import ALICE, REPO, provision_project
+    from tests.conftest import ALICE, example_application, provision_project
     from tests.factories import init_home
     from tre.home import Home
     from tre.outputs import specs
-    from tre.projects import extracts, spec
+    from tre.projects import extracts
     from tre.workspace import connect
 
     environ["TRE_HOME"] = str(tmp_path / "o'brien's [data]?" / "home")
@@ -486,16 +483,8 @@ def test_quotes_and_wildcards_in_the_home_path_break_no_statement(
 
     settings = Settings.from_environ(environ)
     home, db = Home(settings.home), Database(settings.metadata_url)
-    today = dt.date.today()
-    application = dataclasses.replace(
-        spec.load(REPO / "projects" / "asthma-ks4.yaml"),
-        id="quoted",
-        start=today,
-        end=today + dt.timedelta(days=100),
-        cohort=(),
-    )
     try:
-        provision_project(home, db, application, ALICE)
+        provision_project(home, db, example_application("quoted"), ALICE)
     finally:
         db.dispose()
     folder = extracts.folder(home, "quoted") / "extracts"

@@ -6,17 +6,15 @@ the researcher, is tested in test_hub.py."""
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
 import json
 import random
 
 import duckdb
 import pytest
 
-from tests.conftest import ALICE, REPO, ingested_home, provision_project
+from tests.conftest import ALICE, example_application, ingested_home, provision_project
 from tre.exceptions import ConfigError, InvalidInput
-from tre.projects import extracts, spec
+from tre.projects import extracts
 from tre.workspace import Output, connect, dask, tables
 
 
@@ -24,16 +22,8 @@ from tre.workspace import Output, connect, dask, tables
 def two_projects(request, tmp_path_factory, synthetic):
     """A TRE home with two provisioned projects, ``ws-a`` and ``ws-b``."""
     with ingested_home(request, tmp_path_factory, synthetic, "workspace") as (_environ, home, db):
-        today = dt.date.today()
         for project_id in ("ws-a", "ws-b"):
-            application = dataclasses.replace(
-                spec.load(REPO / "projects" / "asthma-ks4.yaml"),
-                id=project_id,
-                start=today,
-                end=today + dt.timedelta(days=100),
-                cohort=(),
-            )
-            provision_project(home, db, application, ALICE)
+            provision_project(home, db, example_application(project_id), ALICE)
         yield home
 
 
