@@ -94,6 +94,19 @@ def distinct_values(dataset: Dataset, column: str) -> str:
     return f"distinct_{dataset.name}_{column}"
 
 
+def _failed_values(dataset: Dataset, column: Column, index: int) -> str:
+    """The values of ``column`` breaking its ``index``-th constraint (a per-value one)."""
+    return f"failed_{dataset.name}_{column.name}_{index}"
+
+
+def _missing_values(dataset: Dataset, reference: Reference) -> str:
+    return f"missing_{dataset.name}_{reference.column}"
+
+
+def _duplicated_keys(dataset: Dataset) -> str:
+    return f"duplicated_{dataset.name}"
+
+
 def _passed_values(column: Column, constraint: Constraint) -> str:
     """Values that met a constraint, kept for the delivery's next files: one table per
     constraint (and type), whichever column and file it comes from."""
@@ -136,23 +149,23 @@ def _prechecks(
                 f"CREATE OR REPLACE TEMP TABLE unchecked AS "
                 f"SELECT v FROM {distinct} WHERE v NOT IN (SELECT v FROM {passed})"
             )
-            failed = f"failed_{dataset.name}_{c.name}_{i}"
+            failed = _failed_values(dataset, c, i)
             offending(failed, f"SELECT v FROM unchecked WHERE {k.sql_invalid('v')}", v)
             con.execute(
                 f"INSERT INTO {passed} SELECT v FROM unchecked "
                 f"WHERE v NOT IN (SELECT v FROM {failed})"
             )
         if c.name in referenced:
-            keys = referenced[c.name].keys
+            reference = referenced[c.name]
             offending(
-                f"missing_{dataset.name}_{c.name}",
-                f"SELECT v FROM {distinct} WHERE v NOT IN (SELECT * FROM {keys})",
+                _missing_values(dataset, reference),
+                f"SELECT v FROM {distinct} WHERE v NOT IN (SELECT * FROM {reference.keys})",
                 v,
             )
     if dataset.record_key:
         key = f'"{dataset.record_key}"'
         offending(
-            f"duplicated_{dataset.name}",
+            _duplicated_keys(dataset),
             f"SELECT {key} AS v FROM {table} GROUP BY {key} HAVING count(*) > 1",
             key,
         )
@@ -184,7 +197,7 @@ def rules(
             )
         for i, k in enumerate(c.constraints):
             if k.per_distinct_value:
-                invalid = found.get(f"failed_{dataset.name}_{c.name}_{i}", "false")
+                invalid = found.get(_failed_values(dataset, c, i), "false")
             else:
                 invalid = f"{v} IS NOT NULL AND ({k.sql_invalid(v)})"
             out.append(Rule(k.name, c.name, k.describe(), invalid))
@@ -199,7 +212,7 @@ def rules(
                 "unique_record_id",
                 dataset.record_key,
                 "record ids must be unique in the file",
-                found.get(f"duplicated_{dataset.name}", "false"),
+                found.get(_duplicated_keys(dataset), "false"),
             )
         )
     for r in references:
@@ -208,7 +221,7 @@ def rules(
                 f"{r.column}_in_{r.target.removesuffix('.csv')}",
                 r.column,
                 f"must be the {r.column} of a valid row of {r.target} in the same delivery",
-                found.get(f"missing_{dataset.name}_{r.column}", "false"),
+                found.get(_missing_values(dataset, r), "false"),
             )
         )
     return out
