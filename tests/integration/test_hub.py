@@ -57,6 +57,18 @@ def _refusals(alice, bob, portal) -> None:
     pending = start_workspace(bob, "bob", portal.pending)
     assert pending.status_code == 403 and "is submitted" in pending.json()["message"]
     assert start_workspace(alice, "bob", OTHER).status_code in (403, 404)  # nobody starts another's
+    # The hub records every named server asked for; the sweeper removes the refused ones.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _server_records(alice, "alice") & {OTHER}:
+        time.sleep(0.5)
+    assert OTHER not in _server_records(alice, "alice"), "a refused server's record was left"
+    assert portal.pending not in _server_records(bob, "bob")
+
+
+def _server_records(session, user: str) -> set[str]:
+    listed = session.get(f"/hub/api/users/{user}", params={"include_stopped_servers": "1"})
+    listed.raise_for_status()
+    return set(listed.json()["servers"])
 
 
 def test_a_workspace_runs_as_its_own_account_and_reads_only_its_project(hub, portal):

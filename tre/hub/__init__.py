@@ -39,7 +39,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -121,8 +121,8 @@ def sweep(settings: Settings) -> list[tuple[str, str]]:
     """What the hub's sweeper does every ``TRE_HUB_SWEEP_SECONDS``: expire the projects past
     their end date (the access hooks then stop their workspaces), and stop any running
     workspace the hub would not start now (its project is not provisioned, or its researcher
-    is no longer a member), whatever was missed while the hub was down. Returns the (user,
-    project) workspaces stopped by the second step."""
+    is no longer a member), whatever was missed while the hub was down; remove the records of
+    stopped servers it would not start. Returns the (user, project) workspaces stopped."""
     from tre import projects
 
     db = Database(settings.metadata_url)
@@ -140,28 +140,38 @@ def sweep(settings: Settings) -> list[tuple[str, str]]:
 
 
 def _stop_where(settings: Settings, unwanted) -> list[tuple[str, str]]:
-    """Stop and remove every running workspace (user, server name) that ``unwanted`` picks."""
+    """Stop and remove every workspace (user, server name) that ``unwanted`` picks; return
+    those that were running. Stopped ones are removed too: the hub keeps a record of every
+    named server asked for, even one it refused to start."""
     api = f"{settings.hub_url}/hub/api"
     headers = {"Authorization": f"token {api_token(Home(settings.home))}"}
     with httpx.Client(headers=headers, timeout=60) as client:
-        running, offset = [], 0
+        servers, offset = [], 0
         while True:
             page = client.get(
-                f"{api}/users", params={"state": "active", "offset": offset, "limit": PAGE}
+                f"{api}/users",
+                params={"include_stopped_servers": "1", "offset": offset, "limit": PAGE},
             )
             page.raise_for_status()
             users = page.json()
-            running += [(u["name"], name) for u in users for name in u.get("servers", {})]
+            servers += [
+                (u["name"], name, not server.get("stopped", False))
+                for u in users
+                for name, server in (u.get("servers") or {}).items()
+                if name  # the default server cannot be removed (and never starts)
+            ]
             if len(users) < PAGE:
                 break
             offset += PAGE
-        # Only once all are listed: each removal shifts the pages of active users.
-        stopped = [(user, name) for user, name in running if unwanted(user, name)]
-        for user, name in stopped:
+        # Listed first, removed after: the pages stay as they were listed.
+        removed = [(user, name, running) for user, name, running in servers if unwanted(user, name)]
+        for user, name, _ in removed:
             client.request(
-                "DELETE", f"{api}/users/{user}/servers/{name}", json={"remove": True}
+                "DELETE",
+                f"{api}/users/{quote(user, safe='')}/servers/{quote(name, safe='')}",
+                json={"remove": True},
             ).raise_for_status()
-    return stopped
+    return [(user, name) for user, name, running in removed if running]
 
 
 def workspace_account(username: str, project_id: str) -> str:
