@@ -125,6 +125,19 @@ def test_differencing_catches_two_releases_a_few_people_apart(world):
     failing = [c for c in result.cells if "differencing" in c.rules]
     assert failing, "at least one cell differs from the earlier release by a few people"
     assert all(c.value is None and f"#{first.id}" in " ".join(c.reasons) for c in failing)
+    # the same difference written with a list of values (once a crash: lists are not hashable)
+    _, listed = outputs.check(
+        world.home,
+        world.db,
+        world.project,
+        table(
+            "by sex, the group left out by a list",
+            rows=["sex"],
+            filters=[{"column": "ethnicity", "op": "not_in", "value": [small_group]}],
+        ),
+        ALICE,
+    )
+    assert any("differencing" in c.rules for c in listed.cells)
     # the same filters again are not a difference
     _, again = outputs.check(
         world.home, world.db, world.project, table("by sex again", rows=["sex"]), ALICE
@@ -266,6 +279,26 @@ def test_a_dp_histogram_and_mean(world):
     mean = dp_spec(0.1, "mean", dataset="ks4", value="attainment8", bounds=[0, 90])
     _, result = outputs.run_dp(world.home, world.db, world.project, mean, ALICE)
     assert len(result["cells"]) == 1
+
+
+def test_dp_quartiles_cost_exactly_what_is_charged(world):
+    """Quantiles away from the median cost more at the same noise: each gets its share."""
+    for alphas in ([0.25, 0.5, 0.75], [0.1, 0.9], [0.5]):
+        spec = dp_spec(0.1, "quantiles", value="idaci_decile", bounds=[1, 10], alphas=alphas)
+        plan = privacy.plan(spec)
+        cost = float(plan.run.map(1))
+        assert 0.1 * 0.999 < cost <= 0.1
+    _, before = privacy.remaining(world.db, world.project)
+    _, result = outputs.run_dp(
+        world.home,
+        world.db,
+        world.project,
+        dp_spec(0.1, "quantiles", value="idaci_decile", bounds=[1, 10]),
+        ALICE,
+    )
+    assert len(result["cells"]) == 3
+    assert all(1 <= c["value"] <= 10 for c in result["cells"])
+    assert abs(privacy.remaining(world.db, world.project)[1] - (before - 0.1)) < 1e-9
 
 
 def test_the_budget_cannot_be_exceeded(world):

@@ -117,3 +117,39 @@ def test_suppression_is_not_wasted_on_a_table_without_small_cells():
     table = build({("a", "x"): 20, ("a", "y"): 30, ("b", "x"): 25, ("b", "y"): 40}, (1, 1))
     checked = results.check_table(table, R.RuleSet())
     assert all(c.suppression is None for c in checked.cells)
+
+
+def test_a_dominant_contribution_stays_hidden_to_within_p_percent():
+    """In a sum table, a cell hidden because one person dominates it must stay uncertain by
+    p % of that person's value, not by a few units: else the margins give it away."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (r VARCHAR, c VARCHAR, p INTEGER, spend DOUBLE)")
+    cells = {
+        ("r1", "c1"): [1_000_000.0] + [100.0] * 11,
+        ("r1", "c2"): [0.5] * 12,
+        ("r2", "c1"): [0.5] * 12,
+        ("r2", "c2"): [0.6] * 12,
+        ("r1", "c3"): [100_000.0] * 20,
+        ("r2", "c3"): [500.0] * 20,
+        ("r3", "c1"): [100_000.0] * 20,
+        ("r3", "c2"): [500.0] * 20,
+        ("r3", "c3"): [500.0] * 20,
+    }
+    rows = [
+        (r, c, person, value)
+        for person, (r, c, value) in enumerate(
+            (r, c, v) for (r, c), values in cells.items() for v in values
+        )
+    ]
+    con.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", rows)
+    table = tables.compute(
+        con, "t", ["r"], ["c"], statistic="sum", value="spend", unit="p", margins=True
+    )
+    rule_set = R.RuleSet()
+    checked = results.check_table(table, rule_set)
+    dominated = (("r1",), ("c1",))
+    by_key = {(tuple(c.row), tuple(c.col)): c for c in checked.cells}
+    assert by_key[dominated].suppression == "primary"
+    truth = {c.key: c.value or 0.0 for c in table.cells}
+    low, high = attacker_ranges(checked, truth)[dominated]
+    assert high - low >= 1_000_000 * rule_set.p_percent / 100

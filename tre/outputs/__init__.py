@@ -147,7 +147,15 @@ def compute(
             return _summary(con, relation, where, spec, rule_set, description)
         if spec.kind == "model":
             return models.fit(
-                con, relation, where, spec.formula, spec.family, rule_set, description
+                con,
+                relation,
+                where,
+                spec.formula,
+                spec.family,
+                rule_set,
+                description,
+                columns,
+                specs.UNIT,
             )
         raise InvalidInput("DP queries spend budget: run them with `tre outputs dp`.")
     finally:

@@ -9,6 +9,8 @@ describe those few people: the cell fails, and the reason names the earlier rele
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Iterable, Mapping
 
 import duckdb
@@ -31,7 +33,12 @@ def comparable(new: OutputSpec, old: OutputSpec) -> bool:
         and new.flags == old.flags
         and set(new.rows) | set(new.cols) == set(old.rows) | set(old.cols)
     )
-    return same_base and set(new.filters) != set(old.filters)
+    return same_base and _filters(new) != _filters(old)
+
+
+def _filters(spec: OutputSpec) -> set[str]:
+    """The filters as comparable text (a condition's value may be a list: not hashable)."""
+    return {json.dumps(dataclasses.asdict(c), sort_keys=True, default=str) for c in spec.filters}
 
 
 def findings(

@@ -200,13 +200,19 @@ def plan(spec: OutputSpec, categories: Sequence[Any] = ()) -> Plan:
         share = epsilon / len(spec.alphas)
         parts = []
         for alpha in spec.alphas:
-            parts.append(
-                floats
-                >> dp.t.then_clamp((low, high))
-                >> dp.m.then_private_quantile(
-                    dp.max_divergence(), candidates=candidates, alpha=alpha, scale=widen / share
+
+            def quantile(scale: float, alpha: float = alpha):
+                return (
+                    floats
+                    >> dp.t.then_clamp((low, high))
+                    >> dp.m.then_private_quantile(
+                        dp.max_divergence(), candidates=candidates, alpha=alpha, scale=scale
+                    )
                 )
-            )
+
+            # A quantile away from the median costs more at the same scale (by
+            # max(alpha, 1 - alpha)): the scale that costs its share is found from the cost at 1.
+            parts.append(quantile(widen * float(quantile(1.0).map(1)) / share))
         meas = dp.c.make_composition(parts)
         text = f"to the nearest 1 % of [{low:g}, {high:g}], noisier with few persons"
     else:

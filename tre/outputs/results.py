@@ -77,6 +77,21 @@ class Result:
         }
 
 
+def _protection(table: Table, primary: set, rule_set: R.RuleSet) -> dict:
+    """How wide each suppressed cell's feasible range must stay: ``threshold`` people for a
+    count; for a sum, also p % of the cell's largest contribution, so that nobody can narrow
+    a dominant contributor's value down to within p % (the p % rule's own margin)."""
+    needed = {}
+    for cell in table.cells:
+        if cell.key not in primary:
+            continue
+        needed[cell.key] = rule_set.protection
+        if table.statistic in R.MAGNITUDE and cell.stats.top:
+            largest = max(abs(v) for v in cell.stats.top)
+            needed[cell.key] = max(needed[cell.key], largest * rule_set.p_percent / 100)
+    return needed
+
+
 def check_table(
     table: Table,
     rule_set: R.RuleSet,
@@ -94,7 +109,7 @@ def check_table(
     if table.additive and table.margins and primary:
         nonnegative = not any(c.stats.negatives for c in table.cells)
         structure = suppression.Structure.of(table.cells, nonnegative=nonnegative)
-        secondary = suppression.protect(structure, primary, rule_set.protection)
+        secondary = suppression.protect(structure, primary, _protection(table, primary, rule_set))
     cells = []
     for cell in table.cells:
         found = findings[cell.key]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ import yaml
 from tre.catalog import Type
 from tre.conditions import OPERATORS, Condition
 from tre.exceptions import InvalidInput
+from tre.outputs.models import parse_formula
 from tre.outputs.tables import STATISTICS
 from tre.sql import file_list
 
@@ -44,6 +46,9 @@ KINDS = ("table", "summary", "model", "dp")
 FAMILIES = ("ols", "logit", "probit")
 DP_QUERIES = ("count", "sum", "mean", "histogram", "quantiles")
 UNIT = "pseudo_id"
+SUMMARY_STATISTICS = ("count", "mean", "std", "median")  # a summary's, unless it lists its own
+#: The smallest privacy cost a DP query may spend (smaller ones overflow OpenDP's noise scale).
+MIN_EPSILON = 1e-6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,10 +181,23 @@ def parse(data: Any, source: str = "the output specification") -> OutputSpec:
         errors.append(f"value: a {statistic} table needs the column it summarises")
     if kind == "summary" and not value:
         errors.append("value: a summary needs the column it summarises")
+    summary = data.get("statistics") or SUMMARY_STATISTICS
+    if kind == "summary" and (
+        not isinstance(summary, list | tuple)
+        or not summary
+        or any(s not in STATISTICS or s == "quantile" for s in summary)
+    ):
+        allowed = ", ".join(s for s in STATISTICS if s != "quantile")
+        errors.append(f"statistics: a list of {allowed} is required")
     family = data.get("family", "ols")
     if kind == "model":
         if not isinstance(data.get("formula"), str):
             errors.append("formula: a model needs a formula such as 'y ~ x + C(group)'")
+        else:
+            try:
+                parse_formula(data["formula"])
+            except InvalidInput as e:
+                errors.append(f"formula: {e}")
         if family not in FAMILIES:
             errors.append(f"family: one of {', '.join(FAMILIES)} is required")
     query = data.get("query")
@@ -188,8 +206,15 @@ def parse(data: Any, source: str = "the output specification") -> OutputSpec:
     if kind == "dp":
         if query not in DP_QUERIES:
             errors.append(f"query: one of {', '.join(DP_QUERIES)} is required")
-        if not isinstance(epsilon, int | float) or isinstance(epsilon, bool) or epsilon <= 0:
-            errors.append("epsilon: the privacy cost ε > 0 to spend is required")
+        if (
+            not isinstance(epsilon, int | float)
+            or isinstance(epsilon, bool)
+            or not math.isfinite(epsilon)
+            or epsilon < MIN_EPSILON
+        ):
+            errors.append(
+                f"epsilon: the privacy cost ε to spend is required (a number from {MIN_EPSILON})"
+            )
         if query in ("sum", "mean", "quantiles") and (
             not isinstance(bounds, list) or len(bounds) != 2 or bounds[0] >= bounds[1]
         ):
@@ -197,8 +222,18 @@ def parse(data: Any, source: str = "the output specification") -> OutputSpec:
         if query in ("sum", "mean", "quantiles", "histogram") and not value:
             errors.append(f"value: a DP {query} needs the column it is about")
     quantile = data.get("quantile")
-    if statistic == "quantile" and not isinstance(quantile, int | float):
-        errors.append("quantile: a quantile table needs the quantile, e.g. 0.25")
+    if statistic == "quantile" and (
+        not isinstance(quantile, int | float) or isinstance(quantile, bool) or not 0 < quantile < 1
+    ):
+        errors.append(
+            "quantile: a quantile table needs the quantile, strictly between 0 and 1 (e.g. "
+            "0.25); 0 and 1 are the minimum and maximum: ask for min or max"
+        )
+    used = [*names("rows"), *names("cols"), *([value] if isinstance(value, str) else [])]
+    if UNIT in used:
+        errors.append(
+            f"{UNIT} identifies a person: an output cannot be broken down by it or summarise it"
+        )
     if errors:
         raise InvalidInput(
             f"{source} is not a valid output specification:\n  - " + "\n  - ".join(errors)
@@ -216,7 +251,7 @@ def parse(data: Any, source: str = "the output specification") -> OutputSpec:
         value=value,
         quantile=float(quantile) if quantile is not None else None,
         margins=bool(data.get("margins", False)),
-        statistics=tuple(data.get("statistics") or ("count", "mean", "std", "median")),
+        statistics=tuple(summary) if kind == "summary" else SUMMARY_STATISTICS,
         formula=data.get("formula"),
         family=family,
         query=query,

@@ -13,7 +13,7 @@ which an attacker knows to be zero.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 from scipy.optimize import linprog
@@ -150,9 +150,12 @@ def width(structure: Structure, suppressed: set[Key], target: Key) -> float:
     return -result.fun if result.status == 0 else 0.0
 
 
-def protect(structure: Structure, primary: set[Key], protection: float) -> set[Key]:
+def protect(
+    structure: Structure, primary: set[Key], protection: float | Mapping[Key, float]
+) -> set[Key]:
     """Primary plus the secondary suppressions that leave every primary cell's range at least
-    ``protection`` wide. Returns the secondary cells.
+    ``protection`` wide (one width for all, or a width per primary cell). Returns the secondary
+    cells.
 
     First, cheaply, no additivity constraint may hold a single suppressed cell (it would be its
     margin minus the others): the smallest non-empty other cell of that constraint is hidden
@@ -162,12 +165,15 @@ def protect(structure: Structure, primary: set[Key], protection: float) -> set[K
     suppressed = set(primary)
     if not primary or not structure.constraints:
         return set()
+    needed = protection if isinstance(protection, Mapping) else dict.fromkeys(primary, protection)
     _no_lonely_suppressions(structure, suppressed)
     for _ in range(len(structure.cells)):
-        weak = sorted(k for k in primary if width(structure, suppressed, k) < protection - 1e-9)
+        weak = sorted(
+            k for k in primary if width(structure, suppressed, k) < needed[k] * (1 - 1e-9) - 1e-9
+        )
         if not weak:
             return suppressed - primary
-        chosen = _best_complement(structure, suppressed, weak[0], protection)
+        chosen = _best_complement(structure, suppressed, weak[0], needed[weak[0]])
         if chosen is None:  # nothing left to hide it behind: hide the whole table
             return _everything(structure) - primary
         suppressed |= chosen
@@ -237,7 +243,7 @@ def _best_complement(
         trial = suppressed | {candidate}
         _no_lonely_suppressions(structure, trial)
         trial_width = width(structure, trial, weak)
-        if trial_width >= protection - 1e-9:
+        if trial_width >= protection * (1 - 1e-9) - 1e-9:
             return trial - suppressed
         if trial_width > best_width + 1e-9:
             best, best_width = trial - suppressed, trial_width
