@@ -98,6 +98,16 @@ def check_can_view_output(person: Person, project, submitted: bool) -> None:
         ) from None
 
 
+def sees_unreviewed_values(person: Person, project, released: bool) -> bool:
+    """Whether ``person`` sees the values an automatic check left for review (a minimum, a
+    maximum, an empty cell, a file's cells) before the output is released: only output checkers
+    outside the project. Everyone else sees them once two checkers have released them, so the
+    portal is never a way round the airlock."""
+    return released or (
+        person.has_role("output-checker") and person.username not in project.members()
+    )
+
+
 # -- the airlock -------------------------------------------------------------------------------
 
 
@@ -106,10 +116,16 @@ def check_can_request_export(person: Person, project) -> None:
     check_has_role(person, "researcher", "request an export")
     if person.username not in project.members():
         raise PermissionDenied(f"{person.username} is not a member of project {project.id}.")
+    check_project_active(project, "exports are requested")
+
+
+def check_project_active(project, doing: str) -> None:
+    """Nothing moves through the airlock of a project that is not active (suspended, expired,
+    closed): not a new output, a submission, a review or a download."""
     if project.state != "provisioned":
         raise PermissionDenied(
-            f"Project {project.id} is {project.state}: exports are requested only while it is "
-            "active."
+            f"Project {project.id} is {project.state}: {doing} only while it is active. Ask a "
+            "TRE administrator."
         )
 
 

@@ -358,3 +358,71 @@ def test_the_queue_shows_what_each_checker_may_review_oldest_first(world):
     # Pages are exact: page n holds the n-th request of the whole queue.
     pages = [airlock.queue(world.db, OLGA, limit=1, offset=n)[0]["id"] for n in range(2)]
     assert pages == queue[:2]
+
+
+def test_values_left_for_review_are_shown_only_to_checkers_until_release(world, tmp_path):
+    """The portal is no way round the airlock: a maximum (one person's value) and what a file
+    holds are withheld from the project until two checkers have released them."""
+    maximum = table_output(world, "oldest score", statistic="max", value="idaci_decile")
+    figure = tmp_path / "list.csv"
+    figure.write_text("pupil,score\nsomeone,31\n")
+    listed = outputs.add_file(world.home, world.db, world.project, figure, ALICE, "a list")
+    request = submitted(world, maximum, listed)
+
+    def shown(viewer) -> list[dict]:
+        return [
+            item["output"]["result"]
+            for item in airlock.view(world.db, request.id, viewer)["outputs"]
+        ]
+
+    project = airlock._project(world.db, world.project)
+    for viewer in (ALICE, BOB_CHECKER):
+        table, file = shown(viewer)
+        assert table["cells"] and all(c["value"] is None for c in table["cells"])
+        assert all(c["withheld"] for c in table["cells"] if c["status"] != "pass")
+        assert file["cells"] == [] and file["withheld"]
+    for viewer in (ALICE, DORA):  # custodians see outputs through the portal's output pages
+        assert outputs.shown_result(outputs.get(world.db, maximum.id), viewer, project) == table
+    table, file = shown(OLGA)
+    assert all(c["value"] is not None for c in table["cells"])
+    assert [c["value"] for c in file["cells"]] == [31.0]
+
+    for slot in (1, 2):
+        vote(world, request, slot, OLGA)
+        vote(world, request, slot, OSCAR)
+    table, file = shown(ALICE)
+    assert all(c["value"] is not None and "withheld" not in c for c in table["cells"])
+    assert [c["row"] for c in file["cells"]] == [["someone"]]
+
+
+def test_nothing_moves_through_the_airlock_of_a_suspended_project(world):
+    """Suspended (say, after a breach): no output added, no submission, no review and no
+    download until an administrator resumes the project; then all carry on."""
+    from tre import projects
+
+    released = submitted(world)
+    for by in (OLGA, OSCAR):
+        vote(world, released, 1, by)
+    waiting = submitted(world)
+    drafted = draft(world)
+    extra = table_output(world, "pupils by sex, again")
+    projects.set_state(world.db, world.project, "suspend", ADA, "a breach is investigated")
+    try:
+        refused = {
+            "add": lambda: airlock.put_output(
+                world.db, drafted.id, extra.id, "another table", ALICE
+            ),
+            "submit": lambda: airlock.submit(world.home, world.db, drafted.id, ALICE),
+            "review": lambda: vote(world, waiting, 1, OLGA),
+            "download": lambda: airlock.download(world.home, world.db, released.id, 1, ALICE),
+        }
+        for what, action in refused.items():
+            with pytest.raises(PermissionDenied, match="is suspended"):
+                action()
+            assert airlock.get(world.db, drafted.id).state == "draft", what
+        assert airlock.get(world.db, waiting.id).state == "in_review"
+        assert airlock.view(world.db, waiting.id, OLGA)["outputs"][0]["reviews_received"] == 0
+    finally:
+        projects.set_state(world.db, world.project, "resume", ADA, "cleared")
+    assert airlock.download(world.home, world.db, released.id, 1, ALICE).is_file()
+    assert vote(world, waiting, 1, OLGA)

@@ -119,6 +119,13 @@ def _lock(session: Session, request_id: int) -> ExportRequest:
     return request
 
 
+def _locked_project(session: Session, request: ExportRequest):
+    """The request's project, read in the transaction that locked the request."""
+    from tre import projects
+
+    return session.get(projects.Project, request.project_id)
+
+
 def _project(db: Database, project_id: str):
     from tre import projects
 
@@ -228,7 +235,7 @@ def view_with_records(db: Database, request_id: int, viewer: Person):
                     "name": output.name,
                     "kind": output.kind,
                     "spec": output.spec,
-                    "result": output.result,
+                    "result": outputs.shown_result(output, viewer, project),
                 },
                 "reviews_received": len(reviews),
                 "outcome": decided,
@@ -416,6 +423,7 @@ def put_output(
     with db.write() as session:
         request = _lock(session, request_id)
         permissions.check_is_author(by, request)
+        permissions.check_project_active(_locked_project(session, request), "outputs are added")
         output = session.get(outputs.Output, output_id)
         if output is None or output.project_id != request.project_id:
             raise InvalidInput(
@@ -454,6 +462,9 @@ def submit(home: Home, db: Database, request_id: int, by: Person) -> ExportReque
     with db.write() as session:
         request = _lock(session, request_id)
         permissions.check_is_author(by, request)
+        permissions.check_project_active(
+            _locked_project(session, request), "requests are submitted"
+        )
         if not session.execute(
             sa.select(RequestOutput.id).where(RequestOutput.request_id == request_id)
         ).first():
@@ -503,10 +514,9 @@ def review(
 ) -> dict:
     with db.write() as session:
         request = _lock(session, request_id)
-        from tre import projects
-
-        project = session.get(projects.Project, request.project_id)
+        project = _locked_project(session, request)
         permissions.check_can_review(by, request, project.members())
+        permissions.check_project_active(project, "outputs are reviewed")
         if vote not in VOTES:
             raise InvalidInput(f"A vote is one of {', '.join(VOTES)}.")
         if visibility not in VISIBILITY:
@@ -672,6 +682,7 @@ def download(home: Home, db: Database, request_id: int, slot_number: int, by: Pe
     request = get(db, request_id)
     project = _project(db, request.project_id)
     permissions.check_can_download(by, request, project)
+    permissions.check_project_active(project, "released outputs are downloaded")
     if request.status is not State.RELEASED:
         raise PermissionDenied(f"Request #{request_id} is {request.state}: nothing is released.")
     item = next((s for s in slots(db, request_id) if s.slot == slot_number), None)

@@ -211,6 +211,26 @@ def _summary(con, relation, where, spec, rule_set, description) -> results.Resul
     )
 
 
+WITHHELD = "withheld until output checkers have reviewed it"
+
+
+def shown_result(output: Output, viewer: Person, project) -> dict[str, Any]:
+    """The output's result as ``viewer`` may see it: values not passed by the automatic check
+    are withheld until release, and so is everything read from a file (its labels too), except
+    from output checkers."""
+    released = output.released_at is not None
+    if permissions.sees_unreviewed_values(viewer, project, released):
+        return output.result
+    if output.kind == "file":
+        return {**output.result, "cells": [], "withheld": WITHHELD}
+    cells = []
+    for cell in output.result.get("cells", []):
+        if cell.get("value") is not None and cell["status"] != R.PASS:
+            cell = {**cell, "value": None, "withheld": WITHHELD}
+        cells.append(cell)
+    return {**output.result, "cells": cells}
+
+
 def _store(
     db: Database,
     project_id: str,

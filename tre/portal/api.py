@@ -174,7 +174,7 @@ def project_output_check(
     person: Person = Depends(caller),
 ) -> dict[str, Any]:
     output, _ = outputs.check(state.home, state.db, project_id, specs.parse(body), person)
-    return views.output_detail(output)
+    return views.output_detail(output, person, projects.get(state.db, project_id))
 
 
 @router.post(
@@ -209,7 +209,7 @@ def project_dp_run(
     person: Person = Depends(caller),
 ) -> dict[str, Any]:
     output, _ = outputs.run_dp(state.home, state.db, project_id, _dp_spec(body), person)
-    return views.output_detail(output)
+    return views.output_detail(output, person, projects.get(state.db, project_id))
 
 
 def _dp_spec(body: dict[str, Any]) -> specs.OutputSpec:
@@ -247,7 +247,8 @@ def project_action(
 def output_detail(
     output_id: Id, state=Depends(app_state), person: Person = Depends(caller)
 ) -> dict[str, Any]:
-    return views.output_detail(airlock.viewable_output(state.db, output_id, person))
+    output = airlock.viewable_output(state.db, output_id, person)
+    return views.output_detail(output, person, projects.get(state.db, output.project_id))
 
 
 # -- the airlock ------------------------------------------------------------------------------

@@ -307,7 +307,7 @@ def output_page(request: Request, output_id: Id) -> Response:
         request,
         "output.html",
         session,
-        output=views.output_detail(output),
+        output=views.output_detail(output, person, project),
         project=views.project_summary(project),
     )
 

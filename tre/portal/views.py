@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tre import airlock, audit, catalog, permissions, projects
+from tre import airlock, audit, catalog, outputs, permissions, projects
 from tre.exceptions import ServiceUnavailable
 from tre.outputs import privacy
 from tre.people import Person
@@ -86,8 +86,14 @@ def output_summary(o) -> dict[str, Any]:
     }
 
 
-def output_detail(o) -> dict[str, Any]:
-    return {**output_summary(o), "project": o.project_id, "spec": o.spec, "result": o.result}
+def output_detail(o, viewer: Person, project) -> dict[str, Any]:
+    """An output with its result as ``viewer`` may see it (:func:`tre.outputs.shown_result`)."""
+    return {
+        **output_summary(o),
+        "project": o.project_id,
+        "spec": o.spec,
+        "result": outputs.shown_result(o, viewer, project),
+    }
 
 
 def request_summary(r: airlock.ExportRequest) -> dict[str, Any]:
