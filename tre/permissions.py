@@ -179,6 +179,7 @@ def check_can_revoke(person: Person) -> None:
 can_submit = _boolean(check_can_submit)
 can_decide = _boolean(check_can_decide)
 can_administer = _boolean(check_can_administer)
+can_view_request = _boolean(check_can_view_request)
 can_view_project = _boolean(check_can_view_project)
 can_see_risk = _boolean(check_can_see_risk)
 can_request_export = _boolean(check_can_request_export)

@@ -329,6 +329,9 @@ def test_a_kept_file_changed_behind_the_tre_is_not_released(world, tmp_path):
         vote(world, request, 1, OSCAR)
     assert airlock.get(world.db, request.id).state == "approved"
     assert not (world.home.released / world.project / str(request.id)).exists()
+    # Not left hanging: a checker closes it.
+    revoked = airlock.revoke(world.home, world.db, request.id, OLGA, "the kept file was changed")
+    assert revoked.state == "revoked"
 
 
 def test_a_revoked_release_can_no_longer_be_downloaded(world):
@@ -426,3 +429,18 @@ def test_nothing_moves_through_the_airlock_of_a_suspended_project(world):
         projects.set_state(world.db, world.project, "resume", ADA, "cleared")
     assert airlock.download(world.home, world.db, released.id, 1, ALICE).is_file()
     assert vote(world, waiting, 1, OLGA)
+
+
+def test_a_submission_whose_checks_cannot_run_leaves_the_request_as_it_was(world):
+    """Say an output stored before a rule tightened (here, a formula patsy would have run as
+    Python): the request is not left half-submitted, and its author can still withdraw it."""
+    output = table_output(world, "to be spoilt")
+    request = draft(world, output)
+    with world.db.write() as session:
+        stored = session.get(outputs.Output, output.id)
+        stored.spec = {**stored.spec, "kind": "model", "formula": "x ~ I(__import__('os'))"}
+    with pytest.raises(InvalidInput, match="formula"):
+        airlock.submit(world.home, world.db, request.id, ALICE)
+    assert airlock.get(world.db, request.id).state == "draft"
+    assert "request.submitted" not in events_of(world, request.id)
+    assert airlock.withdraw(world.db, request.id, ALICE).state == "withdrawn"

@@ -154,6 +154,19 @@ def test_the_release_downloads_with_the_checked_cells_only(portal):
         assert note == "suppressed" or float(value) >= 10
 
 
+def test_a_projects_request_list_shows_only_requests_the_caller_may_open(portal):
+    listed = {}
+    for user in ("alice", "dora"):
+        with portal.api(user) as client:
+            answer = client.get("/requests", params={"project": portal.project})
+            assert answer.status_code == 200, user
+            listed[user] = {r["id"] for r in answer.json()}
+            for request_id in listed[user]:
+                assert client.get(f"/requests/{request_id}").status_code == 200, user
+    assert {portal.in_review, portal.released} <= listed["alice"]
+    assert listed["dora"] == set()  # a custodian sees the project, not its export requests
+
+
 # -- pages -------------------------------------------------------------------------------------
 
 

@@ -458,48 +458,61 @@ def put_output(
 
 
 def submit(home: Home, db: Database, request_id: int, by: Person) -> ExportRequest:
-    """Submit: re-run the automatic checks of every output, then open the reviews."""
-    with db.write() as session:
-        request = _lock(session, request_id)
-        permissions.check_is_author(by, request)
-        permissions.check_project_active(
-            _locked_project(session, request), "requests are submitted"
-        )
-        if not session.execute(
-            sa.select(RequestOutput.id).where(RequestOutput.request_id == request_id)
-        ).first():
-            raise InvalidInput("Add at least one output before submitting the request.")
-        unchanged = [
-            slot.slot
-            for slot in session.execute(
-                sa.select(RequestOutput).where(RequestOutput.request_id == request_id)
-            ).scalars()
-            if _outcome_of(session, slot) == "changes requested"
-        ]
-        if unchanged:
-            raise InvalidInput(
-                "The output checkers asked for changes to output(s) "
-                f"{', '.join(map(str, unchanged))}: replace them before submitting again."
-            )
-        _move(session, request, "submit", by)
+    """Submit: re-run the automatic checks of every output, then open the reviews. The checks
+    run before anything moves: if one cannot run, the request stays as it was."""
+    with db.read() as session:
+        request = session.get(ExportRequest, request_id)
+        if request is None:
+            raise NotFound(f"There is no export request #{request_id}.")
+        filled = _submittable(session, request, by)
     project = _project(db, request.project_id)
-    summary = {}
-    for slot in slots(db, request_id):
+    results: dict[int, tuple[dict, str]] = {}
+    for slot in filled:
         output = outputs.get(db, slot.output_id)
         if output.kind in ("table", "summary", "model"):
             from tre.outputs import specs
 
             result = outputs.compute(home, db, project, specs.parse(output.spec))
-            with db.write() as session:
-                stored = session.get(outputs.Output, output.id)
-                stored.result, stored.status = result.as_dict(), result.status
-            summary[str(slot.slot)] = result.status
-        else:
-            summary[str(slot.slot)] = output.status
+            results[output.id] = (result.as_dict(), result.status)
     with db.write() as session:
         request = _lock(session, request_id)
+        filled_now = _submittable(session, request, by)
+        if [(s.slot, s.output_id) for s in filled_now] != [(s.slot, s.output_id) for s in filled]:
+            raise InvalidInput(
+                f"Request #{request_id} changed while its outputs were checked: submit it again."
+            )
+        summary = {}
+        for slot in filled_now:
+            stored = session.get(outputs.Output, slot.output_id)
+            if stored.id in results:
+                stored.result, stored.status = results[stored.id]
+            summary[str(slot.slot)] = stored.status
+        _move(session, request, "submit", by)
         _move(session, request, "checked", SYSTEM, {"checks": summary})
         return request
+
+
+def _submittable(session: Session, request: ExportRequest, by: Person) -> list[RequestOutput]:
+    """The request's slots, once it may be submitted by ``by``; else why not."""
+    permissions.check_is_author(by, request)
+    permissions.check_project_active(_locked_project(session, request), "requests are submitted")
+    transition(request.status, "submit")  # refused, saying which moves are possible
+    filled = list(
+        session.execute(
+            sa.select(RequestOutput)
+            .where(RequestOutput.request_id == request.id)
+            .order_by(RequestOutput.slot)
+        ).scalars()
+    )
+    if not filled:
+        raise InvalidInput("Add at least one output before submitting the request.")
+    unchanged = [s.slot for s in filled if _outcome_of(session, s) == "changes requested"]
+    if unchanged:
+        raise InvalidInput(
+            "The output checkers asked for changes to output(s) "
+            f"{', '.join(map(str, unchanged))}: replace them before submitting again."
+        )
+    return filled
 
 
 def review(

@@ -8,6 +8,10 @@ from tre import audit, lifecycle
 from tre.exceptions import InvalidTransition
 from tre.lifecycle import Transition, past
 
+REVOKED = (
+    "A release, or an approval that could not be released, was revoked: nothing is downloaded."
+)
+
 
 class State(enum.StrEnum):
     DRAFT = "draft"
@@ -26,7 +30,10 @@ OWNERS: dict[State, str] = {
     State.SUBMITTED: "the TRE, which re-runs the automatic checks",
     State.IN_REVIEW: "output checkers outside the project: two independent reviews per output",
     State.RETURNED: "the researcher, who replaces the outputs the checkers asked to change",
-    State.APPROVED: "the TRE, which copies the approved outputs to the released store",
+    State.APPROVED: (
+        "the TRE, which copies the approved outputs to the released store; if it cannot (a "
+        "kept file changed), an output checker or administrator revokes the approval"
+    ),
     State.REJECTED: "nobody: the request is closed; the researcher sees why",
     State.WITHDRAWN: "nobody: the researcher withdrew it",
     State.RELEASED: "the researcher, who downloads the outputs; checkers may revoke them",
@@ -117,7 +124,14 @@ TRANSITIONS: tuple[Transition, ...] = (
         State.RELEASED,
         State.REVOKED,
         "request.revoked",
-        "The released outputs were withdrawn from download.",
+        REVOKED,
+    ),
+    Transition(
+        "revoke",
+        State.APPROVED,
+        State.REVOKED,
+        "request.revoked",
+        REVOKED,
     ),
     *(
         Transition(

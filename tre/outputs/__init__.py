@@ -297,7 +297,8 @@ def run_dp(
     from tre.projects import extracts as project_extracts
 
     project = _active_project(db, project_id, by)
-    rule_set = rule_set_for(project, [spec.dataset])
+    datasets = [spec.dataset, *(j.dataset for j in spec.join), *(f.dataset for f in spec.flags)]
+    rule_set = rule_set_for(project, datasets)
     planned = privacy.plan(spec, spec.categories)
     folder = project_extracts.folder(home, project.id) / "extracts"
     relation, columns = specs.relation(spec, specs.Extracts.of(folder))

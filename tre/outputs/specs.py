@@ -278,7 +278,7 @@ class Extracts:
     def of(cls, folder: Path) -> Extracts:
         manifest_path = folder / "manifest.json"
         if not manifest_path.is_file():
-            raise InvalidInput(f"The project has no extracts in {folder}: is it provisioned?")
+            raise InvalidInput("The project has no extracts: is it provisioned?")
         manifest = json.loads(manifest_path.read_text())
         sources = {
             name: f"read_parquet({file_list(folder / f['path'] for f in d['files'])}, "

@@ -266,8 +266,12 @@ def request_create(
 def request_list(
     project: str = Query(...), state=Depends(app_state), person: Person = Depends(caller)
 ) -> list[dict[str, Any]]:
-    projects.get(state.db, project, person)
-    return [views.request_summary(r) for r in airlock.of_project(state.db, project)]
+    found = projects.get(state.db, project, person)
+    return [
+        views.request_summary(r)
+        for r in airlock.of_project(state.db, project)
+        if permissions.can_view_request(person, r, found)
+    ]
 
 
 @router.get("/requests/{request_id}", summary="An export request as the caller may see it")

@@ -344,7 +344,10 @@ def request_page(request: Request, request_id: Id) -> Response:
             views.output_summary(o)
             for o in outputs.released(state.db, export.project_id, with_results=False)
         ]
-    context["can_revoke"] = permissions.can_revoke(person) and export.state == "released"
+    context["can_revoke"] = permissions.can_revoke(person) and export.state in (
+        "approved",
+        "released",
+    )
     context["can_download"] = permissions.can_download(person, export, project)
     return _render(request, "request.html", session, **context)
 
