@@ -23,7 +23,7 @@ from tre import audit, catalog, permissions
 from tre.db import Base, Database
 from tre.exceptions import InvalidInput, NotFound, PermissionDenied
 from tre.home import Home
-from tre.outputs import differencing, models, privacy, results, specs, tables
+from tre.outputs import differencing, linked, models, privacy, results, specs, tables
 from tre.outputs import rules as R
 from tre.people import Person
 
@@ -101,6 +101,15 @@ def _released_statement(with_results: bool):
     return query if with_results else query.options(defer(Output.result))
 
 
+def released_tables(db: Database, project_id: str) -> list[linked.Release]:
+    """The project's released tables with the cells they published."""
+    return [
+        linked.Release(f"#{o.id} '{o.name}'", specs.parse(o.spec), o.result.get("cells", []))
+        for o in released(db, project_id)
+        if o.kind == "table"
+    ]
+
+
 def released_specs(db: Database, project_id: str) -> list[tuple[str, specs.OutputSpec]]:
     return [
         (f"#{o.id} '{o.name}'", specs.parse(o.spec))
@@ -142,6 +151,23 @@ def compute(
             earlier = released_specs(db, project.id)
             more = differencing.findings(con, relation, columns, spec, earlier, rule_set)
             result = results.check_table(table, rule_set, more)
+            releases = linked.linked(spec, released_tables(db, project.id))
+            if releases:
+                hidden = {(c.row, c.col) for c in result.cells if c.value is None}
+                primary = {(c.row, c.col) for c in result.cells if c.suppression == "primary"}
+                hide_also = linked.hide(
+                    con,
+                    relation,
+                    where,
+                    specs.UNIT,
+                    spec,
+                    {c.key: (None if c.key in hidden else c.value) for c in table.cells},
+                    results.protection(table, primary, rule_set),
+                    releases,
+                    rule_set,
+                )
+                if hide_also:
+                    result = results.check_table(table, rule_set, more, hide_also=hide_also)
             return _describe(result, description)
         if spec.kind == "summary":
             return _summary(con, relation, where, spec, rule_set, description)

@@ -77,7 +77,7 @@ class Result:
         }
 
 
-def _protection(table: Table, primary: set, rule_set: R.RuleSet) -> dict:
+def protection(table: Table, primary: set, rule_set: R.RuleSet) -> dict:
     """How wide each suppressed cell's feasible range must stay: ``threshold`` people for a
     count; for a sum, also p % of the cell's largest contribution, so that nobody can narrow
     a dominant contributor's value down to within p % (the p % rule's own margin)."""
@@ -97,8 +97,11 @@ def check_table(
     rule_set: R.RuleSet,
     more: dict | None = None,
     extra: dict[str, Any] | None = None,
+    hide_also: dict | None = None,
 ) -> Result:
-    """Check every cell; ``more`` adds findings by cell key (e.g. from differencing)."""
+    """Check every cell; ``more`` adds findings by cell key (e.g. from differencing);
+    ``hide_also`` names more cells to hide, with the earlier releases that require it (from
+    :func:`tre.outputs.linked.hide`)."""
     findings = {
         cell.key: R.cell_findings(cell.stats, table.statistic, rule_set)
         + list((more or {}).get(cell.key, []))
@@ -109,7 +112,9 @@ def check_table(
     if table.additive and table.margins and primary:
         nonnegative = not any(c.stats.negatives for c in table.cells)
         structure = suppression.Structure.of(table.cells, nonnegative=nonnegative)
-        secondary = suppression.protect(structure, primary, _protection(table, primary, rule_set))
+        secondary = suppression.protect(structure, primary, protection(table, primary, rule_set))
+    linked = {k: v for k, v in (hide_also or {}).items() if k not in primary}
+    secondary |= set(linked)
     cells = []
     for cell in table.cells:
         found = findings[cell.key]
@@ -122,7 +127,12 @@ def check_table(
             if value is not None and table.statistic in ("count", "sum"):
                 value = R.round_to(value, rule_set.rounding_base)
         reasons = [f.reason for f in found]
-        if state == "secondary":
+        if cell.key in linked:
+            reasons.append(
+                f"hidden too, so that no suppressed cell of this table or of the earlier "
+                f"release {linked[cell.key]} can be worked out from the two"
+            )
+        elif state == "secondary":
             reasons.append(
                 "hidden too, so that a suppressed cell cannot be worked out from the totals"
             )

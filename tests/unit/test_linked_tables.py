@@ -1,0 +1,111 @@
+"""Linked tables: the same people counted twice (a table without margins, then with them)
+must not give away, together, what each hides alone. The attacker's linear program is
+written here, independently of tre's."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+from scipy.optimize import linprog
+
+from tre.outputs import linked, results, specs, tables
+from tre.outputs import rules as R
+
+#: ethnicity × admitted: ASIA/True holds 3 people.
+GROUPS = {
+    ("ASIA", "False"): 60,
+    ("ASIA", "True"): 3,
+    ("WHIT", "False"): 200,
+    ("WHIT", "True"): 40,
+    ("BLAK", "False"): 30,
+    ("BLAK", "True"): 12,
+}
+FIELDS = {"kind": "table", "dataset": "pupils", "rows": ["ethnicity"], "cols": ["admitted"]}
+
+
+def people() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    rows = [
+        (f"p{len(r)}", e, a)
+        for r in [[]]
+        for (e, a), n in GROUPS.items()
+        for _ in range(n)
+        if not r.append(0)
+    ]
+    con.execute("CREATE TABLE people (pseudo_id VARCHAR, ethnicity VARCHAR, admitted VARCHAR)")
+    con.executemany("INSERT INTO people VALUES (?, ?, ?)", rows)
+    return con
+
+
+def check(con, spec: specs.OutputSpec, releases=()) -> results.Result:
+    table = tables.with_empty_cells(
+        tables.compute(con, "people", spec.rows, spec.cols, unit="pseudo_id", margins=spec.margins)
+    )
+    rule_set = R.RuleSet()
+    result = results.check_table(table, rule_set)
+    if not releases:
+        return result
+    hidden = {(c.row, c.col) for c in result.cells if c.value is None}
+    primary = {(c.row, c.col) for c in result.cells if c.suppression == "primary"}
+    hide_also = linked.hide(
+        con,
+        "people",
+        "true",
+        "pseudo_id",
+        spec,
+        {c.key: (None if c.key in hidden else c.value) for c in table.cells},
+        results.protection(table, primary, rule_set),
+        releases,
+        rule_set,
+    )
+    return results.check_table(table, rule_set, hide_also=hide_also)
+
+
+def narrowest(*published: results.Result) -> float:
+    finest = list(GROUPS)
+
+    def row(cell) -> np.ndarray:
+        labels = (*cell.row, *cell.col)
+        return np.array(
+            [all(a in ("All", x) for a, x in zip(labels, f, strict=True)) for f in finest],
+            dtype=float,
+        )
+
+    known = [(row(c), c.value) for r in published for c in r.cells if c.value is not None]
+    a_eq, b_eq = np.array([k for k, _ in known]), np.array([v for _, v in known])
+    widths = []
+    for r in published:
+        for c in r.cells:
+            if c.suppression == "primary":
+                low = linprog(row(c), A_eq=a_eq, b_eq=b_eq, bounds=(0, None))
+                high = linprog(-row(c), A_eq=a_eq, b_eq=b_eq, bounds=(0, None))
+                widths.append(-high.fun - low.fun if high.status == 0 else np.inf)
+    return min(widths)
+
+
+def test_a_table_with_margins_after_the_same_without_them_hides_more():
+    con = people()
+    first = check(con, specs.parse({**FIELDS, "name": "a"}))
+    assert narrowest(first) >= 10
+    spec = specs.parse({**FIELDS, "name": "b", "margins": True})
+    alone = check(con, spec)
+    assert narrowest(alone) >= 10
+    # Checked alone, the second relies on cells the first published: together they disclose.
+    assert narrowest(first, alone) < 10
+    release = linked.Release(
+        "#1 'a'", specs.parse({**FIELDS, "name": "a"}), [c.as_dict() for c in first.cells]
+    )
+    assert linked.linked(spec, [release]) == [release]
+    second = check(con, spec, [release])
+    assert narrowest(first, second) >= 10
+    assert any("earlier release #1 'a'" in r for c in second.cells for r in c.reasons)
+
+
+def test_only_tables_over_the_same_people_and_statistic_are_linked():
+    release = linked.Release("#1", specs.parse({**FIELDS, "name": "a"}), [])
+    other_people = specs.parse(
+        {**FIELDS, "name": "b", "filters": [{"column": "admitted", "op": "eq", "value": "True"}]}
+    )
+    other_statistic = specs.parse({**FIELDS, "name": "c", "statistic": "sum", "value": "x"})
+    assert linked.linked(other_people, [release]) == []
+    assert linked.linked(other_statistic, [release]) == []

@@ -1,0 +1,196 @@
+"""Linked tables: a new table and the project's earlier releases over the same people.
+
+An attacker holds every release of the project. Two tables over the same population and the
+same additive statistic (count or sum) are two views of one set of numbers: a cell one hides
+may be the difference of cells the other publishes (the same table with and without margins;
+a table by ethnicity after one by ethnicity and admission). Before a table is released, the
+TRE solves the attacker's linear program over both: the unknowns are the finest cells (every
+combination of the variables of either table, from the data), every published cell of either
+is a known sum of them, and no suppressed cell, of the new table or of an earlier one, may be
+narrowed below its protection level. Where one would be, more cells of the new table are
+hidden (the earlier release cannot change). Tables over other people (other filters) are
+:mod:`~tre.outputs.differencing`'s concern.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import duckdb
+import numpy as np
+from scipy.optimize import linprog
+
+from tre.outputs import rules as R
+from tre.outputs import tables
+from tre.outputs.specs import OutputSpec
+
+Key = tuple[tuple[str, ...], tuple[str, ...]]
+Flat = tuple[str, ...]
+#: Beyond this many finest cells the joint program is not built (the tables are checked alone).
+MAX_CELLS = 4000
+TRIES = 12
+
+
+@dataclasses.dataclass(frozen=True)
+class Release:
+    label: str
+    spec: OutputSpec
+    cells: Sequence[Mapping]  # as released: row, col, value (None when suppressed)
+
+
+def linked(new: OutputSpec, earlier: Sequence[Release]) -> list[Release]:
+    """The earlier releases an attacker can combine with ``new`` cell by cell."""
+    if new.kind != "table" or new.statistic not in ("count", "sum"):
+        return []
+    return [
+        e
+        for e in earlier
+        if e.spec.kind == "table"
+        and e.spec.statistic == new.statistic
+        and e.spec.value == new.value
+        and e.spec.population() == new.population()
+    ]
+
+
+def hide(
+    con: duckdb.DuckDBPyConnection,
+    relation: str,
+    where: str,
+    unit: str,
+    new: OutputSpec,
+    checked: Mapping[Key, float | None],
+    needed: Mapping[Key, float],
+    releases: Sequence[Release],
+    rules: R.RuleSet,
+) -> dict[Key, str]:
+    """The cells of the new table to hide too (with the release that makes them needed), given
+    its cells as checked alone (``checked``: value, None when hidden) and how wide each of its
+    suppressed cells' range must stay (``needed``)."""
+    if not releases or rules.rounding_base > 1:  # rounded releases are not exact sums
+        return {}
+    variables = list(dict.fromkeys([*new.rows, *new.cols]))
+    for release in releases:
+        variables += [v for v in (*release.spec.rows, *release.spec.cols) if v not in variables]
+    finest = tables.compute(
+        con,
+        relation,
+        variables,
+        (),
+        statistic=new.statistic,
+        value=new.value,
+        unit=unit,
+        where=where,
+    ).interior()
+    if not finest or len(finest) > MAX_CELLS:
+        return {}
+    system = _System([c.row for c in finest], not any(c.stats.negatives for c in finest))
+    top = {c.row: (max((abs(t) for t in c.stats.top), default=0.0)) for c in finest}
+
+    def flat(labels: Sequence[str], names: Sequence[str]) -> Flat:
+        by_name = dict(zip(names, labels, strict=True))
+        return tuple(by_name.get(v, tables.ALL) for v in variables)
+
+    new_names = [*new.rows, *new.cols]
+    fixed: list[tuple[Flat, float]] = []
+    targets: dict[Flat, float] = {}
+    for release in releases:
+        names = [*release.spec.rows, *release.spec.cols]
+        for cell in release.cells:
+            at = flat([*cell["row"], *cell["col"]], names)
+            if cell.get("value") is not None:
+                fixed.append((at, float(cell["value"])))
+            else:
+                covered = [top[c] for c in system.covered(at)]
+                need = rules.protection
+                if new.statistic in R.MAGNITUDE and covered:
+                    need = max(need, max(covered) * rules.p_percent / 100)
+                targets[at] = max(targets.get(at, 0.0), need)
+    hideable = {
+        flat([*key[0], *key[1]], new_names): (key, value)
+        for key, value in checked.items()
+        if value is not None
+    }
+    for key, need in needed.items():
+        targets[flat([*key[0], *key[1]], new_names)] = need
+    hidden: set[Flat] = set()
+
+    def published() -> list[tuple[Flat, float]]:
+        return fixed + [(at, value) for at, (_, value) in hideable.items() if at not in hidden]
+
+    for _ in range(len(hideable) + 1):
+        known = published()
+        weak = [
+            at for at, need in targets.items() if system.width(known, at) < need * (1 - 1e-9) - 1e-9
+        ]
+        if not weak:
+            break
+        target = weak[0]
+        support = set(system.covered(target))
+        candidates = sorted(
+            (
+                at
+                for at, (_, value) in hideable.items()
+                if at not in hidden and value != 0 and support & set(system.covered(at))
+            ),
+            key=lambda at: (abs(hideable[at][1]), at),
+        )[:TRIES]
+        best, best_width = None, system.width(known, target)
+        for candidate in candidates:
+            trial = [(at, v) for at, v in known if at != candidate]
+            width = system.width(trial, target)
+            if width >= targets[target] * (1 - 1e-9) - 1e-9:
+                best = candidate
+                break
+            if width > best_width + 1e-9:
+                best, best_width = candidate, width
+        if best is None and candidates:
+            # No one cell widens it (several publish it, e.g. a row and a column total): hide
+            # the smallest and look again.
+            best = candidates[0]
+        if best is None:  # nothing left to hide it behind: hide the whole new table
+            hidden = {at for at, (_, value) in hideable.items() if value != 0}
+            break
+        hidden.add(best)
+    label = ", ".join(sorted({r.label for r in releases}))
+    return {hideable[at][0]: label for at in hidden}
+
+
+class _System:
+    """The attacker's unknowns (the finest cells) and the cells each aggregate covers."""
+
+    def __init__(self, finest: Sequence[Flat], nonnegative: bool):
+        self.finest = list(finest)
+        self.bounds = [(0.0 if nonnegative else None, None)] * len(self.finest)
+        self._rows: dict[Flat, np.ndarray] = {}
+
+    def covered(self, aggregate: Flat) -> list[Flat]:
+        return [
+            c
+            for c in self.finest
+            if all(a in (tables.ALL, x) for a, x in zip(aggregate, c, strict=True))
+        ]
+
+    def _row(self, aggregate: Flat) -> np.ndarray:
+        if aggregate not in self._rows:
+            self._rows[aggregate] = np.array(
+                [
+                    all(a in (tables.ALL, x) for a, x in zip(aggregate, c, strict=True))
+                    for c in self.finest
+                ],
+                dtype=float,
+            )
+        return self._rows[aggregate]
+
+    def width(self, known: Sequence[tuple[Flat, float]], target: Flat) -> float:
+        """max - min of the target's sum over every table consistent with ``known``."""
+        a_eq = np.array([self._row(at) for at, _ in known]) if known else None
+        b_eq = np.array([v for _, v in known]) if known else None
+        objective = self._row(target)
+        low = linprog(objective, A_eq=a_eq, b_eq=b_eq, bounds=self.bounds, method="highs")
+        high = linprog(-objective, A_eq=a_eq, b_eq=b_eq, bounds=self.bounds, method="highs")
+        if high.status == 3:
+            return np.inf
+        if low.status != 0 or high.status != 0:
+            return 0.0  # inconsistent (should not happen): treat as disclosed
+        return -high.fun - low.fun
