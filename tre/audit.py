@@ -274,7 +274,11 @@ def _verify_rows(
                 "(an event was inserted, deleted or reordered before it)",
             )
         try:
-            recomputed = _event_hash(prev_hash, _body(row))
+            body = _body(row)
+            # The stored text must be exactly what was hashed: else a duplicated key, say,
+            # would show one value to SQL and hash the other.
+            canonical = row.details == canonical_json(body["details"])
+            recomputed = _event_hash(prev_hash, body) if canonical else ""
         except ValueError:
             recomputed = ""
         if recomputed != row.hash:

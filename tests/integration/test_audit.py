@@ -195,6 +195,14 @@ def tamper_append(session):
     return 9
 
 
+def tamper_duplicate_key(session):
+    # Prepend a key the JSON already holds: parsers keep the last one (what is hashed), SQL's
+    # json_extract may read the first.
+    row = session.get(AuditEventRow, 5)
+    row.details = '{"i":999,' + row.details[1:]
+    return 5
+
+
 def tamper_reorder(session):
     a, b = session.get(AuditEventRow, 3), session.get(AuditEventRow, 6)
     fields = ("time", "actor", "object_id", "details")
@@ -216,6 +224,7 @@ def tamper_reorder(session):
         tamper_insert_well_formed,
         tamper_append,
         tamper_reorder,
+        tamper_duplicate_key,
     ],
 )
 def test_verify_names_the_first_bad_seq(db, tamper):
