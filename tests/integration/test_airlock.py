@@ -444,3 +444,28 @@ def test_a_submission_whose_checks_cannot_run_leaves_the_request_as_it_was(world
     assert airlock.get(world.db, request.id).state == "draft"
     assert "request.submitted" not in events_of(world, request.id)
     assert airlock.withdraw(world.db, request.id, ALICE).state == "withdrawn"
+
+
+def test_outputs_submitted_together_are_checked_against_each_other(world):
+    """Two tables a few people apart, in one request: released together they could be
+    subtracted, so the submission checks each against those before it."""
+    by_ethnicity = table_output(world, "by ethnicity", rows=["ethnicity"])
+    small = next(c["row"][0] for c in by_ethnicity.result["cells"] if c["value"] is None)
+    own = [{"column": "sex", "op": "not_null"}]  # a population of this test's own
+    everyone = table_output(world, "by sex, everyone", filters=own)
+    fewer = table_output(
+        world,
+        "by sex, one group fewer",
+        filters=[*own, {"column": "ethnicity", "op": "ne", "value": small}],
+    )
+
+    def differenced(cell) -> bool:
+        return any("earlier release" in r and "differ" in r for r in cell["reasons"])
+
+    assert not any(differenced(c) for c in fewer.result["cells"])  # alone: fine
+    request = submitted(world, everyone, fewer)
+    checked = outputs.get(world.db, fewer.id).result["cells"]
+    failing = [c for c in checked if differenced(c)]
+    assert failing and all(c["value"] is None for c in failing)
+    assert "output 1 of this request" in " ".join(failing[0]["reasons"])
+    assert airlock.get(world.db, request.id).state == "in_review"

@@ -32,6 +32,7 @@ from tre.airlock.lifecycle import State, transition
 from tre.db import Base, Database
 from tre.exceptions import IntegrityError, InvalidInput, NotFound, PermissionDenied
 from tre.home import Home
+from tre.outputs import linked, specs
 from tre.outputs import rules as R
 from tre.people import SYSTEM, Person
 
@@ -467,13 +468,16 @@ def submit(home: Home, db: Database, request_id: int, by: Person) -> ExportReque
         filled = _submittable(session, request, by)
     project = _project(db, request.project_id)
     results: dict[int, tuple[dict, str]] = {}
+    alongside: list[linked.Release] = []  # the tables before it: released together with it
     for slot in filled:
         output = outputs.get(db, slot.output_id)
         if output.kind in ("table", "summary", "model"):
-            from tre.outputs import specs
-
-            result = outputs.compute(home, db, project, specs.parse(output.spec))
+            spec = specs.parse(output.spec)
+            result = outputs.compute(home, db, project, spec, alongside=alongside)
             results[output.id] = (result.as_dict(), result.status)
+            if spec.kind == "table":
+                cells = result.as_dict()["cells"]
+                alongside.append(linked.Release(f"output {slot.slot} of this request", spec, cells))
     with db.write() as session:
         request = _lock(session, request_id)
         filled_now = _submittable(session, request, by)

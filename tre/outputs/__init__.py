@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,9 +120,16 @@ def released_specs(db: Database, project_id: str) -> list[tuple[str, specs.Outpu
 
 
 def compute(
-    home: Home, db: Database, project, spec: specs.OutputSpec, rule_set_name: str = "default"
+    home: Home,
+    db: Database,
+    project,
+    spec: specs.OutputSpec,
+    rule_set_name: str = "default",
+    alongside: Sequence[linked.Release] = (),
 ) -> results.Result:
-    """Compute and check ``spec`` over the project's extracts (nothing is stored)."""
+    """Compute and check ``spec`` over the project's extracts (nothing is stored), against the
+    project's releases and the tables ``alongside`` (submitted with it, to be released
+    together)."""
     from tre.projects import extracts as project_extracts
 
     folder = project_extracts.folder(home, project.id) / "extracts"
@@ -148,10 +156,10 @@ def compute(
             )
             if table.statistic in ("count", "sum"):
                 table = tables.with_empty_cells(table)
-            earlier = released_specs(db, project.id)
+            earlier = released_specs(db, project.id) + [(t.label, t.spec) for t in alongside]
             more = differencing.findings(con, relation, columns, spec, earlier, rule_set)
             result = results.check_table(table, rule_set, more)
-            releases = linked.linked(spec, released_tables(db, project.id))
+            releases = linked.linked(spec, [*released_tables(db, project.id), *alongside])
             if releases:
                 hidden = {(c.row, c.col) for c in result.cells if c.value is None}
                 primary = {(c.row, c.col) for c in result.cells if c.suppression == "primary"}
