@@ -27,6 +27,18 @@ def table(name: str, **fields) -> specs.OutputSpec:
     return specs.parse({"name": name, "kind": "table", "dataset": "pupils", **fields})
 
 
+def released_by_checkers(world, output_id: int) -> None:
+    """Mark an output released, as two checkers' approval would."""
+    with world.db.write() as session:
+        outputs.mark_released(
+            session,
+            session.get(outputs.Output, output_id),
+            outputs.audit.Event(
+                "olga", "output-checker", "output.released", "output", str(output_id)
+            ),
+        )
+
+
 def test_a_table_is_computed_from_the_extract_and_checked(world):
     output, result = outputs.check(
         world.home,
@@ -103,14 +115,7 @@ def test_differencing_catches_two_releases_a_few_people_apart(world):
     first, _ = outputs.check(
         world.home, world.db, world.project, table("by sex", rows=["sex"]), ALICE
     )
-    with world.db.write() as session:
-        outputs.mark_released(
-            session,
-            session.get(outputs.Output, first.id),
-            outputs.audit.Event(
-                "olga", "output-checker", "output.released", "output", str(first.id)
-            ),
-        )
+    released_by_checkers(world, first.id)
     _, result = outputs.check(
         world.home,
         world.db,
@@ -424,14 +429,7 @@ def test_a_table_released_with_and_without_margins_keeps_its_small_cells_hidden(
         world.home, world.db, world.project, table("ethnicity by sex", **fields), ALICE
     )
     assert any(c.value is None for c in first_result.cells), "the table has small cells"
-    with world.db.write() as session:
-        outputs.mark_released(
-            session,
-            session.get(outputs.Output, first.id),
-            outputs.audit.Event(
-                "olga", "output-checker", "output.released", "output", str(first.id)
-            ),
-        )
+    released_by_checkers(world, first.id)
     second, _ = outputs.check(
         world.home,
         world.db,
@@ -448,3 +446,31 @@ def test_a_table_released_with_and_without_margins_keeps_its_small_cells_hidden(
     assert ranges
     for key, (low, high) in ranges.items():
         assert high - low >= 10 - 1e-6, (key, low, high)
+
+
+def test_a_summary_does_not_give_away_what_an_earlier_summary_hid(world):
+    """Counts and means by ethnicity, then the same over everyone: everyone minus the groups
+    shown would be the hidden group (its count, and its mean through the sums)."""
+    own = [{"column": "ethnicity", "op": "not_null"}]  # a population of this test's own
+    fields = {
+        "kind": "summary",
+        "dataset": "pupils",
+        "value": "idaci_decile",
+        "statistics": ["count", "mean"],
+        "filters": own,
+    }
+    by_group, grouped = outputs.check(
+        world.home,
+        world.db,
+        world.project,
+        specs.parse({**fields, "name": "by ethnicity", "rows": ["ethnicity"]}),
+        ALICE,
+    )
+    hidden = {c.row for c in grouped.cells if c.value is None}
+    assert hidden, "a small group is hidden"
+    released_by_checkers(world, by_group.id)
+    _, overall = outputs.check(
+        world.home, world.db, world.project, specs.parse({**fields, "name": "everyone"}), ALICE
+    )
+    assert all(c.value is None for c in overall.cells)
+    assert all(any(f"#{by_group.id}" in r for r in c.reasons) for c in overall.cells)

@@ -475,9 +475,8 @@ def submit(home: Home, db: Database, request_id: int, by: Person) -> ExportReque
             spec = specs.parse(output.spec)
             result = outputs.compute(home, db, project, spec, alongside=alongside)
             results[output.id] = (result.as_dict(), result.status)
-            if spec.kind == "table":
-                cells = result.as_dict()["cells"]
-                alongside.append(linked.Release(f"output {slot.slot} of this request", spec, cells))
+            label = f"output {slot.slot} of this request"
+            alongside += linked.releases_of(label, spec, result.as_dict()["cells"])
     with db.write() as session:
         request = _lock(session, request_id)
         filled_now = _submittable(session, request, by)

@@ -9,6 +9,7 @@ checked on its face and always sent to review. :func:`mark_released` is called b
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -103,11 +104,14 @@ def _released_statement(with_results: bool):
 
 
 def released_tables(db: Database, project_id: str) -> list[linked.Release]:
-    """The project's released tables with the cells they published."""
+    """What the project's released tables and summaries published, as tables."""
     return [
-        linked.Release(f"#{o.id} '{o.name}'", specs.parse(o.spec), o.result.get("cells", []))
+        release
         for o in released(db, project_id)
-        if o.kind == "table"
+        if o.kind in ("table", "summary")
+        for release in linked.releases_of(
+            f"#{o.id} '{o.name}'", specs.parse(o.spec), o.result.get("cells", [])
+        )
     ]
 
 
@@ -156,29 +160,19 @@ def compute(
             )
             if table.statistic in ("count", "sum"):
                 table = tables.with_empty_cells(table)
-            earlier = released_specs(db, project.id) + [(t.label, t.spec) for t in alongside]
+            # One per output (a summary gives two tables over the same people).
+            together = {t.label: t.spec for t in alongside}
+            earlier = released_specs(db, project.id) + list(together.items())
             more = differencing.findings(con, relation, columns, spec, earlier, rule_set)
             result = results.check_table(table, rule_set, more)
-            releases = linked.linked(spec, [*released_tables(db, project.id), *alongside])
-            if releases:
-                hidden = {(c.row, c.col) for c in result.cells if c.value is None}
-                primary = {(c.row, c.col) for c in result.cells if c.suppression == "primary"}
-                hide_also = linked.hide(
-                    con,
-                    relation,
-                    where,
-                    specs.UNIT,
-                    spec,
-                    {c.key: (None if c.key in hidden else c.value) for c in table.cells},
-                    results.protection(table, primary, rule_set),
-                    releases,
-                    rule_set,
-                )
-                if hide_also:
-                    result = results.check_table(table, rule_set, more, hide_also=hide_also)
+            releases = [*released_tables(db, project.id), *alongside]
+            hide_also = _linked(con, relation, where, spec, table, result, releases, rule_set)
+            if hide_also:
+                result = results.check_table(table, rule_set, more, hide_also=hide_also)
             return _describe(result, description)
         if spec.kind == "summary":
-            return _summary(con, relation, where, spec, rule_set, description)
+            releases = [*released_tables(db, project.id), *alongside]
+            return _summary(con, relation, where, spec, rule_set, description, releases)
         if spec.kind == "model":
             return models.fit(
                 con,
@@ -206,7 +200,28 @@ def _describe(result: results.Result, description: dict[str, Any]) -> results.Re
     )
 
 
-def _summary(con, relation, where, spec, rule_set, description) -> results.Result:
+def _linked(con, relation, where, spec, table, result, releases, rule_set) -> dict:
+    """The cells of ``table`` (checked alone as ``result``) to hide too because of the
+    releases it is linked with (:mod:`tre.outputs.linked`)."""
+    releases = linked.linked(spec, releases)
+    if not releases:
+        return {}
+    hidden = {(c.row, c.col) for c in result.cells if c.value is None}
+    primary = {(c.row, c.col) for c in result.cells if c.suppression == "primary"}
+    return linked.hide(
+        con,
+        relation,
+        where,
+        specs.UNIT,
+        spec,
+        {c.key: (None if c.key in hidden else c.value) for c in table.cells},
+        results.protection(table, primary, rule_set),
+        releases,
+        rule_set,
+    )
+
+
+def _summary(con, relation, where, spec, rule_set, description, releases=()) -> results.Result:
     cells: list[results.CheckedCell] = []
     for statistic in spec.statistics:
         table = tables.compute(
@@ -232,6 +247,7 @@ def _summary(con, relation, where, spec, rule_set, description) -> results.Resul
             )
             for c in checked.cells
         ]
+    cells = _summary_linked(con, relation, where, spec, rule_set, cells, releases)
     return results.Result(
         "summary",
         {
@@ -243,6 +259,47 @@ def _summary(con, relation, where, spec, rule_set, description) -> results.Resul
         tuple(cells),
         rule_set,
     )
+
+
+def _summary_linked(con, relation, where, spec, rule_set, cells, releases):
+    """A summary's rows that would give away, with earlier releases, a count or sum they hide
+    are hidden whole (its counts and sums are tables: :func:`linked.releases_of`)."""
+    if not releases:
+        return cells
+    label = "this summary"
+    views = linked.releases_of(label, spec, [c.as_dict() for c in cells])
+    rows: dict[tuple[str, ...], str] = {}
+    for view in views:
+        table = tables.compute(
+            con,
+            relation,
+            spec.rows,
+            (),
+            statistic=view.spec.statistic,
+            value=view.spec.value,
+            unit=specs.UNIT,
+            where=where,
+        )
+        published = {tuple(c["row"]): c["value"] for c in view.cells}
+        alone = results.check_table(table, rule_set)
+        shown = [dataclasses.replace(c, value=published.get(c.row)) for c in alone.cells]
+        result = dataclasses.replace(alone, cells=tuple(shown))
+        for key, earlier in _linked(
+            con, relation, where, view.spec, table, result, releases, rule_set
+        ).items():
+            rows[key[0] or ("All",)] = earlier
+    out = []
+    for cell in cells:
+        if cell.row in rows and cell.value is not None:
+            reason = (
+                f"hidden too, so that no suppressed figure of this summary or of the earlier "
+                f"release {rows[cell.row]} can be worked out from the two"
+            )
+            cell = dataclasses.replace(
+                cell, value=None, suppression="secondary", reasons=(*cell.reasons, reason)
+            )
+        out.append(cell)
+    return out
 
 
 WITHHELD = "withheld until output checkers have reviewed it"

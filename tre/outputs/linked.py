@@ -39,6 +39,38 @@ class Release:
     cells: Sequence[Mapping]  # as released: row, col, value (None when suppressed)
 
 
+def releases_of(label: str, spec: OutputSpec, cells: Sequence[Mapping]) -> list[Release]:
+    """What an output published, as tables an attacker can combine: a table as it is; a
+    summary as the count table and the sum table it gives (a sum is also a mean times its
+    count)."""
+    if spec.kind == "table":
+        return [Release(label, spec, cells)]
+    if spec.kind != "summary":
+        return []
+    by_row: dict[tuple[str, ...], dict[str, float | None]] = {}
+    for cell in cells:
+        row = tuple(cell["row"]) if spec.rows else ()
+        by_row.setdefault(row, {})[cell["col"][0]] = cell.get("value")
+    shape = dataclasses.replace(spec, kind="table", cols=(), margins=False)
+    out = []
+    if "count" in spec.statistics:
+        counted = [{"row": list(r), "col": [], "value": v.get("count")} for r, v in by_row.items()]
+        out.append(
+            Release(label, dataclasses.replace(shape, statistic="count", value=None), counted)
+        )
+    if "sum" in spec.statistics or {"mean", "count"} <= set(spec.statistics):
+        summed = [{"row": list(r), "col": [], "value": _sum(v)} for r, v in by_row.items()]
+        out.append(Release(label, dataclasses.replace(shape, statistic="sum"), summed))
+    return out
+
+
+def _sum(statistics: Mapping[str, float | None]) -> float | None:
+    if statistics.get("sum") is not None:
+        return statistics["sum"]
+    mean, count = statistics.get("mean"), statistics.get("count")
+    return None if mean is None or count is None else mean * count
+
+
 def linked(new: OutputSpec, earlier: Sequence[Release]) -> list[Release]:
     """The earlier releases an attacker can combine with ``new`` cell by cell."""
     if new.kind != "table" or new.statistic not in ("count", "sum"):

@@ -243,8 +243,9 @@ def compute(
 
 
 def _with_shares(cells: list[Cell], rows: Sequence[str], cols: Sequence[str]) -> list[Cell]:
-    """Each interior cell's share of its row's units (of all units, in a one-way table)."""
-    if not cells:
+    """Each interior cell's share of its row's units (of all units, in a one-way table). A
+    table of no variables, one overall figure, has no share: it describes everyone."""
+    if not cells or not (rows or cols):
         return cells
     interior = [c for c in cells if not c.margin]
     totals: dict[tuple[str, ...], int] = {}
