@@ -91,6 +91,9 @@ def example() -> dict:
         ),
         ({"output_rules": {"threshold": 5}}, "output_rules.threshold", "only make rules stricter"),
         ({"output_rules": {"magic": 1}}, "output_rules.magic", "unknown rule"),
+        ({"output_rules": {"threshold": float("nan")}}, "output_rules.threshold", "finite"),
+        ({"output_rules": {"threshold": float("inf")}}, "output_rules.threshold", "finite"),
+        ({"id": "apply"}, "id", "names a page of the portal"),
     ],
 )
 def test_each_bad_field_is_named_with_what_to_do(change, field, says):

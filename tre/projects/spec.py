@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,6 +44,8 @@ from tre.exceptions import InvalidInput
 from tre.outputs.rules import STRICTER_WHEN_LARGER, RuleSet
 
 ID_PATTERN = re.compile(r"[a-z][a-z0-9-]{2,29}")
+#: Ids the portal's pages take for themselves (/projects/apply is the application form).
+RESERVED_IDS = frozenset({"apply"})
 USERNAME = re.compile(r"[a-z][a-z0-9._-]{1,63}")
 MAX_EPSILON = 10.0
 MAX_YEARS = 5
@@ -171,6 +174,8 @@ class _Reader:
                 f"{project_id!r} is not a project id: 3 to 30 lower-case letters, digits and "
                 "hyphens, starting with a letter",
             )
+        elif project_id in RESERVED_IDS:
+            self.error("id", f"{project_id!r} names a page of the portal: choose another id")
         lead = self.username("lead", d.get("lead"))
         raw_members = d.get("members", [])
         if not isinstance(raw_members, list):
@@ -307,8 +312,12 @@ class _Reader:
                 )
                 continue
             default, stricter = OUTPUT_RULES[name]
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                self.error(f"output_rules.{name}", "a number is required")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                self.error(f"output_rules.{name}", "a finite number is required")
                 continue
             if (stricter == "higher" and value < default) or (
                 stricter == "lower" and value > default
