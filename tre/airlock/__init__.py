@@ -474,9 +474,10 @@ def submit(home: Home, db: Database, request_id: int, by: Person) -> ExportReque
         if output.kind in ("table", "summary", "model"):
             spec = specs.parse(output.spec)
             result = outputs.compute(home, db, project, spec, alongside=alongside)
-            results[output.id] = (result.as_dict(), result.status)
+            checked = result.as_dict()
+            results[output.id] = (checked, result.status)
             label = f"output {slot.slot} of this request"
-            alongside += linked.releases_of(label, spec, result.as_dict()["cells"])
+            alongside += linked.releases_of(label, spec, checked["cells"])
     with db.write() as session:
         request = _lock(session, request_id)
         filled_now = _submittable(session, request, by)

@@ -139,8 +139,7 @@ def compute(
     folder = project_extracts.folder(home, project.id) / "extracts"
     extract = specs.Extracts.of(folder)
     relation, columns = specs.relation(spec, extract)
-    datasets = [spec.dataset, *(j.dataset for j in spec.join), *(f.dataset for f in spec.flags)]
-    rule_set = rule_set_for(project, datasets, rule_set_name)
+    rule_set = rule_set_for(project, spec.datasets, rule_set_name)
     where = specs.where(spec.filters, columns)
     description = {"name": spec.name, "population": spec.population()}
     con = duckdb.connect()
@@ -388,8 +387,7 @@ def run_dp(
     from tre.projects import extracts as project_extracts
 
     project = _active_project(db, project_id, by)
-    datasets = [spec.dataset, *(j.dataset for j in spec.join), *(f.dataset for f in spec.flags)]
-    rule_set = rule_set_for(project, datasets)
+    rule_set = rule_set_for(project, spec.datasets)
     planned = privacy.plan(spec, spec.categories)
     folder = project_extracts.folder(home, project.id) / "extracts"
     relation, columns = specs.relation(spec, specs.Extracts.of(folder))

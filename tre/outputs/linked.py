@@ -22,7 +22,7 @@ import numpy as np
 from scipy.optimize import linprog
 
 from tre.outputs import rules as R
-from tre.outputs import tables
+from tre.outputs import suppression, tables
 from tre.outputs.specs import OutputSpec
 
 Key = tuple[tuple[str, ...], tuple[str, ...]]
@@ -133,10 +133,8 @@ def hide(
             if cell.get("value") is not None:
                 fixed.append((at, float(cell["value"])))
             else:
-                covered = [top[c] for c in system.covered(at)]
-                need = rules.protection
-                if new.statistic in R.MAGNITUDE and covered:
-                    need = max(need, max(covered) * rules.p_percent / 100)
+                largest = max((top[c] for c in system.covered(at)), default=0.0)
+                need = rules.protection_of(new.statistic, largest)
                 targets[at] = max(targets.get(at, 0.0), need)
     hideable = {
         flat([*key[0], *key[1]], new_names): (key, value)
@@ -153,7 +151,9 @@ def hide(
     for _ in range(len(hideable) + 1):
         known = published()
         weak = [
-            at for at, need in targets.items() if system.width(known, at) < need * (1 - 1e-9) - 1e-9
+            at
+            for at, need in targets.items()
+            if not suppression.wide_enough(system.width(known, at), need)
         ]
         if not weak:
             break
@@ -171,7 +171,7 @@ def hide(
         for candidate in candidates:
             trial = [(at, v) for at, v in known if at != candidate]
             width = system.width(trial, target)
-            if width >= targets[target] * (1 - 1e-9) - 1e-9:
+            if suppression.wide_enough(width, targets[target]):
                 best = candidate
                 break
             if width > best_width + 1e-9:
@@ -197,11 +197,7 @@ class _System:
         self._rows: dict[Flat, np.ndarray] = {}
 
     def covered(self, aggregate: Flat) -> list[Flat]:
-        return [
-            c
-            for c in self.finest
-            if all(a in (tables.ALL, x) for a, x in zip(aggregate, c, strict=True))
-        ]
+        return [c for c, inside in zip(self.finest, self._row(aggregate), strict=True) if inside]
 
     def _row(self, aggregate: Flat) -> np.ndarray:
         if aggregate not in self._rows:

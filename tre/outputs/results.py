@@ -81,15 +81,13 @@ def protection(table: Table, primary: set, rule_set: R.RuleSet) -> dict:
     """How wide each suppressed cell's feasible range must stay: ``threshold`` people for a
     count; for a sum, also p % of the cell's largest contribution, so that nobody can narrow
     a dominant contributor's value down to within p % (the p % rule's own margin)."""
-    needed = {}
-    for cell in table.cells:
-        if cell.key not in primary:
-            continue
-        needed[cell.key] = rule_set.protection
-        if table.statistic in R.MAGNITUDE and cell.stats.top:
-            largest = max(abs(v) for v in cell.stats.top)
-            needed[cell.key] = max(needed[cell.key], largest * rule_set.p_percent / 100)
-    return needed
+    return {
+        cell.key: rule_set.protection_of(
+            table.statistic, max((abs(v) for v in cell.stats.top), default=0.0)
+        )
+        for cell in table.cells
+        if cell.key in primary
+    }
 
 
 def check_table(

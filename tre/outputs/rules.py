@@ -81,6 +81,13 @@ class RuleSet:
         """How wide the range of a suppressed cell must be, whatever is published around it."""
         return self.threshold
 
+    def protection_of(self, statistic: str, largest: float) -> float:
+        """:attr:`protection`, and for a sum also p % of the cell's ``largest`` contribution,
+        so that nobody narrows a dominant contributor's value down to within p %."""
+        if statistic in MAGNITUDE:
+            return max(self.protection, abs(largest) * self.p_percent / 100)
+        return self.protection
+
 
 @dataclasses.dataclass(frozen=True)
 class CellStats:

@@ -89,6 +89,11 @@ class OutputSpec:
     alphas: tuple[float, ...] = ()
     raw: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
+    @property
+    def datasets(self) -> list[str]:
+        """Every extract the output reads: its dataset, the joined ones and the flags'."""
+        return [self.dataset, *(j.dataset for j in self.join), *(f.dataset for f in self.flags)]
+
     def population(self) -> dict[str, Any]:
         """Everything but the statistic and layout: two outputs with the same population and
         keys count the same people."""

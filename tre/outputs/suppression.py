@@ -150,6 +150,12 @@ def width(structure: Structure, suppressed: set[Key], target: Key) -> float:
     return -result.fun if result.status == 0 else 0.0
 
 
+def wide_enough(width: float, protection: float) -> bool:
+    """Whether a feasible range of ``width`` gives ``protection`` (up to the solver's rounding,
+    relative for large values)."""
+    return width >= protection * (1 - 1e-9) - 1e-9
+
+
 def protect(
     structure: Structure, primary: set[Key], protection: float | Mapping[Key, float]
 ) -> set[Key]:
@@ -169,7 +175,7 @@ def protect(
     _no_lonely_suppressions(structure, suppressed)
     for _ in range(len(structure.cells)):
         weak = sorted(
-            k for k in primary if width(structure, suppressed, k) < needed[k] * (1 - 1e-9) - 1e-9
+            k for k in primary if not wide_enough(width(structure, suppressed, k), needed[k])
         )
         if not weak:
             return suppressed - primary
@@ -243,7 +249,7 @@ def _best_complement(
         trial = suppressed | {candidate}
         _no_lonely_suppressions(structure, trial)
         trial_width = width(structure, trial, weak)
-        if trial_width >= protection * (1 - 1e-9) - 1e-9:
+        if wide_enough(trial_width, protection):
             return trial - suppressed
         if trial_width > best_width + 1e-9:
             best, best_width = trial - suppressed, trial_width
