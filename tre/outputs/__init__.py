@@ -103,23 +103,22 @@ def _released_statement(with_results: bool):
     return query if with_results else query.options(defer(Output.result))
 
 
-def released_tables(db: Database, project_id: str) -> list[linked.Release]:
-    """What the project's released tables and summaries published, as tables."""
+def _published(db: Database, project_id: str) -> list[tuple[str, Output, specs.OutputSpec]]:
+    """The project's released tables and summaries (label, output, specification), read once
+    for both differencing and linked tables."""
     return [
-        release
+        (f"#{o.id} '{o.name}'", o, specs.parse(o.spec))
         for o in released(db, project_id)
         if o.kind in ("table", "summary")
-        for release in linked.releases_of(
-            f"#{o.id} '{o.name}'", specs.parse(o.spec), o.result.get("cells", [])
-        )
     ]
 
 
-def released_specs(db: Database, project_id: str) -> list[tuple[str, specs.OutputSpec]]:
+def _as_tables(published: list[tuple[str, Output, specs.OutputSpec]]) -> list[linked.Release]:
+    """What they published, as tables (:func:`linked.releases_of`)."""
     return [
-        (f"#{o.id} '{o.name}'", specs.parse(o.spec))
-        for o in released(db, project_id, with_results=False)
-        if o.kind == "table"
+        release
+        for label, o, spec in published
+        for release in linked.releases_of(label, spec, o.result.get("cells", []))
     ]
 
 
@@ -159,18 +158,20 @@ def compute(
             )
             if table.statistic in ("count", "sum"):
                 table = tables.with_empty_cells(table)
+            published = _published(db, project.id)
             # One per output (a summary gives two tables over the same people).
             together = {t.label: t.spec for t in alongside}
-            earlier = released_specs(db, project.id) + list(together.items())
+            earlier = [(label, s) for label, o, s in published if o.kind == "table"]
+            earlier += together.items()
             more = differencing.findings(con, relation, columns, spec, earlier, rule_set)
             result = results.check_table(table, rule_set, more)
-            releases = [*released_tables(db, project.id), *alongside]
+            releases = [*_as_tables(published), *alongside]
             hide_also = _linked(con, relation, where, spec, table, result, releases, rule_set)
             if hide_also:
                 result = results.check_table(table, rule_set, more, hide_also=hide_also)
             return _describe(result, description)
         if spec.kind == "summary":
-            releases = [*released_tables(db, project.id), *alongside]
+            releases = [*_as_tables(_published(db, project.id)), *alongside]
             return _summary(con, relation, where, spec, rule_set, description, releases)
         if spec.kind == "model":
             return models.fit(
