@@ -170,7 +170,7 @@ def _copy_hashing(source: Path, target: Path) -> str:
     return deliveries.sha256_file(target)
 
 
-def _identities_sql(dataset: Dataset) -> str:
+def _identities_sql(con, dataset: Dataset) -> str:
     """Normalised identities of the valid rows of a delivered dataset, for linkage.
 
     Pupils: one row per distinct identity, with the pupil's person_key. Patients: one row per
@@ -182,7 +182,7 @@ def _identities_sql(dataset: Dataset) -> str:
         named += f', "{dataset.record_key}" AS record_id'
     rows = (
         f"(SELECT {named} FROM {validation.raw_table(dataset)} "
-        f"WHERE rowid + 1 NOT IN (SELECT row_number FROM bad_{dataset.name})) AS v"
+        f"WHERE {validation.valid_rows(con, dataset)}) AS v"
     )
     ids = "forename, surname, date_of_birth, sex, postcode"
     if dataset.record_key is None:
@@ -233,10 +233,10 @@ def _write_parquet(con, select: str, dataset: Dataset, staging: Path) -> None:
         )
 
 
-def _write_curated(con, dataset: Dataset, staging: Path, typed: bool, any_bad: bool) -> None:
+def _write_curated(con, dataset: Dataset, staging: Path, typed: bool) -> None:
     columns = ", ".join(released_expr(c, typed) for c in dataset.released_columns)
     source, person_key = _person_key_join(dataset)
-    where = f"r.rowid + 1 NOT IN (SELECT row_number FROM bad_{dataset.name})" if any_bad else "true"
+    where = validation.valid_rows(con, dataset, "r")
     _write_parquet(
         con,
         f"SELECT {person_key} AS person_key, {columns} FROM {source} WHERE {where}",
@@ -303,14 +303,13 @@ def _references(con, custodian, dataset: Dataset) -> tuple[validation.Reference,
     (kept,) = con.execute(
         "SELECT EXISTS (SELECT 1 FROM duckdb_tables() WHERE table_name = ?)", [distinct]
     ).fetchone()
-    if kept and not con.execute("SELECT EXISTS (SELECT 1 FROM bad_pupils)").fetchone()[0]:
+    rows = validation.valid_rows(con, census)
+    if kept and rows == "true":
         # Every row of the census is valid: its UPNs are the distinct ones validation kept.
         valid = f"SELECT v AS upn FROM {distinct}"
     else:
-        valid = (
-            f'SELECT DISTINCT "{upn}" AS upn FROM {validation.raw_table(census)} '
-            "WHERE rowid + 1 NOT IN (SELECT row_number FROM bad_pupils)"
-        )
+        valid = f'SELECT DISTINCT "{upn}" AS upn FROM {validation.raw_table(census)} WHERE {rows}'
+
     con.execute(f"CREATE TEMP TABLE IF NOT EXISTS census_upns AS {valid}")
     column = dataset.identity_columns()[Identity.UPN].name
     return (validation.Reference(column, "census_upns", census.file_name),)
@@ -462,7 +461,7 @@ def _ingest(
             else (linkage.PATIENT_IDS, linkage.PUPIL_IDS)
         )
         selects = [
-            _identities_sql(d) for d in datasets if Identity.FORENAME in d.identity_columns()
+            _identities_sql(con, d) for d in datasets if Identity.FORENAME in d.identity_columns()
         ]
         con.execute(f"CREATE OR REPLACE TEMP TABLE {own} AS {' UNION ALL '.join(selects)}")
         # Uncompressed: format 2's encodings already make it about as small as compressed.
@@ -486,13 +485,7 @@ def _ingest(
         for dataset in datasets:
             progress.step(f"writing {dataset.name}")
             staging = staging_root / dataset.name
-            _write_curated(
-                con,
-                dataset,
-                staging,
-                loaded[dataset.name].typed,
-                bool(report.quarantined.get(dataset.name)),
-            )
+            _write_curated(con, dataset, staging, loaded[dataset.name].typed)
             staged.append(
                 curated.StagedVersion(
                     dataset.name,

@@ -532,7 +532,9 @@ def test_identity_columns_are_found_by_their_part_not_their_name(synthetic):
             if dataset is renamed:  # the renamed table really has the new names only
                 names = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
                 assert "nhs_no" in names and "nhs_number" not in names
-            found.append(sorted(con.execute(ingest._identities_sql(dataset)).fetchall(), key=repr))
+            found.append(
+                sorted(con.execute(ingest._identities_sql(con, dataset)).fetchall(), key=repr)
+            )
             # the join from rows to keys names the dataset's own columns
             con.execute("CREATE TABLE link_nhs_keys (nhs VARCHAR, person_key VARCHAR)")
             con.execute(
