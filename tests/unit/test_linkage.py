@@ -27,11 +27,12 @@ def held(h1, h2, holder) -> matching.Held:
 
 
 @pytest.mark.parametrize("collide", [False, True])
-def test_holders_are_numbered_by_name_even_when_their_hashes_collide(collide):
+def test_holders_are_numbered_by_name_even_when_their_first_hashes_collide(collide):
     names = ["B7", "A1", "B7", "C3", "A1", "A1"]
     first_hash = {"A1": 11, "B7": 22, "C3": 33}
-    hashes = np.array([7 if collide else first_hash[n] for n in names], dtype=np.uint64)
-    ids, first = matching.number(hashes, pa.chunked_array([names]))
+    second_hash = {"A1": 5, "B7": 4, "C3": 3}
+    h1 = np.array([7 if collide else first_hash[n] for n in names], dtype=np.uint64)
+    ids, first = matching.number(h1, np.array([second_hash[n] for n in names], np.uint64))
     by_name = defaultdict(set)
     for name, i in zip(names, ids, strict=True):
         by_name[name].add(int(i))
@@ -85,7 +86,7 @@ def test_empty_sides_link_no_one():
     none = held([], [], [])
     p, q = matching.candidates(none, none, np.ones(0, bool), np.ones(0, bool))
     assert len(p) == len(q) == 0
-    ids, first = matching.number(np.array([], np.uint64), pa.chunked_array([], pa.string()))
+    ids, first = matching.number(np.array([], np.uint64), np.array([], np.uint64))
     assert len(ids) == len(first) == 0
 
 
@@ -323,3 +324,18 @@ def test_links_are_those_the_rules_give(seed, n_pupils, n_patients, n_records):
     assert sum(result.pupil_patient_links.values()) == len(pairs)
     assert sum(result.record_links.values()) == len(records)
     assert result.records == 2 * len(patients) + len(orphans)
+
+
+def test_numpy_and_arrow_conversions_keep_values_and_missing_ones():
+    values = np.array([3, -1, 2**40, 0], dtype=np.int64)
+    valid = np.array([True, False, True, True])
+    arrow = matching.to_arrow(values, valid)
+    assert arrow.to_pylist() == [3, None, 2**40, 0]
+    flags = matching.to_arrow(np.array([True, False, True] * 5))
+    assert flags.to_pylist() == [True, False, True] * 5
+    chunked = pa.chunked_array([pa.array([1, 2], pa.uint64()), pa.array([2**64 - 1], pa.uint64())])
+    assert matching.to_numpy(chunked).tolist() == [1, 2, 2**64 - 1]
+    assert matching.to_numpy(pa.array([5, 6, 7], pa.int64()).slice(1)).tolist() == [6, 7]
+    assert matching.to_numpy(pa.chunked_array([], pa.int64())).tolist() == []
+    with pytest.raises(ValueError, match="missing"):
+        matching.to_numpy(arrow)

@@ -59,6 +59,9 @@ PATIENT_KEYS = tuple(dict.fromkeys(patient_cols for _, _, patient_cols in LEVELS
 #: Key columns holding text of many values (the others are dates, and sex, of two values).
 TEXT = ("fn", "fnc", "sn", "snc", "pc")
 FUZZY = "similar names"
+#: Rows per Arrow batch fetched from DuckDB: all in one, so that columns become numpy arrays
+#: without copying.
+ONE_BATCH = 1 << 40
 MAX_EDITS = 1
 
 #: Input tables. link_pupils (upn, fn, sn, dob, sex, pc, person_key): one row per distinct
@@ -160,13 +163,15 @@ class _Side:
     @functools.cached_property
     def names(self) -> pa.Array:
         """The UPN or NHS number of each holder id."""
-        return self.rows[self.holder_column].take(pa.array(self.first)).combine_chunks()
+        return self.rows[self.holder_column].take(matching.to_arrow(self.first)).combine_chunks()
 
     def fuzzy(self, holder: np.ndarray, rows: np.ndarray | None = None) -> pa.Table:
         """What the fuzzy pass compares, with ``id`` = ``holder``, of the rows selected by the
         mask ``rows`` (all rows without it)."""
-        table = self.rows.select(["fnc", "snc", "dob", "sex"]).append_column("id", pa.array(holder))
-        return table if rows is None else table.filter(pa.array(rows))
+        table = self.rows.select(["fnc", "snc", "dob", "sex"]).append_column(
+            "id", matching.to_arrow(holder)
+        )
+        return table if rows is None else table.filter(matching.to_arrow(rows))
 
 
 def _fetch(
@@ -180,14 +185,16 @@ def _fetch(
     naming who holds them (None: each row is its own holder)."""
     hashed = ", ".join(_hashed(k, f"k{i}") for i, k in enumerate(keys))
     passed = [holder, *extra] if holder else list(extra)
-    named = f"hash({holder}) AS holder_hash, " if holder else ""
+    named = f"hash({holder}) AS holder_1, hash(reverse({holder})) AS holder_2, " if holder else ""
     reversed_ = ", ".join(f"reverse({c}) AS {c}_reversed" for c in TEXT)
     table = con.sql(
         f"SELECT {', '.join([*passed, 'fnc', 'snc', 'dob', 'sex'])}, {named}{hashed} "
         f"FROM (SELECT *, {reversed_} FROM ({_normalised(source, ', '.join(passed))}))"
-    ).to_arrow_table()
+    ).to_arrow_table(ONE_BATCH)
     if holder:
-        ids, first = matching.number(table["holder_hash"].to_numpy(), table[holder])
+        ids, first = matching.number(
+            matching.to_numpy(table["holder_1"]), matching.to_numpy(table["holder_2"])
+        )
     else:
         ids = first = np.arange(table.num_rows, dtype=np.int64)
     return _Side(
@@ -195,7 +202,9 @@ def _fetch(
         first,
         ids,
         {
-            k: matching.Held(table[f"k{i}_1"].to_numpy(), table[f"k{i}_2"].to_numpy(), ids)
+            k: matching.Held(
+                matching.to_numpy(table[f"k{i}_1"]), matching.to_numpy(table[f"k{i}_2"]), ids
+            )
             for i, k in enumerate(keys)
         },
         table,
@@ -207,8 +216,8 @@ def _query_pairs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run ``sql`` over the Arrow ``tables``; its two columns as numpy arrays."""
     with _registered(con, **tables):
-        a, b = con.sql(sql).to_arrow_table().columns
-    return a.to_numpy().astype(np.int64), b.to_numpy().astype(np.int64)
+        a, b = con.sql(sql).to_arrow_table(ONE_BATCH).columns
+    return matching.to_numpy(a).astype(np.int64), matching.to_numpy(b).astype(np.int64)
 
 
 @contextlib.contextmanager
@@ -338,7 +347,7 @@ def _taken(
         return pa.nulls(len(rows), values.type)
     index = np.zeros(len(rows), dtype=np.int64)
     index[valid] = picked
-    return values.take(pa.array(index, mask=~valid))
+    return values.take(matching.to_arrow(index, valid))
 
 
 def _keys(
@@ -353,7 +362,7 @@ def _keys(
     pupil_keys = pupils.rows["person_key"]
     linked = partner >= 0
     carried = np.bincount(
-        patients.holder, weights=patients.rows["records"].to_numpy(), minlength=len(partner)
+        patients.holder, weights=matching.to_numpy(patients.rows["records"]), minlength=len(partner)
     )
     _store(
         con,
@@ -366,7 +375,7 @@ def _keys(
             {
                 "nhs": patients.names,
                 "person_key": _taken(pupil_keys, partner, linked, through=pupils.first),
-                "records": carried.astype(np.int64),
+                "records": matching.to_arrow(carried.astype(np.int64)),
             }
         ),
     )

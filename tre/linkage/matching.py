@@ -5,8 +5,9 @@ is missing (see :func:`tre.linkage._hashed`). Keys are grouped by ``h1`` and mus
 ``h2``: a group whose ``h2`` differ (two keys clashing on ``h1``, about 2^-64 per pair)
 singles out no one, so such a clash can only miss a link, never make one.
 
-Holders are dense integer ids (a pupil, a patient, a person): comparing and counting them is
-sorting and counting integers, which is what numpy does fastest.
+Holders are dense integer ids (a pupil, a patient, a person), numbered in the same way from
+two hashes of their UPN or NHS number (:func:`number`): comparing and counting them is sorting
+and counting integers, which is what numpy does fastest.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import dataclasses
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,37 +40,68 @@ class Held:
         )
 
 
+#: Arrow and numpy types of the columns linkage converts.
+_TYPES = {pa.int64(): np.int64, pa.uint64(): np.uint64, pa.int32(): np.int32}
+
+
+def to_numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Integers without missing values, as a (read-only) numpy array of the same memory.
+
+    pyarrow's own conversions both ways (``to_numpy``, ``pa.array`` of a numpy array) import
+    pandas on first use: 0.4 s, more than linkage spends converting."""
+    if isinstance(values, pa.ChunkedArray):
+        # combine_chunks copies even a single chunk.
+        values = values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
+    if values.null_count:
+        raise ValueError("missing values have no numpy integer")
+    dtype = _TYPES[values.type]
+    if not len(values):
+        return np.empty(0, dtype=dtype)
+    return np.frombuffer(
+        values.buffers()[1],
+        dtype=dtype,
+        count=len(values),
+        offset=values.offset * np.dtype(dtype).itemsize,
+    )
+
+
+def to_arrow(values: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+    """A numpy array of integers or booleans as an Arrow array, missing where ``valid`` is
+    False (see :func:`to_numpy`)."""
+    if values.dtype == np.bool_:
+        kind, data = pa.bool_(), np.packbits(values, bitorder="little")
+    else:
+        kind = {dtype: arrow for arrow, dtype in _TYPES.items()}[values.dtype.type]
+        data = np.ascontiguousarray(values)
+    buffers = [None, pa.py_buffer(data)]
+    missing = 0
+    if valid is not None:
+        buffers[0] = pa.py_buffer(np.packbits(valid, bitorder="little"))
+        missing = len(valid) - int(np.count_nonzero(valid))
+    return pa.Array.from_buffers(kind, len(values), buffers, null_count=missing)
+
+
 def _starts(ordered: np.ndarray) -> np.ndarray:
     """Where each run of equal values of the sorted ``ordered`` starts."""
     return np.concatenate(([True], ordered[1:] != ordered[:-1]))[: len(ordered)]
 
 
-def number(hashes: np.ndarray, names: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """Number the holders named by ``names`` (one per row; ``hashes``: a 64-bit hash of each
-    name): each row's holder id, 0, 1, …, and a row of each holder.
+def number(h1: np.ndarray, h2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Number the holders named by two 64-bit hashes of their names (one pair per row): each
+    row's holder id, 0, 1, …, and a row of each holder.
 
-    Rows are grouped by hash, then every row is checked to carry its group's name; if two
-    names share a hash (about 2^-64 per pair), the names themselves are numbered instead."""
-    order = np.argsort(hashes)
-    ordered = hashes[order]
-    new = _starts(ordered)
-    numbered = np.cumsum(new) - 1
-    first = order[new]
-    again = np.flatnonzero(~new)
-    if (
-        len(again)
-        and not pc.all(
-            pc.equal(names.take(order[again]), names.take(first[numbered[again]]))
-        ).as_py()
-    ):
-        encoded = pc.dictionary_encode(names.combine_chunks())
-        ids = encoded.indices.to_numpy().astype(np.int64)
-        first = np.zeros(len(encoded.dictionary), dtype=np.int64)
-        first[ids] = np.arange(len(ids))
-        return ids, first
-    ids = np.empty(len(hashes), dtype=np.int64)
-    ids[order] = numbered
-    return ids, first
+    Rows are grouped by ``h1`` and must agree on ``h2`` (two names agree on both with a
+    probability of about 2^-128 per pair); if two names share ``h1`` only (about 2^-64 per
+    pair), rows are grouped by both."""
+    order = np.argsort(h1)
+    new = _starts(h1[order])
+    second = h2[order]
+    if np.any(~new[1:] & (second[1:] != second[:-1])):
+        order = np.lexsort((h2, h1))
+        new = _starts(h1[order]) | _starts(h2[order])
+    ids = np.empty(len(h1), dtype=np.int64)
+    ids[order] = np.cumsum(new) - 1
+    return ids, order[new]
 
 
 def distinct(values: np.ndarray) -> np.ndarray:
