@@ -218,6 +218,17 @@ SETTINGS: tuple[Setting, ...] = (
         "1",
     ),
     Setting(
+        "portal_role_check_seconds",
+        "TRE_PORTAL_ROLE_CHECK_SECONDS",
+        "60",
+        "How long a portal session trusts the roles and groups Keycloak gave it before asking "
+        "again with the login's refresh token. A role removed in Keycloak is gone from the "
+        "portal this long after at most; a person logged out, disabled or idle past "
+        "Keycloak's limit is logged out of the portal.",
+        _count_of("seconds", 3600),
+        "30",
+    ),
+    Setting(
         "hub_url",
         "TRE_HUB_URL",
         "http://127.0.0.1:8081",
@@ -308,6 +319,7 @@ class Settings:
     portal_url: str
     portal_workers: int
     portal_threads: int
+    portal_role_check_seconds: int
     hub_url: str
     hub_sweep_seconds: int
     workspace_env: str

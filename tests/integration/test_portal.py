@@ -443,3 +443,65 @@ def test_connections_are_dealt_evenly_and_a_dead_worker_is_replaced(portal):
     finally:
         for client in clients:
             client.close()
+
+
+# -- sessions follow Keycloak --------------------------------------------------------------------
+
+
+def _outdate_sessions(portal, username: str) -> None:
+    """Make the portal sessions of ``username`` as old as the portal trusts a session's roles
+    (``portal_role_check_seconds``), rather than waiting that long."""
+    import sqlalchemy as sa
+
+    from tre.portal.auth import PortalSession
+
+    with portal.db.write() as session:
+        session.execute(
+            sa.update(PortalSession)
+            .where(PortalSession.username == username)
+            .values(checked_at="2000-01-01T00:00:00+00:00")
+        )
+
+
+def test_a_role_removed_in_keycloak_leaves_the_portal(portal):
+    from tre.config import Settings
+
+    admin = groups.admin_client(Settings.from_environ(portal.environ))
+    otto = admin.get_user_id("otto")
+    role = admin.get_realm_role("output-checker")
+    client = portal.login("otto")
+    try:
+        assert client.get("/review", follow_redirects=False).status_code == 200
+        admin.delete_realm_roles_of_user(otto, [role])
+        _outdate_sessions(portal, "otto")
+        answer = client.get("/review", follow_redirects=False)
+        assert answer.status_code == 403 and "output-checker" in answer.text
+        admin.assign_realm_roles(otto, [role])
+        _outdate_sessions(portal, "otto")
+        assert client.get("/review", follow_redirects=False).status_code == 200
+    finally:
+        admin.assign_realm_roles(otto, [role])
+        client.close()
+
+
+def test_a_login_ended_in_keycloak_ends_the_portal_session(portal):
+    import hashlib
+
+    from tre.config import Settings
+    from tre.portal.auth import SESSION_COOKIE, PortalSession
+
+    admin = groups.admin_client(Settings.from_environ(portal.environ))
+    client = portal.login("otto")
+    try:
+        assert client.get("/review", follow_redirects=False).status_code == 200
+        admin.user_logout(admin.get_user_id("otto"))
+        # Until the portal asks Keycloak again, the session stands.
+        assert client.get("/review", follow_redirects=False).status_code == 200
+        _outdate_sessions(portal, "otto")
+        answer = client.get("/review", follow_redirects=False)
+        assert answer.status_code == 303 and answer.headers["location"].startswith("/login")
+        token = hashlib.sha256(client.cookies[SESSION_COOKIE].encode()).hexdigest()
+        with portal.db.read() as session:
+            assert session.get(PortalSession, token) is None
+    finally:
+        client.close()

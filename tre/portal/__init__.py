@@ -100,16 +100,23 @@ class State:
     validator: TokenValidator
     client_secret: str
     cookie_key: str
+    token_key: bytes
     templates: Jinja2Templates
     repo: Path = REPO
     auth: object = None
 
 
-def _secrets(settings: Settings, home: Home) -> tuple[str, str]:
+def _secrets(settings: Settings, home: Home) -> tuple[str, str, bytes]:
+    """The portal's client secret, the key signing its cookies and the key encrypting the
+    refresh tokens of its sessions."""
     from tre import keys
     from tre.identity.server import client_secret
 
-    return client_secret(settings, "portal"), keys.purpose_key(home.keys, "portal cookies").hex()
+    return (
+        client_secret(settings, "portal"),
+        keys.purpose_key(home.keys, "portal cookies").hex(),
+        keys.purpose_key(home.keys, "portal refresh tokens"),
+    )
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -120,7 +127,7 @@ def create_app(settings: Settings) -> FastAPI:
     home.check()
     db = Database(settings.metadata_url)
     db.check_current()
-    client_secret, cookie_key = _secrets(settings, home)
+    client_secret, cookie_key, token_key = _secrets(settings, home)
     templates = Jinja2Templates(
         env=_Templates(
             loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -135,6 +142,7 @@ def create_app(settings: Settings) -> FastAPI:
         TokenValidator(settings.keycloak_issuer, settings.api_audience),
         client_secret,
         cookie_key,
+        token_key,
         templates,
     )
     state.auth = auth.Auth(state)
@@ -167,7 +175,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def tre_error(request: Request, error: TREError) -> Response:
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": error.message}, status_code=error.http_status)
-        session = state.auth.session_of(request)
+        session = state.auth.session_of(request, recheck=False)
         return pages._render(
             request, "error.html", session, status=error.http_status, message=error.message
         )
@@ -180,7 +188,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
-        session = state.auth.session_of(request)
+        session = state.auth.session_of(request, recheck=False)
         return pages._render(request, "error.html", session, status=422, message=problems)
 
     @app.exception_handler(pages.LoginRequired)
