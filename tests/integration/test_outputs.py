@@ -448,6 +448,47 @@ def test_a_table_released_with_and_without_margins_keeps_its_small_cells_hidden(
         assert high - low >= 10 - 1e-6, (key, low, high)
 
 
+def test_tables_over_the_same_people_are_linked_however_their_filters_are_written(
+    world, monkeypatch
+):
+    """As above, but the second table's filters are written otherwise and keep the same rows
+    (another order, and a condition that excludes no one): it is solved with the first."""
+    from tre.outputs import linked
+
+    solved_with = []
+    hide = linked.hide
+
+    def recording(*args, **kwargs):
+        solved_with.extend(r.label for r in args[7])
+        return hide(*args, **kwargs)
+
+    monkeypatch.setattr(linked, "hide", recording)
+    own = [{"column": "fsm_eligible", "op": "not_null"}]  # a population of this test's own
+    fields = {"rows": ["ethnicity"], "cols": ["sex"]}
+    first, _ = outputs.check(
+        world.home, world.db, world.project, table("by ethnicity", filters=own, **fields), ALICE
+    )
+    released_by_checkers(world, first.id)
+    reworded = [{"column": "sex", "op": "not_null"}, *own]
+    second, _ = outputs.check(
+        world.home,
+        world.db,
+        world.project,
+        table("by ethnicity, with totals", margins=True, filters=reworded, **fields),
+        ALICE,
+    )
+    assert f"#{first.id} 'by ethnicity'" in solved_with
+    ranges = _attacker_ranges(
+        [
+            (["ethnicity", "sex"], outputs.get(world.db, first.id).result["cells"]),
+            (["ethnicity", "sex"], outputs.get(world.db, second.id).result["cells"]),
+        ]
+    )
+    assert ranges
+    for key, (low, high) in ranges.items():
+        assert high - low >= 10 - 1e-6, (key, low, high)
+
+
 def test_a_summary_does_not_give_away_what_an_earlier_summary_hid(world):
     """Counts and means by ethnicity, then the same over everyone: everyone minus the groups
     shown would be the hidden group (its count, and its mean through the sums)."""

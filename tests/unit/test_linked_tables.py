@@ -109,3 +109,33 @@ def test_only_tables_over_the_same_people_and_statistic_are_linked():
     other_statistic = specs.parse({**FIELDS, "name": "c", "statistic": "sum", "value": "x"})
     assert linked.linked(other_people, [release]) == []
     assert linked.linked(other_statistic, [release]) == []
+
+
+def test_a_filter_that_excludes_no_one_still_links_the_tables():
+    """The same table with margins, over the same people written as another population (a
+    filter keeping everyone): the data, not the wording, says they are linked."""
+    from tre.catalog import Type
+    from tre.outputs import differencing
+
+    con = people()
+    columns = {"ethnicity": Type.STRING, "admitted": Type.STRING}
+    first = check(con, specs.parse({**FIELDS, "name": "a"}))
+    release = linked.Release(
+        "#1 'a'", specs.parse({**FIELDS, "name": "a"}), [c.as_dict() for c in first.cells]
+    )
+    everyone = [{"column": "ethnicity", "op": "in", "value": ["ASIA", "WHIT", "BLAK"]}]
+    spec = specs.parse({**FIELDS, "name": "b", "margins": True, "filters": everyone})
+    assert spec.population() != release.spec.population()
+    assert narrowest(first, check(con, spec)) < 10  # checked alone: together they disclose
+
+    def same(old):
+        return differencing.same_rows(con, "people", columns, spec, old)
+
+    assert linked.linked(spec, [release]) == []  # by the wording alone
+    assert linked.linked(spec, [release], same) == [release]
+    assert narrowest(first, check(con, spec, [release])) >= 10
+    # A filter that leaves someone out describes other people: differencing's concern.
+    fewer = specs.parse(
+        {**FIELDS, "name": "c", "filters": [{"column": "ethnicity", "op": "ne", "value": "BLAK"}]}
+    )
+    assert not differencing.same_rows(con, "people", columns, fewer, release.spec)

@@ -166,13 +166,15 @@ def compute(
             more = differencing.findings(con, relation, columns, spec, earlier, rule_set)
             result = results.check_table(table, rule_set, more)
             releases = [*_as_tables(published), *alongside]
-            hide_also = _linked(con, relation, where, spec, table, result, releases, rule_set)
+            hide_also = _linked(
+                con, relation, columns, where, spec, table, result, releases, rule_set
+            )
             if hide_also:
                 result = results.check_table(table, rule_set, more, hide_also=hide_also)
             return _describe(result, description)
         if spec.kind == "summary":
             releases = [*_as_tables(_published(db, project.id)), *alongside]
-            return _summary(con, relation, where, spec, rule_set, description, releases)
+            return _summary(con, relation, columns, where, spec, rule_set, description, releases)
         if spec.kind == "model":
             return models.fit(
                 con,
@@ -200,10 +202,13 @@ def _describe(result: results.Result, description: dict[str, Any]) -> results.Re
     )
 
 
-def _linked(con, relation, where, spec, table, result, releases, rule_set) -> dict:
+def _linked(con, relation, columns, where, spec, table, result, releases, rule_set) -> dict:
     """The cells of ``table`` (checked alone as ``result``) to hide too because of the
-    releases it is linked with (:mod:`tre.outputs.linked`)."""
-    releases = linked.linked(spec, releases)
+    releases it is linked with (:mod:`tre.outputs.linked`): over the same rows, however
+    their filters are written."""
+    releases = linked.linked(
+        spec, releases, lambda old: differencing.same_rows(con, relation, columns, spec, old)
+    )
     if not releases:
         return {}
     hidden = {(c.row, c.col) for c in result.cells if c.value is None}
@@ -221,7 +226,9 @@ def _linked(con, relation, where, spec, table, result, releases, rule_set) -> di
     )
 
 
-def _summary(con, relation, where, spec, rule_set, description, releases=()) -> results.Result:
+def _summary(
+    con, relation, columns, where, spec, rule_set, description, releases=()
+) -> results.Result:
     cells: list[results.CheckedCell] = []
     for statistic in spec.statistics:
         table = tables.compute(
@@ -247,7 +254,7 @@ def _summary(con, relation, where, spec, rule_set, description, releases=()) -> 
             )
             for c in checked.cells
         ]
-    cells = _summary_linked(con, relation, where, spec, rule_set, cells, releases)
+    cells = _summary_linked(con, relation, columns, where, spec, rule_set, cells, releases)
     return results.Result(
         "summary",
         {
@@ -261,7 +268,7 @@ def _summary(con, relation, where, spec, rule_set, description, releases=()) -> 
     )
 
 
-def _summary_linked(con, relation, where, spec, rule_set, cells, releases):
+def _summary_linked(con, relation, columns, where, spec, rule_set, cells, releases):
     """A summary's rows that would give away, with earlier releases, a count or sum they hide
     are hidden whole (its counts and sums are tables: :func:`linked.releases_of`)."""
     if not releases:
@@ -285,7 +292,7 @@ def _summary_linked(con, relation, where, spec, rule_set, cells, releases):
         shown = [dataclasses.replace(c, value=published.get(c.row)) for c in alone.cells]
         result = dataclasses.replace(alone, cells=tuple(shown))
         for key, earlier in _linked(
-            con, relation, where, view.spec, table, result, releases, rule_set
+            con, relation, columns, where, view.spec, table, result, releases, rule_set
         ).items():
             rows[key[0] or ("All",)] = earlier
     out = []

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 import duckdb
 
 from tre.catalog import Type
+from tre.exceptions import InvalidInput
 from tre.outputs import rules as R
 from tre.outputs.specs import UNIT, OutputSpec, where
 from tre.outputs.tables import ALL, MISSING
@@ -34,6 +35,31 @@ def comparable(new: OutputSpec, old: OutputSpec) -> bool:
         and set(new.rows) | set(new.cols) == set(old.rows) | set(old.cols)
     )
     return same_base and _filters(new) != _filters(old)
+
+
+def same_rows(
+    con: duckdb.DuckDBPyConnection,
+    relation: str,
+    columns: Mapping[str, Type],
+    new: OutputSpec,
+    old: OutputSpec,
+) -> bool:
+    """Whether ``old`` keeps exactly the rows of ``relation`` that ``new`` keeps, though its
+    filters may be written otherwise (in another order, or one that excludes no one): the two
+    then describe the same people, and are linked tables (:mod:`tre.outputs.linked`)."""
+    if old.population() == new.population():
+        return True
+    if (new.dataset, new.join, new.flags) != (old.dataset, old.join, old.flags):
+        return False
+    in_new = f"coalesce({where(new.filters, columns)}, false)"
+    try:
+        in_old = f"coalesce({where(old.filters, columns)}, false)"
+    except InvalidInput:  # a column the extracts no longer have: not the same rows
+        return False
+    (differ,) = con.execute(
+        f"SELECT count(*) FROM {relation} WHERE {in_new} <> {in_old}"
+    ).fetchone()
+    return differ == 0
 
 
 def _filters(spec: OutputSpec) -> set[str]:

@@ -15,7 +15,7 @@ hidden (the earlier release cannot change). Tables over other people (other filt
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import duckdb
 import numpy as np
@@ -71,17 +71,25 @@ def _sum(statistics: Mapping[str, float | None]) -> float | None:
     return None if mean is None or count is None else mean * count
 
 
-def linked(new: OutputSpec, earlier: Sequence[Release]) -> list[Release]:
-    """The earlier releases an attacker can combine with ``new`` cell by cell."""
+def linked(
+    new: OutputSpec,
+    earlier: Sequence[Release],
+    same_people: Callable[[OutputSpec], bool] | None = None,
+) -> list[Release]:
+    """The earlier releases an attacker can combine with ``new`` cell by cell: tables of the
+    same statistic over the same people (``same_people``, by default the same population as
+    written; :func:`tre.outputs.differencing.same_rows` also asks the data)."""
     if new.kind != "table" or new.statistic not in ("count", "sum"):
         return []
+    if same_people is None:
+        same_people = lambda old: old.population() == new.population()  # noqa: E731
     return [
         e
         for e in earlier
         if e.spec.kind == "table"
         and e.spec.statistic == new.statistic
         and e.spec.value == new.value
-        and e.spec.population() == new.population()
+        and same_people(e.spec)
     ]
 
 
