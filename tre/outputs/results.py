@@ -1,22 +1,23 @@
 """Checked outputs: every cell with its status, reasons, suppression and released value.
 
 :func:`check_table` runs the rules on every cell of a computed table, suppresses the failing
-cells, protects them with secondary suppression when the table has margins, applies rounding
-if the rule set asks for it, and says what may be released. The result's JSON is the same for
-``tre outputs check``, ``check-table`` and the portal: a ``cells`` list, each with its row and
-column labels (lists, for multi-level labels; margins are ``All``), the released ``value``
-(null when suppressed), ``status``, ``reasons`` and ``suppression`` (``primary``,
-``secondary`` or null), and a ``summary``.
+cells, protects them with secondary suppression when the table has margins (a mean table
+through the sums behind its means), applies rounding if the rule set asks for it, and says what
+may be released. The result's JSON is the same for ``tre outputs check``, ``check-table`` and
+the portal: a ``cells`` list, each with its row and column labels (lists, for multi-level
+labels; margins are ``All``), the released ``value`` (null when suppressed), ``status``,
+``reasons`` and ``suppression`` (``primary``, ``secondary`` or null), and a ``summary``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 from tre.outputs import rules as R
 from tre.outputs import suppression
-from tre.outputs.tables import Table
+from tre.outputs.tables import Cell, Table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +91,15 @@ def protection(table: Table, primary: set, rule_set: R.RuleSet) -> dict:
     }
 
 
+def _additive(table: Table) -> Sequence[Cell]:
+    """The cells whose margins are sums of their parts. A mean is a sum over a count: with
+    the counts (a count table of the same people gives them) the means and their totals are
+    the sums behind them, so a mean table is protected as its sum table would be."""
+    if table.additive:
+        return table.cells
+    return [dataclasses.replace(c, value=c.stats.total) for c in table.cells]
+
+
 def check_table(
     table: Table,
     rule_set: R.RuleSet,
@@ -107,9 +117,9 @@ def check_table(
     }
     primary = {key for key, f in findings.items() if R.status(f) == R.FAIL}
     secondary: set = set()
-    if table.additive and table.margins and primary:
+    if (table.additive or table.statistic == "mean") and table.margins and primary:
         nonnegative = not any(c.stats.negatives for c in table.cells)
-        structure = suppression.Structure.of(table.cells, nonnegative=nonnegative)
+        structure = suppression.Structure.of(_additive(table), nonnegative=nonnegative)
         secondary = suppression.protect(structure, primary, protection(table, primary, rule_set))
     linked = {k: v for k, v in (hide_also or {}).items() if k not in primary}
     secondary |= set(linked)

@@ -90,3 +90,26 @@ def test_three_way_table_with_margins():
             All/All | 89 | 125 | 214
         """,
     )
+
+
+def test_a_mean_table_with_a_total_protects_the_sums_behind_its_means():
+    """A mean is a sum over a count, and a count table of the same people gives the counts:
+    with them, x's sum would be the total's sum minus y's and z's. The means are protected as
+    their sums would be: y is hidden too."""
+    check(
+        statistic="mean",
+        margins=True,
+        table="""
+              | -
+            x | 5,6,7
+            y | 5,5,5,5,5,5,5,5,5,5
+            z | 6,6,6,6,6,6,6,6,6,6
+        """,
+        released="""
+              | -
+            x | ~
+            y | ~
+            z | 6
+          All | 5.56522
+        """,
+    )
