@@ -117,12 +117,13 @@ def stop_workspaces(settings: Settings, project) -> list[str]:
         ) from None
 
 
-def sweep(settings: Settings) -> list[tuple[str, str]]:
+def sweep(settings: Settings, refused: set[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
     """What the hub's sweeper does every ``TRE_HUB_SWEEP_SECONDS``: expire the projects past
     their end date (the access hooks then stop their workspaces), and stop any running
     workspace the hub would not start now (its project is not provisioned, or its researcher
     is no longer a member), whatever was missed while the hub was down; remove the records of
-    stopped servers it would not start. Returns the (user, project) workspaces stopped."""
+    stopped servers it would not start, once they have been there a whole sweep (``refused``:
+    those seen at the last sweep, updated). Returns the (user, project) workspaces stopped."""
     from tre import projects
 
     db = Database(settings.metadata_url)
@@ -136,13 +137,18 @@ def sweep(settings: Settings) -> list[tuple[str, str]]:
         }
     finally:
         db.dispose()
-    return _stop_where(settings, lambda user, name: (user, name) not in allowed)
+    return _stop_where(settings, lambda user, name: (user, name) not in allowed, refused)
 
 
-def _stop_where(settings: Settings, unwanted) -> list[tuple[str, str]]:
+def _stop_where(
+    settings: Settings, unwanted, stopped_before: set[tuple[str, str]] | None = None
+) -> list[tuple[str, str]]:
     """Stop and remove every workspace (user, server name) that ``unwanted`` picks; return
     those that were running. Stopped ones are removed too: the hub keeps a record of every
-    named server asked for, even one it refused to start."""
+    named server asked for, even one it refused to start. With ``stopped_before`` (the
+    stopped ones picked last time, updated in place), a stopped one goes only when it was
+    already there last time: the hub records a server as soon as it is asked for, before it
+    refuses it, and a record removed in between turns the refusal into an error."""
     api = f"{settings.hub_url}/hub/api"
     headers = {"Authorization": f"token {api_token(Home(settings.home))}"}
     with httpx.Client(headers=headers, timeout=60) as client:
@@ -158,13 +164,21 @@ def _stop_where(settings: Settings, unwanted) -> list[tuple[str, str]]:
                 (u["name"], name, not server.get("stopped", False))
                 for u in users
                 for name, server in (u.get("servers") or {}).items()
-                if name  # the default server cannot be removed (and never starts)
+                # The default server cannot be removed (and never starts); one being started
+                # or stopped is the hub's to finish (a refused start ends stopped).
+                if name and not server.get("pending")
             ]
             if len(users) < PAGE:
                 break
             offset += PAGE
         # Listed first, removed after: the pages stay as they were listed.
-        removed = [(user, name, running) for user, name, running in servers if unwanted(user, name)]
+        picked = [(user, name, running) for user, name, running in servers if unwanted(user, name)]
+        removed = picked
+        if stopped_before is not None:
+            stopped = {(user, name) for user, name, running in picked if not running}
+            removed = [p for p in picked if p[2] or p[:2] in stopped_before]
+            stopped_before.clear()
+            stopped_before.update(stopped - {p[:2] for p in removed})
         for user, name, _ in removed:
             client.request(
                 "DELETE",

@@ -22,9 +22,10 @@ def main() -> None:
     settings = Settings.from_environ()
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
     projects.install_access_hooks(lambda: settings)
+    refused: set[tuple[str, str]] = set()  # stopped servers to remove at the next sweep
     while True:
         try:
-            for user, project in sweep(settings):
+            for user, project in sweep(settings, refused):
                 log.warning("stopped the workspace of %s in %s: no longer allowed", user, project)
         except (TREError, httpx.HTTPError) as e:
             log.warning("sweep failed, trying again at the next one: %s", e)
