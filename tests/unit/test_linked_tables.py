@@ -4,6 +4,8 @@ written here, independently of tre's."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import duckdb
 import numpy as np
 from scipy.optimize import linprog
@@ -139,3 +141,68 @@ def test_a_filter_that_excludes_no_one_still_links_the_tables():
         {**FIELDS, "name": "c", "filters": [{"column": "ethnicity", "op": "ne", "value": "BLAK"}]}
     )
     assert not differencing.same_rows(con, "people", columns, fewer, release.spec)
+
+
+def test_mean_tables_are_linked_through_the_sums_behind_their_means():
+    """The same people's means, without margins then with them: with every count known (a
+    count table gives them) a mean is a sum, and the two are linked as sum tables would be.
+    Every value is 1, so each sum is the count of the table above."""
+    con = people()
+    con.execute("ALTER TABLE people ADD COLUMN v DOUBLE DEFAULT 1.0")
+    fields = {**FIELDS, "statistic": "mean", "value": "v"}
+
+    def check_means(spec, releases=()):
+        table = tables.compute(
+            con,
+            "people",
+            spec.rows,
+            spec.cols,
+            statistic="mean",
+            value="v",
+            unit="pseudo_id",
+            margins=spec.margins,
+        )
+        rule_set = R.RuleSet()
+        result = results.check_table(table, rule_set)
+        if not releases:
+            return table, result
+        hidden = {(c.row, c.col) for c in result.cells if c.value is None}
+        primary = {(c.row, c.col) for c in result.cells if c.suppression == "primary"}
+        hide_also = linked.hide(
+            con,
+            "people",
+            "true",
+            "pseudo_id",
+            spec,
+            {c.key: (None if c.key in hidden else c.stats.total) for c in table.cells},
+            results.protection(table, primary, rule_set),
+            releases,
+            rule_set,
+        )
+        return table, results.check_table(table, rule_set, hide_also=hide_also)
+
+    def as_sums(table, result):
+        """The result as the attacker sees it with every count: published means as sums."""
+        units = {c.key: c.stats.units for c in table.cells}
+        cells = [
+            dataclasses.replace(
+                c, value=None if c.value is None else c.value * units[(c.row, c.col)]
+            )
+            for c in result.cells
+        ]
+        return dataclasses.replace(result, cells=tuple(cells))
+
+    first_spec = specs.parse({**fields, "name": "a"})
+    first_table, first = check_means(first_spec)
+    spec = specs.parse({**fields, "name": "b", "margins": True})
+    alone_table, alone = check_means(spec)
+    assert narrowest(as_sums(alone_table, alone)) >= 10
+    # Checked alone, the second relies on means the first published: together they disclose.
+    assert narrowest(as_sums(first_table, first), as_sums(alone_table, alone)) < 10
+    release = linked.Release("#1 'a'", first_spec, [c.as_dict() for c in first.cells])
+    assert linked.linked(spec, [release]) == [release]
+    second_table, second = check_means(spec, [release])
+    assert narrowest(as_sums(first_table, first), as_sums(second_table, second)) >= 10
+    # A count table of the same people is another kind of table: not linked with means.
+    counts = specs.parse({**FIELDS, "name": "c"})
+    assert linked.linked(counts, [release]) == []

@@ -213,13 +213,17 @@ def _linked(con, relation, columns, where, spec, table, result, releases, rule_s
         return {}
     hidden = {(c.row, c.col) for c in result.cells if c.value is None}
     primary = {(c.row, c.col) for c in result.cells if c.suppression == "primary"}
+    sums = spec.statistic == "mean"  # the sums behind the means (see linked.ADDS_UP_AS)
     return linked.hide(
         con,
         relation,
         where,
         specs.UNIT,
         spec,
-        {c.key: (None if c.key in hidden else c.value) for c in table.cells},
+        {
+            c.key: None if c.key in hidden else c.stats.total if sums else c.value
+            for c in table.cells
+        },
         results.protection(table, primary, rule_set),
         releases,
         rule_set,

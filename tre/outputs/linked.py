@@ -1,7 +1,8 @@
 """Linked tables: a new table and the project's earlier releases over the same people.
 
 An attacker holds every release of the project. Two tables over the same population and the
-same additive statistic (count or sum) are two views of one set of numbers: a cell one hides
+same additive statistic (count, or sum, of which a mean is a view once the counts are known)
+are two views of one set of numbers: a cell one hides
 may be the difference of cells the other publishes (the same table with and without margins;
 a table by ethnicity after one by ethnicity and admission). Before a table is released, the
 TRE solves the attacker's linear program over both: the unknowns are the finest cells (every
@@ -71,15 +72,21 @@ def _sum(statistics: Mapping[str, float | None]) -> float | None:
     return None if mean is None or count is None else mean * count
 
 
+#: What each statistic is a view of: counts, or the sums of a value (a mean is a sum over the
+#: number of values behind it, which a count table of the same people gives an attacker).
+ADDS_UP_AS = {"count": "count", "sum": "sum", "mean": "sum"}
+
+
 def linked(
     new: OutputSpec,
     earlier: Sequence[Release],
     same_people: Callable[[OutputSpec], bool] | None = None,
 ) -> list[Release]:
-    """The earlier releases an attacker can combine with ``new`` cell by cell: tables of the
-    same statistic over the same people (``same_people``, by default the same population as
-    written; :func:`tre.outputs.differencing.same_rows` also asks the data)."""
-    if new.kind != "table" or new.statistic not in ("count", "sum"):
+    """The earlier releases an attacker can combine with ``new`` cell by cell: tables of
+    counts, or of sums and means of the same value, over the same people (``same_people``, by
+    default the same population as written; :func:`tre.outputs.differencing.same_rows` also
+    asks the data)."""
+    if new.kind != "table" or new.statistic not in ADDS_UP_AS:
         return []
     if same_people is None:
         same_people = lambda old: old.population() == new.population()  # noqa: E731
@@ -87,7 +94,7 @@ def linked(
         e
         for e in earlier
         if e.spec.kind == "table"
-        and e.spec.statistic == new.statistic
+        and ADDS_UP_AS.get(e.spec.statistic) == ADDS_UP_AS[new.statistic]
         and e.spec.value == new.value
         and same_people(e.spec)
     ]
@@ -105,8 +112,9 @@ def hide(
     rules: R.RuleSet,
 ) -> dict[Key, str]:
     """The cells of the new table to hide too (with the release that makes them needed), given
-    its cells as checked alone (``checked``: value, None when hidden) and how wide each of its
-    suppressed cells' range must stay (``needed``)."""
+    its cells as checked alone (``checked``: value, None when hidden; for a mean table, the
+    sum behind each mean) and how wide each of its suppressed cells' range must stay
+    (``needed``)."""
     if not releases or rules.rounding_base > 1:  # rounded releases are not exact sums
         return {}
     variables = list(dict.fromkeys([*new.rows, *new.cols]))
@@ -117,7 +125,7 @@ def hide(
         relation,
         variables,
         (),
-        statistic=new.statistic,
+        statistic=ADDS_UP_AS[new.statistic],
         value=new.value,
         unit=unit,
         where=where,
@@ -126,6 +134,7 @@ def hide(
         return {}
     system = _System([c.row for c in finest], not any(c.stats.negatives for c in finest))
     top = {c.row: (max((abs(t) for t in c.stats.top), default=0.0)) for c in finest}
+    truth = {c.row: c.value or 0.0 for c in finest}
 
     def flat(labels: Sequence[str], names: Sequence[str]) -> Flat:
         by_name = dict(zip(names, labels, strict=True))
@@ -138,7 +147,10 @@ def hide(
         names = [*release.spec.rows, *release.spec.cols]
         for cell in release.cells:
             at = flat([*cell["row"], *cell["col"]], names)
-            if cell.get("value") is not None:
+            if cell.get("value") is not None and release.spec.statistic == "mean":
+                # With the number of values behind it, a published mean is its sum.
+                fixed.append((at, sum(truth[c] for c in system.covered(at))))
+            elif cell.get("value") is not None:
                 fixed.append((at, float(cell["value"])))
             else:
                 largest = max((top[c] for c in system.covered(at)), default=0.0)
