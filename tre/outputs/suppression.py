@@ -56,8 +56,12 @@ class Structure:
             if parts:
                 constraints.setdefault((total, frozenset(parts)), parts)
 
-        def same_but(a: tuple[str, ...], b: tuple[str, ...], d: int) -> bool:
-            return all(x == y for i, (x, y) in enumerate(zip(a, b, strict=True)) if i != d)
+        # The cells along each variable d (not totals in d), by their labels but d's.
+        lines: dict[tuple[int, tuple[str, ...]], list[Key]] = {}
+        for flat, key in by_labels.items():
+            for d, label in enumerate(flat):
+                if label != ALL:
+                    lines.setdefault((d, flat[:d] + flat[d + 1 :]), []).append(key)
 
         for key in values:
             flat = labels(key)
@@ -66,10 +70,7 @@ class Structure:
             # The lines through this total, where the table publishes them ...
             for d, label in enumerate(flat):
                 if label == ALL:
-                    add(
-                        key,
-                        [by_labels[o] for o in by_labels if o[d] != ALL and same_but(o, flat, d)],
-                    )
+                    add(key, lines.get((d, flat[:d] + flat[d + 1 :]), []))
             # ... and always the sum of the cells it covers.
             covered = [
                 c for c in interior if all(f in (ALL, x) for f, x in zip(flat, c, strict=True))
