@@ -39,14 +39,26 @@ def people() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def check(con, spec: specs.OutputSpec, releases=()) -> results.Result:
-    table = tables.with_empty_cells(
-        tables.compute(con, "people", spec.rows, spec.cols, unit="pseudo_id", margins=spec.margins)
+def checked(con, spec: specs.OutputSpec, releases=()) -> tuple[tables.Table, results.Result]:
+    """The table and its result, linked with ``releases`` as tre links them (a mean table
+    through the sums behind its means)."""
+    table = tables.compute(
+        con,
+        "people",
+        spec.rows,
+        spec.cols,
+        statistic=spec.statistic,
+        value=spec.value,
+        unit="pseudo_id",
+        margins=spec.margins,
     )
+    means = spec.statistic == "mean"
+    if not means:
+        table = tables.with_empty_cells(table)
     rule_set = R.RuleSet()
     result = results.check_table(table, rule_set)
     if not releases:
-        return result
+        return table, result
     hidden = {(c.row, c.col) for c in result.cells if c.value is None}
     primary = {(c.row, c.col) for c in result.cells if c.suppression == "primary"}
     hide_also = linked.hide(
@@ -55,12 +67,19 @@ def check(con, spec: specs.OutputSpec, releases=()) -> results.Result:
         "true",
         "pseudo_id",
         spec,
-        {c.key: (None if c.key in hidden else c.value) for c in table.cells},
+        {
+            c.key: None if c.key in hidden else c.stats.total if means else c.value
+            for c in table.cells
+        },
         results.protection(table, primary, rule_set),
         releases,
         rule_set,
     )
-    return results.check_table(table, rule_set, hide_also=hide_also)
+    return table, results.check_table(table, rule_set, hide_also=hide_also)
+
+
+def check(con, spec: specs.OutputSpec, releases=()) -> results.Result:
+    return checked(con, spec, releases)[1]
 
 
 def narrowest(*published: results.Result) -> float:
@@ -151,36 +170,6 @@ def test_mean_tables_are_linked_through_the_sums_behind_their_means():
     con.execute("ALTER TABLE people ADD COLUMN v DOUBLE DEFAULT 1.0")
     fields = {**FIELDS, "statistic": "mean", "value": "v"}
 
-    def check_means(spec, releases=()):
-        table = tables.compute(
-            con,
-            "people",
-            spec.rows,
-            spec.cols,
-            statistic="mean",
-            value="v",
-            unit="pseudo_id",
-            margins=spec.margins,
-        )
-        rule_set = R.RuleSet()
-        result = results.check_table(table, rule_set)
-        if not releases:
-            return table, result
-        hidden = {(c.row, c.col) for c in result.cells if c.value is None}
-        primary = {(c.row, c.col) for c in result.cells if c.suppression == "primary"}
-        hide_also = linked.hide(
-            con,
-            "people",
-            "true",
-            "pseudo_id",
-            spec,
-            {c.key: (None if c.key in hidden else c.stats.total) for c in table.cells},
-            results.protection(table, primary, rule_set),
-            releases,
-            rule_set,
-        )
-        return table, results.check_table(table, rule_set, hide_also=hide_also)
-
     def as_sums(table, result):
         """The result as the attacker sees it with every count: published means as sums."""
         units = {c.key: c.stats.units for c in table.cells}
@@ -193,15 +182,15 @@ def test_mean_tables_are_linked_through_the_sums_behind_their_means():
         return dataclasses.replace(result, cells=tuple(cells))
 
     first_spec = specs.parse({**fields, "name": "a"})
-    first_table, first = check_means(first_spec)
+    first_table, first = checked(con, first_spec)
     spec = specs.parse({**fields, "name": "b", "margins": True})
-    alone_table, alone = check_means(spec)
+    alone_table, alone = checked(con, spec)
     assert narrowest(as_sums(alone_table, alone)) >= 10
     # Checked alone, the second relies on means the first published: together they disclose.
     assert narrowest(as_sums(first_table, first), as_sums(alone_table, alone)) < 10
     release = linked.Release("#1 'a'", first_spec, [c.as_dict() for c in first.cells])
     assert linked.linked(spec, [release]) == [release]
-    second_table, second = check_means(spec, [release])
+    second_table, second = checked(con, spec, [release])
     assert narrowest(as_sums(first_table, first), as_sums(second_table, second)) >= 10
     # A count table of the same people is another kind of table: not linked with means.
     counts = specs.parse({**FIELDS, "name": "c"})
