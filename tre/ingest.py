@@ -422,11 +422,15 @@ def _ingest(
 
         problems: list[validation.Problem] = []
         loaded: dict[str, validation.Loaded] = {}
+        in_memory = 0  # bytes of the files read into memory (validation.ARROW_BYTES at most)
         for f, dataset in zip(files, datasets, strict=True):
             progress.step(f"loading and validating {f.file}")
             references = _references(con, custodian, dataset)
+            size = (landing / f.file).stat().st_size
+            fits = in_memory + size <= validation.ARROW_BYTES
+            in_memory += size if fits else 0
             loaded[dataset.name], found = validation.check(
-                con, dataset, str(landing / f.file), references
+                con, dataset, str(landing / f.file), references, in_memory=fits
             )
             problems += found
             rows = loaded[dataset.name].rows

@@ -62,8 +62,9 @@ class Problem:
 class Loaded:
     rows: int
     typed: bool
-    """Whether ``raw_<dataset>`` is a view of typed Arrow columns (fast path: no ``rowid``) or
-    a table of text (careful path: ``rowid + 1`` is the row number in the file)."""
+    """Whether ``raw_<dataset>`` holds typed columns (fast path: an Arrow view without
+    ``rowid``, or a table in no particular order) or text (careful path: ``rowid + 1`` is the
+    row number in the file)."""
 
 
 def raw_table(dataset: Dataset) -> str:
@@ -226,13 +227,19 @@ def rules(
     return out
 
 
-def load(con: duckdb.DuckDBPyConnection, dataset: Dataset, path: str, fast: bool = True) -> Loaded:
+def load(
+    con: duckdb.DuckDBPyConnection,
+    dataset: Dataset,
+    path: str,
+    fast: bool = True,
+    in_memory: bool = True,
+) -> Loaded:
     """Load a CSV file into ``raw_<dataset>``.
 
-    The fast path reads typed columns with Arrow (:func:`_read_typed`) and makes them a view;
-    it is taken when the header is in catalog order and every value parses. Otherwise (or with
-    ``fast=False``) the careful path reads text into a table, in file order, so findings can
-    name their rows."""
+    The fast path reads typed columns, with Arrow into memory (:func:`_read_typed`, a view),
+    or with ``in_memory=False`` with DuckDB into a table it may spill to disk; it is taken when
+    the header is in catalog order and every value parses. Otherwise (or with ``fast=False``)
+    the careful path reads text into a table, in file order, so findings can name their rows."""
     header = _header(dataset, path)
     expected = [c.name for c in dataset.columns]
     missing = [c for c in expected if c not in header]
@@ -251,11 +258,25 @@ def load(con: duckdb.DuckDBPyConnection, dataset: Dataset, path: str, fast: bool
     table = raw_table(dataset)
     # A view of the fast path's Arrow table may hold the name (loading again, carefully).
     con.unregister(table)
-    if fast and header == expected:
+    if fast and header == expected and in_memory:
         typed = _read_typed(dataset, path)
         if typed is not None:
             con.register(table, typed)
             return Loaded(typed.num_rows, True)
+    elif fast and header == expected:
+        types = ", ".join(f"'{c.name}': '{c.type.sql}'" for c in dataset.columns)
+        con.execute("SET preserve_insertion_order = false")
+        try:
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM read_csv(?, header = true, "
+                f"auto_detect = false, strict_mode = true, {DIALECT}, columns = {{{types}}})",
+                [path],
+            )
+            return Loaded(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0], True)
+        except duckdb.Error:
+            pass  # a value that does not parse: read as text, to report it precisely
+        finally:
+            con.execute("SET preserve_insertion_order = true")
     columns = ", ".join(f'"{c}"' for c in expected)
     text = ", ".join(f"'{c}': 'VARCHAR'" for c in header)
     try:
@@ -287,6 +308,10 @@ def _header(dataset: Dataset, path: str) -> list[str]:
             f"comma-separated text ({type(e).__name__})."
         ) from None
 
+
+#: CSV bytes of one delivery read into memory by Arrow; files beyond go to DuckDB, which can
+#: spill to disk (Arrow cannot): a national census is several gigabytes.
+ARROW_BYTES = 2 * 1024**3
 
 #: Arrow types of the catalog's types. Arrow's parsers accept fewer spellings than DuckDB's
 #: (no ``+5``, ``t`` or ``2010/01/05``; dates only as YYYY-MM-DD) and read the same value from
@@ -401,12 +426,13 @@ def check(
     dataset: Dataset,
     path: str,
     references: tuple[Reference, ...] = (),
+    in_memory: bool = True,
 ) -> tuple[Loaded, list[Problem]]:
-    """Load and validate a file.
+    """Load and validate a file (``in_memory``: see :func:`load`).
 
     A file with findings is loaded again on the careful path, so every finding names the
     right rows and the failing rows can be set aside."""
-    loaded = load(con, dataset, path)
+    loaded = load(con, dataset, path, in_memory=in_memory)
     problems = validate(con, dataset, loaded.typed, references)
     if problems and loaded.typed:
         loaded = load(con, dataset, path, fast=False)

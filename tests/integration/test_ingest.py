@@ -387,6 +387,43 @@ def test_linkage_report_meets_its_targets_on_synthetic_data(home, synthetic, cap
     assert report["link_rates"]["sex"]["F"]["pupils"] > 0
 
 
+def test_deliveries_beyond_the_memory_budget_are_read_by_duckdb_to_the_same_data(
+    home, synthetic, tmp_path, monkeypatch
+):
+    """Arrow reads files into memory; beyond ``validation.ARROW_BYTES`` DuckDB reads them (it
+    can spill to disk). Both give the same curated rows and the same people."""
+    from tests.factories import init_home
+    from tre import validation
+
+    spilling = {**home, "TRE_HOME": str(tmp_path / "spilling")}
+    init_home(spilling, synthetic.keys)
+    for custodian in (synthetic.dfe, synthetic.nhs):
+        assert main(["ingest", str(custodian)], home) == 0
+
+    def not_in_memory(*args):
+        raise AssertionError("read into memory beyond the budget")
+
+    monkeypatch.setattr(validation, "ARROW_BYTES", 0)
+    monkeypatch.setattr(validation, "_read_typed", not_in_memory)
+    for custodian in (synthetic.dfe, synthetic.nhs):
+        assert main(["ingest", str(custodian)], spilling) == 0
+    with duckdb.connect() as con:
+        for name, dataset in catalog.DATASETS.items():
+            files = [
+                f"read_parquet('{env['TRE_HOME']}/curated/{dataset.custodian}/{name}/*/**/*.parquet')"
+                for env in (home, spilling)
+            ]
+            rows = [f"SELECT * EXCLUDE (person_key) FROM {f}" for f in files]
+            assert con.execute(
+                f"SELECT count(*) FROM (({rows[0]} EXCEPT ALL {rows[1]}) "
+                f"UNION ALL ({rows[1]} EXCEPT ALL {rows[0]}))"
+            ).fetchone() == (0,), name
+            people = [
+                con.execute(f"SELECT count(DISTINCT person_key) FROM {f}").fetchone() for f in files
+            ]
+            assert people[0] == people[1], name
+
+
 def test_nhs_first_then_dfe_rekeys_the_hospital_records(home, synthetic, capsys):
     assert main(["ingest", str(synthetic.nhs)], home) == 0
     assert main(["ingest", str(synthetic.dfe)], home) == 0

@@ -114,3 +114,19 @@ def test_a_row_with_too_many_or_too_few_values_is_refused_naming_its_line(tmp_pa
 def test_a_header_naming_a_column_twice_is_refused(tmp_path):
     with pytest.raises(InvalidInput, match="named twice: count"):
         _load(tmp_path, CANONICAL, header="name,count,score,day,flag,count\n")
+
+
+def test_a_file_beyond_the_memory_budget_is_read_typed_by_duckdb(tmp_path):
+    path = tmp_path / "typed.csv"
+    path.write_text(HEADER + CANONICAL)
+    with duckdb.connect() as con:
+        loaded, problems = validation.check(con, DATASET, str(path), in_memory=False)
+        assert (loaded.typed, loaded.rows, problems) == (True, 4, [])
+        assert _read(con, DATASET, loaded) == sorted(EXPECTED, key=repr)
+        kind = con.execute(
+            "SELECT table_type FROM information_schema.tables WHERE table_name = 'raw_typed'"
+        ).fetchone()
+        assert kind == ("LOCAL TEMPORARY",)  # a DuckDB table, which may spill to disk
+        path.write_text(HEADER + CANONICAL + "Bob,five,1,2010-01-01,true\n")
+        loaded, problems = validation.check(con, DATASET, str(path), in_memory=False)
+        assert [(p.rule, p.rows) for p in problems] == [("type_integer", (5,))]
