@@ -309,7 +309,6 @@ def _references(con, custodian, dataset: Dataset) -> tuple[validation.Reference,
         valid = f"SELECT v AS upn FROM {distinct}"
     else:
         valid = f'SELECT DISTINCT "{upn}" AS upn FROM {validation.raw_table(census)} WHERE {rows}'
-
     con.execute(f"CREATE TEMP TABLE IF NOT EXISTS census_upns AS {valid}")
     column = dataset.identity_columns()[Identity.UPN].name
     return (validation.Reference(column, "census_upns", census.file_name),)

@@ -10,6 +10,8 @@ import duckdb
 import numpy as np
 from scipy.optimize import linprog
 
+from tre import outputs
+from tre.catalog import Type
 from tre.outputs import linked, results, specs, tables
 from tre.outputs import rules as R
 
@@ -23,6 +25,7 @@ GROUPS = {
     ("BLAK", "True"): 12,
 }
 FIELDS = {"kind": "table", "dataset": "pupils", "rows": ["ethnicity"], "cols": ["admitted"]}
+COLUMNS = {"ethnicity": Type.STRING, "admitted": Type.STRING, "v": Type.DECIMAL}
 
 
 def people() -> duckdb.DuckDBPyConnection:
@@ -40,8 +43,7 @@ def people() -> duckdb.DuckDBPyConnection:
 
 
 def checked(con, spec: specs.OutputSpec, releases=()) -> tuple[tables.Table, results.Result]:
-    """The table and its result, linked with ``releases`` as tre links them (a mean table
-    through the sums behind its means)."""
+    """The table and its result, linked with ``releases`` as tre links them."""
     table = tables.compute(
         con,
         "people",
@@ -52,28 +54,13 @@ def checked(con, spec: specs.OutputSpec, releases=()) -> tuple[tables.Table, res
         unit="pseudo_id",
         margins=spec.margins,
     )
-    means = spec.statistic == "mean"
-    if not means:
+    if spec.statistic != "mean":
         table = tables.with_empty_cells(table)
     rule_set = R.RuleSet()
     result = results.check_table(table, rule_set)
-    if not releases:
-        return table, result
-    hidden = {(c.row, c.col) for c in result.cells if c.value is None}
-    primary = {(c.row, c.col) for c in result.cells if c.suppression == "primary"}
-    hide_also = linked.hide(
-        con,
-        "people",
-        "true",
-        "pseudo_id",
-        spec,
-        {
-            c.key: None if c.key in hidden else c.stats.total if means else c.value
-            for c in table.cells
-        },
-        results.protection(table, primary, rule_set),
-        releases,
-        rule_set,
+    where = specs.where(spec.filters, COLUMNS)
+    hide_also = outputs._linked(
+        con, "people", COLUMNS, where, spec, table, result, releases, rule_set
     )
     return table, results.check_table(table, rule_set, hide_also=hide_also)
 
@@ -135,11 +122,9 @@ def test_only_tables_over_the_same_people_and_statistic_are_linked():
 def test_a_filter_that_excludes_no_one_still_links_the_tables():
     """The same table with margins, over the same people written as another population (a
     filter keeping everyone): the data, not the wording, says they are linked."""
-    from tre.catalog import Type
     from tre.outputs import differencing
 
     con = people()
-    columns = {"ethnicity": Type.STRING, "admitted": Type.STRING}
     first = check(con, specs.parse({**FIELDS, "name": "a"}))
     release = linked.Release(
         "#1 'a'", specs.parse({**FIELDS, "name": "a"}), [c.as_dict() for c in first.cells]
@@ -150,7 +135,7 @@ def test_a_filter_that_excludes_no_one_still_links_the_tables():
     assert narrowest(first, check(con, spec)) < 10  # checked alone: together they disclose
 
     def same(old):
-        return differencing.same_rows(con, "people", columns, spec, old)
+        return differencing.same_rows(con, "people", COLUMNS, spec, old)
 
     assert linked.linked(spec, [release]) == []  # by the wording alone
     assert linked.linked(spec, [release], same) == [release]
@@ -159,7 +144,7 @@ def test_a_filter_that_excludes_no_one_still_links_the_tables():
     fewer = specs.parse(
         {**FIELDS, "name": "c", "filters": [{"column": "ethnicity", "op": "ne", "value": "BLAK"}]}
     )
-    assert not differencing.same_rows(con, "people", columns, fewer, release.spec)
+    assert not differencing.same_rows(con, "people", COLUMNS, fewer, release.spec)
 
 
 def test_mean_tables_are_linked_through_the_sums_behind_their_means():

@@ -213,17 +213,13 @@ def _linked(con, relation, columns, where, spec, table, result, releases, rule_s
         return {}
     hidden = {(c.row, c.col) for c in result.cells if c.value is None}
     primary = {(c.row, c.col) for c in result.cells if c.suppression == "primary"}
-    sums = spec.statistic == "mean"  # the sums behind the means (see linked.ADDS_UP_AS)
     return linked.hide(
         con,
         relation,
         where,
         specs.UNIT,
         spec,
-        {
-            c.key: None if c.key in hidden else c.stats.total if sums else c.value
-            for c in table.cells
-        },
+        {c.key: None if c.key in hidden else c.value for c in table.additive_cells()},
         results.protection(table, primary, rule_set),
         releases,
         rule_set,
@@ -233,19 +229,27 @@ def _linked(con, relation, columns, where, spec, table, result, releases, rule_s
 def _summary(
     con, relation, columns, where, spec, rule_set, description, releases=()
 ) -> results.Result:
+    computed: dict[str, tuple[tables.Table, results.Result]] = {}
+
+    def table_of(statistic: str) -> tuple[tables.Table, results.Result]:
+        """The summary's statistic as a table by its rows, checked alone (computed once)."""
+        if statistic not in computed:
+            table = tables.compute(
+                con,
+                relation,
+                spec.rows or (),
+                (),
+                statistic=statistic,
+                value=None if statistic == "count" else spec.value,
+                unit=specs.UNIT,
+                where=where,
+            )
+            computed[statistic] = table, results.check_table(table, rule_set)
+        return computed[statistic]
+
     cells: list[results.CheckedCell] = []
     for statistic in spec.statistics:
-        table = tables.compute(
-            con,
-            relation,
-            spec.rows or (),
-            (),
-            statistic=statistic,
-            value=None if statistic == "count" else spec.value,
-            unit=specs.UNIT,
-            where=where,
-        )
-        checked = results.check_table(table, rule_set)
+        _, checked = table_of(statistic)
         cells += [
             results.CheckedCell(
                 c.row or ("All",),
@@ -258,7 +262,9 @@ def _summary(
             )
             for c in checked.cells
         ]
-    cells = _summary_linked(con, relation, columns, where, spec, rule_set, cells, releases)
+    cells = _summary_linked(
+        con, relation, columns, where, spec, rule_set, cells, releases, table_of
+    )
     return results.Result(
         "summary",
         {
@@ -272,27 +278,18 @@ def _summary(
     )
 
 
-def _summary_linked(con, relation, columns, where, spec, rule_set, cells, releases):
+def _summary_linked(con, relation, columns, where, spec, rule_set, cells, releases, table_of):
     """A summary's rows that would give away, with earlier releases, a count or sum they hide
-    are hidden whole (its counts and sums are tables: :func:`linked.releases_of`)."""
+    are hidden whole (its counts and sums are tables: :func:`linked.releases_of`;
+    ``table_of`` gives each statistic's table, checked alone)."""
     if not releases:
         return cells
     label = "this summary"
     views = linked.releases_of(label, spec, [c.as_dict() for c in cells])
     rows: dict[tuple[str, ...], str] = {}
     for view in views:
-        table = tables.compute(
-            con,
-            relation,
-            spec.rows,
-            (),
-            statistic=view.spec.statistic,
-            value=view.spec.value,
-            unit=specs.UNIT,
-            where=where,
-        )
+        table, alone = table_of(view.spec.statistic)
         published = {tuple(c["row"]): c["value"] for c in view.cells}
-        alone = results.check_table(table, rule_set)
         shown = [dataclasses.replace(c, value=published.get(c.row)) for c in alone.cells]
         result = dataclasses.replace(alone, cells=tuple(shown))
         for key, earlier in _linked(

@@ -72,11 +72,6 @@ def _sum(statistics: Mapping[str, float | None]) -> float | None:
     return None if mean is None or count is None else mean * count
 
 
-#: What each statistic is a view of: counts, or the sums of a value (a mean is a sum over the
-#: number of values behind it, which a count table of the same people gives an attacker).
-ADDS_UP_AS = {"count": "count", "sum": "sum", "mean": "sum"}
-
-
 def linked(
     new: OutputSpec,
     earlier: Sequence[Release],
@@ -86,7 +81,7 @@ def linked(
     counts, or of sums and means of the same value, over the same people (``same_people``, by
     default the same population as written; :func:`tre.outputs.differencing.same_rows` also
     asks the data)."""
-    if new.kind != "table" or new.statistic not in ADDS_UP_AS:
+    if new.kind != "table" or new.statistic not in tables.ADDS_UP_AS:
         return []
     if same_people is None:
         same_people = lambda old: old.population() == new.population()  # noqa: E731
@@ -94,7 +89,7 @@ def linked(
         e
         for e in earlier
         if e.spec.kind == "table"
-        and ADDS_UP_AS.get(e.spec.statistic) == ADDS_UP_AS[new.statistic]
+        and tables.ADDS_UP_AS.get(e.spec.statistic) == tables.ADDS_UP_AS[new.statistic]
         and e.spec.value == new.value
         and same_people(e.spec)
     ]
@@ -125,7 +120,7 @@ def hide(
         relation,
         variables,
         (),
-        statistic=ADDS_UP_AS[new.statistic],
+        statistic=tables.ADDS_UP_AS[new.statistic],
         value=new.value,
         unit=unit,
         where=where,

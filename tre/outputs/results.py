@@ -12,12 +12,11 @@ labels; margins are ``All``), the released ``value`` (null when suppressed), ``s
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Any
 
 from tre.outputs import rules as R
 from tre.outputs import suppression
-from tre.outputs.tables import Cell, Table
+from tre.outputs.tables import ADDS_UP_AS, Table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,15 +90,6 @@ def protection(table: Table, primary: set, rule_set: R.RuleSet) -> dict:
     }
 
 
-def _additive(table: Table) -> Sequence[Cell]:
-    """The cells whose margins are sums of their parts. A mean is a sum over a count: with
-    the counts (a count table of the same people gives them) the means and their totals are
-    the sums behind them, so a mean table is protected as its sum table would be."""
-    if table.additive:
-        return table.cells
-    return [dataclasses.replace(c, value=c.stats.total) for c in table.cells]
-
-
 def check_table(
     table: Table,
     rule_set: R.RuleSet,
@@ -117,9 +107,9 @@ def check_table(
     }
     primary = {key for key, f in findings.items() if R.status(f) == R.FAIL}
     secondary: set = set()
-    if (table.additive or table.statistic == "mean") and table.margins and primary:
+    if table.statistic in ADDS_UP_AS and table.margins and primary:
         nonnegative = not any(c.stats.negatives for c in table.cells)
-        structure = suppression.Structure.of(_additive(table), nonnegative=nonnegative)
+        structure = suppression.Structure.of(table.additive_cells(), nonnegative=nonnegative)
         secondary = suppression.protect(structure, primary, protection(table, primary, rule_set))
     linked = {k: v for k, v in (hide_also or {}).items() if k not in primary}
     secondary |= set(linked)

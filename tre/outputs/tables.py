@@ -41,6 +41,12 @@ class Cell:
         return self.row, self.col
 
 
+#: What each additive statistic's cells add up as: counts, or the sums of a value. A mean is
+#: the sum behind it over the number of values, which a count table of the same people gives
+#: an attacker: with it, a mean table is its sum table.
+ADDS_UP_AS = {"count": "count", "sum": "sum", "mean": "sum"}
+
+
 @dataclasses.dataclass(frozen=True)
 class Table:
     rows: tuple[str, ...]
@@ -51,10 +57,12 @@ class Table:
     margins: bool
     quantile: float | None = None
 
-    @property
-    def additive(self) -> bool:
-        """Whether margins are sums of the cells they cover (so suppression must hold)."""
-        return self.statistic in ("count", "sum")
+    def additive_cells(self) -> tuple[Cell, ...]:
+        """The cells as figures whose margins are sums of the cells they cover (see
+        :data:`ADDS_UP_AS`): a count or sum table's own; a mean table's sums behind its means."""
+        if self.statistic == "mean":
+            return tuple(dataclasses.replace(c, value=c.stats.total) for c in self.cells)
+        return self.cells
 
     def interior(self) -> list[Cell]:
         return [c for c in self.cells if not c.margin]
