@@ -173,7 +173,8 @@ def _copy_hashing(source: Path, target: Path) -> str:
 def _identities_sql(con, dataset: Dataset) -> str:
     """Normalised identities of the valid rows of a delivered dataset, for linkage.
 
-    Pupils: one row per distinct identity, with the pupil's person_key. Patients: one row per
+    Pupils: one row per distinct identity, with the pupil's person_key (from
+    ``link_pupil_keys``, :func:`_store_pupil_keys`). Patients: one row per
     distinct identity of those with an NHS number (with how many records carry it), and one
     per record without one (with its dataset and record id)."""
     # The valid rows, their identity columns under the names linkage uses (upn, forename, …).
@@ -188,8 +189,8 @@ def _identities_sql(con, dataset: Dataset) -> str:
     if dataset.record_key is None:
         distinct = f"(SELECT DISTINCT upn, {ids} FROM {rows}) AS d"
         return (
-            f"SELECT *, {pseudonyms.hmac_sql(chr(39) + 'upn:' + chr(39) + ' || upn')} "
-            f"AS person_key FROM ({linkage.identity_select(distinct, nhs=False)})"
+            f"SELECT i.*, k.person_key FROM ({linkage.identity_select(distinct, nhs=False)}) i "
+            "JOIN link_pupil_keys k USING (upn)"
         )
     grouped = (
         f"(SELECT nhs_number, {ids}, count(*) AS records FROM {rows} "
@@ -297,21 +298,38 @@ def _references(con, custodian, dataset: Dataset) -> tuple[validation.Reference,
     """Every UPN in the DfE's other files must be a pupil of the census delivered with them."""
     if custodian.id != "dfe" or dataset.name == "pupils":
         return ()
+    column = dataset.identity_columns()[Identity.UPN].name
+    census = catalog.dataset("pupils")
+    return (validation.Reference(column, _census_upns(con), census.file_name),)
+
+
+def _census_upns(con) -> str:
+    """The table (``upn``) of the distinct UPNs of the census's valid rows, made once per
+    delivery, after the census is validated."""
     census = catalog.dataset("pupils")
     upn = census.identity_columns()[Identity.UPN].name
     distinct = validation.distinct_values(census, upn)
-    (kept,) = con.execute(
-        "SELECT EXISTS (SELECT 1 FROM duckdb_tables() WHERE table_name = ?)", [distinct]
-    ).fetchone()
+    tables = {name for (name,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    if "census_upns" in tables:
+        return "census_upns"
     rows = validation.valid_rows(con, census)
-    if kept and rows == "true":
+    if distinct in tables and rows == "true":
         # Every row of the census is valid: its UPNs are the distinct ones validation kept.
         valid = f"SELECT v AS upn FROM {distinct}"
     else:
         valid = f'SELECT DISTINCT "{upn}" AS upn FROM {validation.raw_table(census)} WHERE {rows}'
-    con.execute(f"CREATE TEMP TABLE IF NOT EXISTS census_upns AS {valid}")
-    column = dataset.identity_columns()[Identity.UPN].name
-    return (validation.Reference(column, "census_upns", census.file_name),)
+    con.execute(f"CREATE TEMP TABLE census_upns AS {valid}")
+    return "census_upns"
+
+
+def _store_pupil_keys(con) -> None:
+    """``link_pupil_keys`` (upn, person_key): each pupil of the census with their key, the
+    HMAC of their UPN (hashed once per pupil, not once per way they were recorded)."""
+    key = pseudonyms.hmac_sql("'upn:' || upn")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE link_pupil_keys AS "
+        f"SELECT upn, {key} AS person_key FROM {_census_upns(con)}"
+    )
 
 
 def _report_problems(problems: list[validation.Problem]) -> str:
@@ -463,21 +481,26 @@ def _ingest(
             if custodian.id == "dfe"
             else (linkage.PATIENT_IDS, linkage.PUPIL_IDS)
         )
+        if custodian.id == "dfe":
+            _store_pupil_keys(con)
         selects = [
             _identities_sql(con, d) for d in datasets if Identity.FORENAME in d.identity_columns()
         ]
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {own} AS {' UNION ALL '.join(selects)}")
-        # Uncompressed: format 2's encodings already make it about as small as compressed.
-        con.execute(
-            f"COPY {own} TO {literal(landing / IDENTITIES)} "
-            "(FORMAT parquet, COMPRESSION uncompressed, PARQUET_VERSION V2)"
-        )
+        # Not temporary: written to the landing store from a second connection while
+        # linkage, much of it numpy on one core, runs on this one.
+        con.execute(f"CREATE OR REPLACE TABLE {own} AS {' UNION ALL '.join(selects)}")
         other_custodian = "nhs" if custodian.id == "dfe" else "dfe"
         other_landing = _landing_of(home, others.get(other_custodian))
-        _load_identities(con, other, other_landing)
-        result = linkage.link(con, key)
-        if custodian.id == "dfe":
-            linkage.store_pupil_keys(con)
+        with con.cursor() as writer, ThreadPoolExecutor(max_workers=1) as pool:
+            # Uncompressed: format 2's encodings make it about as small as compressed.
+            kept = pool.submit(
+                writer.execute,
+                f"COPY {own} TO {literal(landing / IDENTITIES)} "
+                "(FORMAT parquet, COMPRESSION uncompressed, PARQUET_VERSION V2)",
+            )
+            _load_identities(con, other, other_landing)
+            result = linkage.link(con, key)
+            kept.result()
         report.linkage = result.as_dict()
 
         version = manifest.digest[:16]

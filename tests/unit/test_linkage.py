@@ -42,6 +42,24 @@ def test_holders_are_numbered_by_name_even_when_their_first_hashes_collide(colli
     assert all(names[first[i]] == names[row] for row, i in enumerate(ids))
 
 
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        [7],
+        [5, 4, 5, 4, 0, 2**64 - 1, 0],  # differ only in the low bits that carry the index
+        np.random.default_rng(1).integers(0, 2**64 - 1, 100_000, dtype=np.uint64),
+        np.random.default_rng(2).integers(0, 50, 100_000, dtype=np.uint64) << np.uint64(40),
+    ],
+    ids=["empty", "one", "low bits", "random", "many equal"],
+)
+def test_sorting_gives_the_stable_order_of_the_values(values):
+    values = np.asarray(values, dtype=np.uint64)
+    by, ordered = matching.sort(values)
+    assert by.tolist() == np.argsort(values, kind="stable").tolist()
+    assert ordered.tolist() == sorted(values.tolist())
+
+
 def test_a_key_singles_out_one_holder_however_often_held():
     singled = matching.singled_out(held([5, 5, 7, 7, 9, 0], [1, 1, 2, 2, 3, 0], [0, 1, 2, 2, 3, 4]))
     assert singled.h1.tolist() == [7, 9]  # 5 is held by two; 0 is no key (a part missing)

@@ -409,7 +409,7 @@ def link(con: duckdb.DuckDBPyConnection, key: bytes) -> LinkageResult:
     Leaves ``link_nhs_keys`` (nhs, person_key, pupil, records: whether linked to a pupil, how
     many records carry the NHS number) and ``link_orphan_keys`` (dataset, record_id,
     person_key, pupil) for the records without one. A pupil's person_key is in
-    ``link_pupils``; :func:`store_pupil_keys` gives one row per pupil.
+    ``link_pupils``.
     """
     result = LinkageResult()
     con.execute("CREATE OR REPLACE TEMP TABLE link_names (name VARCHAR, canonical VARCHAR)")
@@ -463,13 +463,6 @@ def link(con: duckdb.DuckDBPyConnection, key: bytes) -> LinkageResult:
              (SELECT count(*) AS records, count(*) FILTER (WHERE pupil) AS linked
               FROM link_orphan_keys) o""").fetchone()
     return result
-
-
-def store_pupil_keys(con: duckdb.DuckDBPyConnection) -> None:
-    """``link_pupil_keys`` (upn, person_key): one row per pupil of ``link_pupils``."""
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE link_pupil_keys AS
-        SELECT DISTINCT upn, person_key FROM {PUPIL_IDS}""")
 
 
 def record_keys(records: str) -> str:
