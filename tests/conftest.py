@@ -455,3 +455,17 @@ def hub(portal, keycloak):
 def _commands() -> list[str]:
     out = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True, check=True)
     return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+
+
+def keys_of_an_earlier_version(home: Path, dataset: str) -> None:
+    """Rewrite a curated dataset as tre wrote it before person keys were UUIDs: with the hex
+    digits of the whole HMAC."""
+    import duckdb
+
+    for path in home.glob(f"curated/*/{dataset}/**/*.parquet"):
+        with duckdb.connect() as con:
+            con.execute(
+                f"COPY (SELECT sha256(CAST(person_key AS VARCHAR)) AS person_key, * EXCLUDE "
+                f"(person_key) FROM read_parquet('{path}')) TO '{path}.new' (FORMAT parquet)"
+            )
+        os.replace(f"{path}.new", path)

@@ -22,17 +22,19 @@ import fcntl
 import hashlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from tre import audit
 from tre.db import Base, Database
+from tre.exceptions import NotInitialised
 from tre.home import Home
 
 audit.declare_actions(
@@ -225,3 +227,22 @@ def current_deliveries(session: Session) -> dict[str, Delivery]:
 def parquet_files(home: Home, version: DatasetVersion) -> list[Path]:
     """The Parquet files of a published version, as its record lists them."""
     return [home.root / version.path / f["path"] for f in version.files]
+
+
+def check_person_keys(home: Home, versions: Iterable[DatasetVersion]) -> None:
+    """Refuse curated data whose person keys are not UUIDs (:mod:`tre.pseudonyms`): written
+    by an earlier tre, as the 64 hex digits of the whole HMAC, they join with no new key."""
+    old = sorted(
+        v.dataset
+        for v in versions
+        if (files := parquet_files(home, v))
+        and pq.read_schema(files[0]).field("person_key").type != pa.uuid()
+    )
+    if old:
+        raise NotInitialised(
+            f"The curated data of {', '.join(old)} was written by an earlier version of tre, "
+            "whose person keys were 64 hex digits; this version's are UUIDs (the first 128 "
+            "bits of the same HMAC), and the two cannot be joined. Create a new TRE home "
+            "(`tre init` in an empty folder) and ingest the deliveries into it again: this "
+            "home's landing store keeps them."
+        )

@@ -325,7 +325,7 @@ def _census_upns(con) -> str:
 def _store_pupil_keys(con) -> None:
     """``link_pupil_keys`` (upn, person_key): each pupil of the census with their key, the
     HMAC of their UPN (hashed once per pupil, not once per way they were recorded)."""
-    key = pseudonyms.hmac_sql("'upn:' || upn")
+    key = pseudonyms.person_key_sql("'upn:' || upn")
     con.execute(
         "CREATE OR REPLACE TEMP TABLE link_pupil_keys AS "
         f"SELECT upn, {key} AS person_key FROM {_census_upns(con)}"
@@ -413,6 +413,7 @@ def _ingest(
     if done is not None:
         report.already = True
         return report
+    curated.check_person_keys(home, current.values())
     custodian = catalog.custodian(manifest.custodian)
     if custodian.id == "dfe" and "pupils" not in {f.dataset for f in manifest.files}:
         raise InvalidInput(
@@ -608,7 +609,7 @@ def _landing_of(home: Home, delivery: curated.Delivery | None) -> Path | None:
 
 EMPTY_IDENTITIES = {
     linkage.PUPIL_IDS: "upn VARCHAR, fn VARCHAR, sn VARCHAR, dob DATE, sex VARCHAR, pc VARCHAR, "
-    "person_key VARCHAR",
+    f"person_key {pseudonyms.PERSON_KEY_TYPE}",
     linkage.PATIENT_IDS: "dataset VARCHAR, record_id VARCHAR, nhs VARCHAR, fn VARCHAR, "
     "sn VARCHAR, dob DATE, sex VARCHAR, pc VARCHAR, records BIGINT",
 }

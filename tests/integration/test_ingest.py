@@ -9,17 +9,21 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import duckdb
 import pytest
 import sqlalchemy as sa
 
+from tests.conftest import keys_of_an_earlier_version
 from tests.factories import edit_csv, read_csv
-from tre import audit, catalog, custodians, deliveries, linkage
+from tre import audit, catalog, custodians, deliveries, linkage, pseudonyms
 from tre.cli import main
 from tre.config import Settings
 from tre.db import Database
+from tre.home import Home
+from tre.keys import LINK_KEY
 
 
 def curated_tree(environ) -> dict[str, bytes]:
@@ -53,19 +57,44 @@ def test_both_deliveries_land_and_link(home_environ, synthetic, capsys):
         assert versions[name] == expected, name
     home = Path(home_environ["TRE_HOME"])
     with duckdb.connect() as con:
-        result = con.execute(
-            f"SELECT * FROM read_parquet('{home}/curated/dfe/pupils/*/**/*.parquet') LIMIT 1"
-        )
+        pupils = f"read_parquet('{home}/curated/dfe/pupils/*/**/*.parquet')"
+        result = con.execute(f"SELECT * FROM {pupils} LIMIT 1")
         first = result.fetchone()
         assert [d[0] for d in result.description] == ["person_key"] + [
             c.released_name for c in catalog.dataset("pupils").released_columns
         ]
-        assert len(first[0]) == 64
+        # each pupil's key is the first 128 bits of the HMAC of their UPN, as a UUID
+        keys = {k for (k,) in con.execute(f"SELECT DISTINCT person_key FROM {pupils}").fetchall()}
+        link_key = Home(home).key(LINK_KEY)
+        upns = {row["upn"] for row in read_csv(synthetic.dfe / "pupils.csv")}
+        assert keys == {pseudonyms.person_key(link_key, f"upn:{upn}") for upn in upns}
+        assert first[0] in keys and isinstance(first[0], uuid.UUID)
         linked = con.execute(f"""
             SELECT count(*) FROM read_parquet('{home}/curated/nhs/hes_ae/*/**/*.parquet')
             WHERE person_key IN (SELECT person_key FROM
                 read_parquet('{home}/curated/dfe/pupils/*/**/*.parquet'))""").fetchone()[0]
     assert linked > 0.85 * versions["hes_ae"]  # hospital records joined to pupils
+
+
+def test_curated_data_with_keys_of_an_earlier_version_is_refused(home_environ, synthetic, capsys):
+    assert main(["ingest", str(synthetic.dfe)], home_environ) == 0
+    keys_of_an_earlier_version(Path(home_environ["TRE_HOME"]), "ks2")
+    before = curated_tree(home_environ)
+    capsys.readouterr()
+    assert main(["ingest", str(synthetic.nhs)], home_environ) == 66
+    err = capsys.readouterr().err
+    assert "The curated data of ks2 was written by an earlier version of tre" in err
+    assert "ingest the deliveries into it again" in err
+    assert curated_tree(home_environ) == before
+
+
+def test_the_linkage_report_refuseskeys_of_an_earlier_version(home_environ, synthetic, capsys):
+    assert main(["ingest", str(synthetic.dfe)], home_environ) == 0
+    assert main(["ingest", str(synthetic.nhs)], home_environ) == 0
+    keys_of_an_earlier_version(Path(home_environ["TRE_HOME"]), "hes_ae")
+    capsys.readouterr()
+    assert main(["linkage", "report"], home_environ) == 66
+    assert "The curated data of hes_ae was written" in capsys.readouterr().err
 
 
 def test_the_same_delivery_again_is_a_no_op(home_environ, synthetic, capsys):
@@ -503,7 +532,6 @@ def test_quotes_and_wildcards_in_the_home_path_break_no_statement(
     workspace."""
     from tests.conftest import ALICE, example_application, provision_project
     from tests.factories import init_home
-    from tre.home import Home
     from tre.outputs import specs
     from tre.projects import extracts
     from tre.workspace import connect

@@ -15,7 +15,7 @@ import duckdb
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import ingested_home
+from tests.conftest import ingest_synthetic, ingested_home, keys_of_an_earlier_version
 from tre import audit, keys, projects
 from tre.db import Database
 from tre.exceptions import (
@@ -23,6 +23,7 @@ from tre.exceptions import (
     InvalidInput,
     InvalidTransition,
     NotFound,
+    NotInitialised,
     PermissionDenied,
 )
 from tre.home import Home
@@ -376,7 +377,27 @@ def test_pseudo_ids_are_hmacs_under_the_project_key(world):
             ).fetchall()
         }
     _, rows = read_extract(home, "p-hmac", "pupils")
-    assert {r[0] for r in rows} == {pseudonyms.person_key(key, k) for k in curated_keys}
+    assert {r[0] for r in rows} == {pseudonyms.pseudonym(key, str(k)) for k in curated_keys}
+
+
+def test_provisioning_refuses_curated_keys_of_an_earlier_version(tmp_path, synthetic):
+    environ = {
+        "TRE_HOME": str(tmp_path / "home"),
+        "TRE_LOG_LEVEL": "WARNING",
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(Path.home()),
+    }
+    home, db = ingest_synthetic(environ, synthetic)
+    try:
+        keys_of_an_earlier_version(home.root, "pupils")
+        approved(db, "p-old", datasets={"pupils": ("sex",)}, cohort=())
+        with pytest.raises(
+            NotInitialised, match="curated data of pupils was written by an earlier"
+        ):
+            extracts.provision(home, db, "p-old", ADA)
+        assert not (extracts.folder(home, "p-old") / "extracts").exists()
+    finally:
+        db.dispose()
 
 
 # -- reading -------------------------------------------------------------------------------

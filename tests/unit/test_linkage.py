@@ -305,7 +305,7 @@ def test_links_are_those_the_rules_give(seed, n_pupils, n_patients, n_records):
     pseudonyms.load_key(con, KEY)
     con.execute(
         f"CREATE TEMP TABLE {linkage.PUPIL_IDS} (upn VARCHAR, fn VARCHAR, sn VARCHAR, dob DATE, "
-        "sex VARCHAR, pc VARCHAR, person_key VARCHAR)"
+        "sex VARCHAR, pc VARCHAR, person_key UUID)"
     )
     con.execute(
         f"CREATE TEMP TABLE {linkage.PATIENT_IDS} (dataset VARCHAR, record_id VARCHAR, "

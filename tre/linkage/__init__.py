@@ -187,10 +187,15 @@ def _fetch(
     passed = [holder, *extra] if holder else list(extra)
     named = f"hash({holder}) AS holder_1, hash(reverse({holder})) AS holder_2, " if holder else ""
     reversed_ = ", ".join(f"reverse({c}) AS {c}_reversed" for c in TEXT)
-    table = con.sql(
-        f"SELECT {', '.join([*passed, 'fnc', 'snc', 'dob', 'sex'])}, {named}{hashed} "
-        f"FROM (SELECT *, {reversed_} FROM ({_normalised(source, ', '.join(passed))}))"
-    ).to_arrow_table(ONE_BATCH)
+    # Person keys as Arrow UUIDs (16 bytes), not as their text.
+    con.execute("SET arrow_lossless_conversion = true")
+    try:
+        table = con.sql(
+            f"SELECT {', '.join([*passed, 'fnc', 'snc', 'dob', 'sex'])}, {named}{hashed} "
+            f"FROM (SELECT *, {reversed_} FROM ({_normalised(source, ', '.join(passed))}))"
+        ).to_arrow_table(ONE_BATCH)
+    finally:
+        con.execute("RESET arrow_lossless_conversion")
     if holder:
         ids, first = matching.number(
             matching.to_numpy(table["holder_1"]), matching.to_numpy(table["holder_2"])
@@ -368,7 +373,9 @@ def _keys(
         con,
         "link_nhs_keys",
         f"""
-        SELECT nhs, coalesce(person_key, {pseudonyms.hmac_sql("'nhs:' || nhs")}) AS person_key,
+        SELECT nhs,
+               coalesce(CAST(person_key AS {pseudonyms.PERSON_KEY_TYPE}),
+                        {pseudonyms.person_key_sql("'nhs:' || nhs")}) AS person_key,
                person_key IS NOT NULL AS pupil, records
         FROM link_arrow""",
         pa.table(
@@ -385,8 +392,8 @@ def _keys(
         "link_orphan_keys",
         f"""
         SELECT o.dataset, o.record_id,
-               coalesce(o.person_key, n.person_key,
-                        {pseudonyms.hmac_sql("'rec:' || o.dataset || ':' || o.record_id")})
+               coalesce(CAST(o.person_key AS {pseudonyms.PERSON_KEY_TYPE}), n.person_key,
+                        {pseudonyms.person_key_sql("'rec:' || o.dataset || ':' || o.record_id")})
                    AS person_key,
                o.person_key IS NOT NULL OR coalesce(n.pupil, false) AS pupil
         FROM link_arrow o LEFT JOIN link_nhs_keys n USING (nhs)""",

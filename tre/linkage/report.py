@@ -91,6 +91,7 @@ def report(home: Home, db: Database, truth: Path | None = None) -> Report:
             "There is nothing linked yet: ingest the DfE delivery (with its census) and the "
             "NHS delivery first."
         )
+    curated.check_person_keys(home, versions.values())
     stats = max(deliveries.values(), key=lambda d: d.received_at).linkage
     con = duckdb.connect()
     con.execute(
@@ -145,7 +146,7 @@ def _against_truth(con, home: Home, truth: Path) -> dict:
     pseudonyms.load_key(con, home.key(LINK_KEY))
     con.execute(
         f"CREATE TEMP TABLE true_pupils AS SELECT child, "
-        f"{pseudonyms.hmac_sql(chr(39) + 'upn:' + chr(39) + ' || upn')} AS person_key "
+        f"{pseudonyms.person_key_sql(chr(39) + 'upn:' + chr(39) + ' || upn')} AS person_key "
         f"FROM read_csv({literal(pupils_csv)}, types = {{'upn': 'VARCHAR'}})"
     )
     con.execute(f"""

@@ -73,6 +73,7 @@ def sources_of(home: Home, db: Database, spec: ProjectSpec) -> tuple[dict[str, s
             f"There is no curated data yet for {', '.join(missing)}: ingest the custodians' "
             "deliveries first."
         )
+    curated.check_person_keys(home, (versions[d] for d in spec.datasets))
     sources = {
         d: f"read_parquet({file_list(curated.parquet_files(home, versions[d]))}, "
         "union_by_name = true)"
