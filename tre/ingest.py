@@ -306,12 +306,12 @@ def _references(con, custodian, dataset: Dataset) -> tuple[validation.Reference,
 def _census_upns(con) -> str:
     """The table (``upn``) of the distinct UPNs of the census's valid rows, made once per
     delivery, after the census is validated."""
-    census = catalog.dataset("pupils")
-    upn = census.identity_columns()[Identity.UPN].name
-    distinct = validation.distinct_values(census, upn)
     tables = {name for (name,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     if "census_upns" in tables:
         return "census_upns"
+    census = catalog.dataset("pupils")
+    upn = census.identity_columns()[Identity.UPN].name
+    distinct = validation.distinct_values(census, upn)
     rows = validation.valid_rows(con, census)
     if distinct in tables and rows == "true":
         # Every row of the census is valid: its UPNs are the distinct ones validation kept.

@@ -268,8 +268,7 @@ def load(
         con.execute("SET preserve_insertion_order = false")
         try:
             con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM read_csv(?, header = true, "
-                f"auto_detect = false, strict_mode = true, {DIALECT}, columns = {{{types}}})",
+                f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {_read_csv(types)}",
                 [path],
             )
             return Loaded(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0], True)
@@ -281,9 +280,7 @@ def load(
     text = ", ".join(f"'{c}': 'VARCHAR'" for c in header)
     try:
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {columns} FROM read_csv(?, "
-            f"header = true, auto_detect = false, strict_mode = true, {DIALECT}, "
-            f"columns = {{{text}}})",
+            f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {columns} FROM {_read_csv(text)}",
             [path],
         )
     except duckdb.Error as e:
@@ -295,6 +292,15 @@ def load(
 #: double quotes, a double quote inside one doubled. Never guessed from the file, so a row
 #: with too many values is an error on its line, not a reason to read the file another way.
 DIALECT = "delim = ',', quote = '\"', escape = '\"'"
+
+
+def _read_csv(columns: str) -> str:
+    """DuckDB's reader of the file given as parameter, in the :data:`DIALECT`, with a header
+    and the ``columns`` (a list of ``'name': 'TYPE'``), nothing guessed."""
+    return (
+        "read_csv(?, header = true, auto_detect = false, strict_mode = true, "
+        f"{DIALECT}, columns = {{{columns}}})"
+    )
 
 
 def _header(dataset: Dataset, path: str) -> list[str]:

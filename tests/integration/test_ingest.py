@@ -88,7 +88,7 @@ def test_curated_data_with_keys_of_an_earlier_version_is_refused(home_environ, s
     assert curated_tree(home_environ) == before
 
 
-def test_the_linkage_report_refuseskeys_of_an_earlier_version(home_environ, synthetic, capsys):
+def test_the_linkage_report_refuses_keys_of_an_earlier_version(home_environ, synthetic, capsys):
     assert main(["ingest", str(synthetic.dfe)], home_environ) == 0
     assert main(["ingest", str(synthetic.nhs)], home_environ) == 0
     keys_of_an_earlier_version(Path(home_environ["TRE_HOME"]), "hes_ae")

@@ -380,13 +380,7 @@ def test_pseudo_ids_are_hmacs_under_the_project_key(world):
     assert {r[0] for r in rows} == {pseudonyms.pseudonym(key, str(k)) for k in curated_keys}
 
 
-def test_provisioning_refuses_curated_keys_of_an_earlier_version(tmp_path, synthetic):
-    environ = {
-        "TRE_HOME": str(tmp_path / "home"),
-        "TRE_LOG_LEVEL": "WARNING",
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(Path.home()),
-    }
+def test_provisioning_refuses_curated_keys_of_an_earlier_version(environ, synthetic):
     home, db = ingest_synthetic(environ, synthetic)
     try:
         keys_of_an_earlier_version(home.root, "pupils")

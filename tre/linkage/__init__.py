@@ -373,9 +373,8 @@ def _keys(
         con,
         "link_nhs_keys",
         f"""
-        SELECT nhs,
-               coalesce(CAST(person_key AS {pseudonyms.PERSON_KEY_TYPE}),
-                        {pseudonyms.person_key_sql("'nhs:' || nhs")}) AS person_key,
+        SELECT nhs, coalesce(person_key, {pseudonyms.person_key_sql("'nhs:' || nhs")})
+                   AS person_key,
                person_key IS NOT NULL AS pupil, records
         FROM link_arrow""",
         pa.table(
@@ -392,7 +391,7 @@ def _keys(
         "link_orphan_keys",
         f"""
         SELECT o.dataset, o.record_id,
-               coalesce(CAST(o.person_key AS {pseudonyms.PERSON_KEY_TYPE}), n.person_key,
+               coalesce(o.person_key, n.person_key,
                         {pseudonyms.person_key_sql("'rec:' || o.dataset || ':' || o.record_id")})
                    AS person_key,
                o.person_key IS NOT NULL OR coalesce(n.pupil, false) AS pupil
