@@ -65,6 +65,9 @@ class Loaded:
     """Whether ``raw_<dataset>`` holds typed columns (fast path: an Arrow view without
     ``rowid``, or a table in no particular order) or text (careful path: ``rowid + 1`` is the
     row number in the file)."""
+    missing: dict[str, int] | None = None
+    """How many values each column lacks, where the load knew it without a pass over the
+    rows (Arrow counts them as it reads)."""
 
 
 def raw_table(dataset: Dataset) -> str:
@@ -177,15 +180,23 @@ def rules(
     typed: bool,
     found: dict[str, str],
     references: tuple[Reference, ...] = (),
+    missing: dict[str, int] | None = None,
 ) -> list[Rule]:
     """Every rule of ``dataset`` as SQL over its rows; ``found`` is what :func:`_prechecks`
-    found (a precheck that found nothing gives its rule as ``false``)."""
+    found (a precheck that found nothing gives its rule as ``false``), ``missing`` what
+    :class:`Loaded` knows of missing values (a required column known to lack none gives
+    ``false``)."""
     out: list[Rule] = []
     for c in dataset.columns:
         q = f'"{c.name}"'
         v = value(c, typed)
         if c.required:
-            out.append(Rule("required", c.name, "a value is required", f"{q} IS NULL"))
+            lacks = missing is None or missing.get(c.name, 1) > 0
+            out.append(
+                Rule(
+                    "required", c.name, "a value is required", f"{q} IS NULL" if lacks else "false"
+                )
+            )
         if c.type is not Type.STRING and not typed:
             out.append(
                 Rule(
@@ -262,7 +273,8 @@ def load(
         typed = _read_typed(dataset, path)
         if typed is not None:
             con.register(table, typed)
-            return Loaded(typed.num_rows, True)
+            missing = {name: typed.column(name).null_count for name in typed.column_names}
+            return Loaded(typed.num_rows, True, missing)
     elif fast and header == expected:
         types = ", ".join(f"'{c.name}': '{c.type.sql}'" for c in dataset.columns)
         con.execute("SET preserve_insertion_order = false")
@@ -331,6 +343,18 @@ ARROW_TYPES = {
 }
 
 
+def _memory_pool() -> pa.MemoryPool:
+    """Arrow's jemalloc pool where the wheel has it, else its default.
+
+    The default (mimalloc) asks the kernel for transparent huge pages, and zeroing or
+    compacting them for a freshly read census cost a second of system time here
+    (docs/benchmarks.md); jemalloc's pages fault in as they are touched."""
+    try:
+        return pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        return pa.default_memory_pool()
+
+
 def _read_typed(dataset: Dataset, path: str) -> pa.Table | None:
     """The file read by Arrow with the catalog's types, or None if any row does not parse.
 
@@ -348,6 +372,7 @@ def _read_typed(dataset: Dataset, path: str) -> pa.Table | None:
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=True,
             ),
+            memory_pool=_memory_pool(),
         )
     except pa.ArrowException:
         return None
@@ -373,11 +398,15 @@ def validate(
     dataset: Dataset,
     typed: bool,
     references: tuple[Reference, ...] = (),
+    missing: dict[str, int] | None = None,
 ) -> list[Problem]:
-    """Run every rule over ``raw_<dataset>``; leave the failing rows in ``bad_<dataset>``."""
+    """Run every rule over ``raw_<dataset>``; leave the failing rows in ``bad_<dataset>``
+    (``missing``: see :func:`rules`)."""
     table = raw_table(dataset)
     found = _prechecks(con, dataset, typed, references)
-    counted = [r for r in rules(dataset, typed, found, references) if r.sql_invalid != "false"]
+    counted = [
+        r for r in rules(dataset, typed, found, references, missing) if r.sql_invalid != "false"
+    ]
     counts = (
         con.execute(
             "SELECT "
@@ -439,7 +468,7 @@ def check(
     A file with findings is loaded again on the careful path, so every finding names the
     right rows and the failing rows can be set aside."""
     loaded = load(con, dataset, path, in_memory=in_memory)
-    problems = validate(con, dataset, loaded.typed, references)
+    problems = validate(con, dataset, loaded.typed, references, loaded.missing)
     if problems and loaded.typed:
         loaded = load(con, dataset, path, fast=False)
         problems = validate(con, dataset, loaded.typed, references)

@@ -1,5 +1,6 @@
 """Loading a delivered file: Arrow's fast path and DuckDB's careful path read the same values."""
 
+import dataclasses
 import datetime as dt
 
 import duckdb
@@ -130,3 +131,34 @@ def test_a_file_beyond_the_memory_budget_is_read_typed_by_duckdb(tmp_path):
         path.write_text(HEADER + CANONICAL + "Bob,five,1,2010-01-01,true\n")
         loaded, problems = validation.check(con, DATASET, str(path), in_memory=False)
         assert [(p.rule, p.rows) for p in problems] == [("type_integer", (5,))]
+
+
+REQUIRED = Dataset(
+    "required",
+    "dfe",
+    "x",
+    "every column required",
+    tuple(dataclasses.replace(c, required=True) for c in DATASET.columns),
+)
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_a_missing_required_value_is_found_with_its_row_on_either_path(tmp_path, in_memory):
+    """Arrow's own count of missing values stands in for the pass over the rows: a column it
+    counts none in is not scanned, one it counts some in is (and the rows are named)."""
+    path = tmp_path / "required.csv"
+    path.write_text(HEADER + "Ann,5,1.5,2010-01-05,true\n" * 3)
+    with duckdb.connect() as con:
+        loaded, problems = validation.check(con, REQUIRED, str(path), in_memory=in_memory)
+        assert (loaded.typed, problems) == (True, [])
+        assert loaded.missing == ({c.name: 0 for c in REQUIRED.columns} if in_memory else None)
+        path.write_text(
+            HEADER + 'Ann,5,1.5,2010-01-05,true\n"",5,1.5,,true\nAnn,,1.5,2010-01-05,1\n'
+        )
+        loaded, problems = validation.check(con, REQUIRED, str(path), in_memory=in_memory)
+    assert not loaded.typed  # loaded again carefully, to name the rows
+    assert sorted((p.rule, p.column, p.rows) for p in problems) == [
+        ("required", "count", (3,)),
+        ("required", "day", (2,)),
+        ("required", "name", (2,)),
+    ]
