@@ -343,18 +343,6 @@ ARROW_TYPES = {
 }
 
 
-def _memory_pool() -> pa.MemoryPool:
-    """Arrow's jemalloc pool where the wheel has it, else its default.
-
-    The default (mimalloc) asks the kernel for transparent huge pages, and zeroing or
-    compacting them for a freshly read census cost a second of system time here
-    (docs/benchmarks.md); jemalloc's pages fault in as they are touched."""
-    try:
-        return pa.jemalloc_memory_pool()
-    except NotImplementedError:
-        return pa.default_memory_pool()
-
-
 def _read_typed(dataset: Dataset, path: str) -> pa.Table | None:
     """The file read by Arrow with the catalog's types, or None if any row does not parse.
 
@@ -372,7 +360,6 @@ def _read_typed(dataset: Dataset, path: str) -> pa.Table | None:
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=True,
             ),
-            memory_pool=_memory_pool(),
         )
     except pa.ArrowException:
         return None
