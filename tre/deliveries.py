@@ -32,7 +32,6 @@ from tre.exceptions import IntegrityError, InvalidInput
 FORMAT = "tre-delivery/1"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
-HASH_CHUNK = 8 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,11 +55,10 @@ class Manifest:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+    # file_digest reads into one buffer it reuses (reading chunks as new bytes objects
+    # faults fresh pages in for each).
     with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def count_rows(path: Path) -> int:

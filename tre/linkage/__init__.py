@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import duckdb
 import numpy as np
@@ -128,20 +128,31 @@ def _normalised(source: str, id_columns: str) -> str:
         LEFT JOIN link_names s ON s.name = i.sn"""
 
 
-def _hashed(columns: tuple[str, ...], name: str) -> str:
-    """Select-list expressions for a key as two 64-bit hashes (0 where a part is missing).
+def _column_hashes(columns: Iterable[str]) -> str:
+    """Select-list expressions hashing each of ``columns`` once (``<column>_h``), text columns
+    also reversed (``<column>_r``), for :func:`_hashed` to combine: a column is in several
+    keys, and its text is hashed once rather than once per key."""
+    return ", ".join(
+        f"hash({c}) AS {c}_h" + (f", hash(reverse({c})) AS {c}_r" if c in TEXT else "")
+        for c in columns
+    )
 
-    The second hashes the text values reversed (``<column>_reversed``, from :func:`_fetch`).
-    DuckDB's ``hash(a, b, …)`` combines the values' own hashes, XOR-ing the last one in, so a
-    second hash over the same values (even salted) would clash whenever the first does; over
-    reversed text it clashes independently, and two different keys then agree on both with a
-    probability of about 2^-128 per pair."""
-    listed = ", ".join(columns)
-    reversed_ = ", ".join(f"{c}_reversed" if c in TEXT else c for c in columns)
+
+def _hashed(columns: tuple[str, ...], name: str) -> str:
+    """Select-list expressions for a key as two 64-bit hashes (0 where a part is missing),
+    combining its columns' hashes (:func:`_column_hashes`).
+
+    The second combines the hashes of the text values reversed. DuckDB's ``hash(a, b, …)``
+    combines the values' own hashes, XOR-ing the last one in, so a second hash over the same
+    values (even salted) would clash whenever the first does; over reversed text it clashes
+    independently, and two different keys then agree on both with a probability of about
+    2^-128 per pair."""
+    first = ", ".join(f"{c}_h" for c in columns)
+    second = ", ".join(f"{c}_r" if c in TEXT else f"{c}_h" for c in columns)
     present = " AND ".join(f"{c} IS NOT NULL" for c in columns)
     return (
-        f"CASE WHEN {present} THEN hash({listed}) ELSE 0 END AS {name}_1, "
-        f"CASE WHEN {present} THEN hash({reversed_}) ELSE 0 END AS {name}_2"
+        f"CASE WHEN {present} THEN hash({first}) ELSE 0 END AS {name}_1, "
+        f"CASE WHEN {present} THEN hash({second}) ELSE 0 END AS {name}_2"
     )
 
 
@@ -186,13 +197,13 @@ def _fetch(
     hashed = ", ".join(_hashed(k, f"k{i}") for i, k in enumerate(keys))
     passed = [holder, *extra] if holder else list(extra)
     named = f"hash({holder}) AS holder_1, hash(reverse({holder})) AS holder_2, " if holder else ""
-    reversed_ = ", ".join(f"reverse({c}) AS {c}_reversed" for c in TEXT)
+    hashes = _column_hashes(dict.fromkeys(c for k in keys for c in k))
     # Person keys as Arrow UUIDs (16 bytes), not as their text.
     con.execute("SET arrow_lossless_conversion = true")
     try:
         table = con.sql(
             f"SELECT {', '.join([*passed, 'fnc', 'snc', 'dob', 'sex'])}, {named}{hashed} "
-            f"FROM (SELECT *, {reversed_} FROM ({_normalised(source, ', '.join(passed))}))"
+            f"FROM (SELECT *, {hashes} FROM ({_normalised(source, ', '.join(passed))}))"
         ).to_arrow_table(ONE_BATCH)
     finally:
         con.execute("RESET arrow_lossless_conversion")
@@ -418,14 +429,25 @@ def link(con: duckdb.DuckDBPyConnection, key: bytes) -> LinkageResult:
     ``link_pupils``.
     """
     result = LinkageResult()
+    ((anyone,),) = con.execute(f"SELECT EXISTS (SELECT 1 FROM {PATIENT_IDS})").fetchall()
+    if not anyone:
+        # No patient and no record: nothing to link, no key to make but the pupils' own.
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE link_nhs_keys (nhs VARCHAR, "
+            f"person_key {pseudonyms.PERSON_KEY_TYPE}, pupil BOOLEAN, records BIGINT)"
+        )
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE link_orphan_keys (dataset VARCHAR, record_id VARCHAR, "
+            f"person_key {pseudonyms.PERSON_KEY_TYPE}, pupil BOOLEAN)"
+        )
+        ((result.pupils,),) = con.execute(f"SELECT count(DISTINCT upn) FROM {PUPIL_IDS}").fetchall()
+        return result
     con.execute("CREATE OR REPLACE TEMP TABLE link_names (name VARCHAR, canonical VARCHAR)")
     con.executemany("INSERT INTO link_names VALUES (?, ?)", list(equivalence_classes().items()))
     ids = ", ".join(IDENTITY)
-    # Without patients there is nothing to link pupils to: skip fetching them.
-    ((anyone,),) = con.execute(f"SELECT EXISTS (SELECT 1 FROM {PATIENT_IDS})").fetchall()
     pupils = _fetch(
         con,
-        f"SELECT upn, person_key, {ids} FROM {PUPIL_IDS} WHERE {anyone}",
+        f"SELECT upn, person_key, {ids} FROM {PUPIL_IDS}",
         "upn",
         PUPIL_KEYS,
         extra=("person_key",),
@@ -450,11 +472,7 @@ def link(con: duckdb.DuckDBPyConnection, key: bytes) -> LinkageResult:
     person = _link_records(con, pupils, patients, records, partner, result)
     pseudonyms.load_key(con, key)
     _keys(con, pupils, patients, records, partner, person)
-    result.pupils = (
-        len(pupils.first)
-        if anyone
-        else con.execute(f"SELECT count(DISTINCT upn) FROM {PUPIL_IDS}").fetchone()[0]
-    )
+    result.pupils = len(pupils.first)
     (
         result.patients,
         result.records,
