@@ -303,7 +303,8 @@ def _references(con, custodian, dataset: Dataset) -> tuple[validation.Reference,
         return ()
     column = dataset.identity_columns()[Identity.UPN].name
     census = catalog.dataset("pupils")
-    return (validation.Reference(column, _census_upns(con), census.file_name),)
+    checked = census.identity_columns()[Identity.UPN].constraints
+    return (validation.Reference(column, _census_upns(con), census.file_name, checked),)
 
 
 def _census_upns(con) -> str:

@@ -84,11 +84,13 @@ def value(column: Column, typed: bool) -> str:
 @dataclasses.dataclass(frozen=True)
 class Reference:
     """Every value of ``column`` must be in the one-column table ``keys``: the valid keys of
-    the file ``target`` of the same delivery."""
+    the file ``target`` of the same delivery. ``checked``: constraints every key met there
+    (so a value found among the keys meets them too)."""
 
     column: str
     keys: str
     target: str
+    checked: tuple[Constraint, ...] = ()
 
 
 def distinct_values(dataset: Dataset, column: str) -> str:
@@ -126,7 +128,9 @@ def _prechecks(
     """Checks made on distinct values before the pass over the rows: constraints marked
     ``per_distinct_value`` (each value checked once per delivery), references, duplicated
     record ids. Each leaves a table of the offending values; returns, for each such check
-    that found some, its rule's SQL over the rows (the others break no row)."""
+    that found some, its rule's SQL over the rows (the others break no row). A column that
+    refers to another file's keys is looked up among them first: when every value is a key,
+    the constraints the keys met (``Reference.checked``) are not checked again."""
     table = raw_table(dataset)
     found: dict[str, str] = {}
 
@@ -145,6 +149,17 @@ def _prechecks(
             f"CREATE OR REPLACE TEMP TABLE {distinct} AS "
             f"SELECT DISTINCT {v} AS v FROM {table} WHERE {v} IS NOT NULL"
         )
+        if c.name in referenced:
+            reference = referenced[c.name]
+            missing = _missing_values(dataset, reference)
+            offending(
+                missing,
+                f"SELECT v FROM {distinct} WHERE v NOT IN (SELECT * FROM {reference.keys})",
+                v,
+            )
+            if missing not in found:
+                # Every value is a key, and met what the keys met.
+                costly = [(i, k) for i, k in costly if k not in reference.checked]
         for i, k in costly:
             passed = _passed_values(c, k)
             con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {passed} (v {c.type.sql})")
@@ -157,13 +172,6 @@ def _prechecks(
             con.execute(
                 f"INSERT INTO {passed} SELECT v FROM unchecked "
                 f"WHERE v NOT IN (SELECT v FROM {failed})"
-            )
-        if c.name in referenced:
-            reference = referenced[c.name]
-            offending(
-                _missing_values(dataset, reference),
-                f"SELECT v FROM {distinct} WHERE v NOT IN (SELECT * FROM {reference.keys})",
-                v,
             )
     if dataset.record_key:
         key = f'"{dataset.record_key}"'

@@ -168,6 +168,8 @@ BAD_ROWS = [
     ("nhs", "hes_apc", 8, "length_of_stay", "999", "length_of_stay_matches_dates"),
     ("dfe", "absence", 3, "sessions_authorised", "399", "absence_within_possible"),
     ("dfe", "ks2", 2, "upn", "A000000000000", "upn_in_pupils"),
+    # Looked up among the census's UPNs first; one that is not is checked in full.
+    ("dfe", "absence", 2, "upn", "Z" + "1" * 12, "upn_check_letter"),
     ("dfe", "ks4", 2, "attainment8", "ninety", "type_decimal"),
     ("nhs", "hes_ae", 2, "sex", "X", "allowed_codes"),
     ("dfe", "pupils", 10, "la_code", "999", "allowed_codes"),
