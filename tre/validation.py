@@ -145,21 +145,24 @@ def _prechecks(
         if not costly and c.name not in referenced:
             continue
         v, distinct = value(c, typed), distinct_values(dataset, c.name)
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {distinct} AS "
-            f"SELECT DISTINCT {v} AS v FROM {table} WHERE {v} IS NOT NULL"
-        )
         if c.name in referenced:
             reference = referenced[c.name]
             missing = _missing_values(dataset, reference)
             offending(
                 missing,
-                f"SELECT v FROM {distinct} WHERE v NOT IN (SELECT * FROM {reference.keys})",
+                f"SELECT DISTINCT {v} AS v FROM {table} "
+                f"WHERE {v} NOT IN (SELECT * FROM {reference.keys})",
                 v,
             )
             if missing not in found:
                 # Every value is a key, and met what the keys met.
                 costly = [(i, k) for i, k in costly if k not in reference.checked]
+        if not costly:
+            continue
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {distinct} AS "
+            f"SELECT DISTINCT {v} AS v FROM {table} WHERE {v} IS NOT NULL"
+        )
         for i, k in costly:
             passed = _passed_values(c, k)
             con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {passed} (v {c.type.sql})")
