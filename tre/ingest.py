@@ -514,21 +514,20 @@ def _ingest(
         selects = [
             _identities_sql(con, d) for d in datasets if Identity.FORENAME in d.identity_columns()
         ]
-        # Not temporary: written to the landing store from a second connection while
-        # linkage, much of it numpy on one core, runs on this one.
-        con.execute(f"CREATE OR REPLACE TABLE {own} AS {' UNION ALL '.join(selects)}")
+        # Kept in the landing store for later linkage, and read there by this one.
+        kept = landing / IDENTITIES
+        con.execute(
+            f"COPY ({' UNION ALL '.join(selects)}) TO {literal(kept)} "
+            # Uncompressed: format 2's encodings make it about as small as compressed.
+            "(FORMAT parquet, COMPRESSION uncompressed, PARQUET_VERSION V2)"
+        )
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW {own} AS SELECT * FROM read_parquet({literal(kept)})"
+        )
         other_custodian = "nhs" if custodian.id == "dfe" else "dfe"
         other_landing = _landing_of(home, others.get(other_custodian))
-        with con.cursor() as writer, ThreadPoolExecutor(max_workers=1) as pool:
-            # Uncompressed: format 2's encodings make it about as small as compressed.
-            kept = pool.submit(
-                writer.execute,
-                f"COPY {own} TO {literal(landing / IDENTITIES)} "
-                "(FORMAT parquet, COMPRESSION uncompressed, PARQUET_VERSION V2)",
-            )
-            _load_identities(con, other, other_landing)
-            result = linkage.link(con, key)
-            kept.result()
+        _load_identities(con, other, other_landing)
+        result = linkage.link(con, key)
         report.linkage = result.as_dict()
 
         version = manifest.digest[:16]
