@@ -36,7 +36,8 @@ import numpy as np
 import pyarrow as pa
 
 from tre import audit, catalog, curated, deliveries, linkage, pseudonyms, validation
-from tre.catalog import Column, Custodian, Dataset, Identity, Transform
+from tre.catalog import Column, Custodian, Dataset, Identity, Transform, Type
+from tre.catalog.constraints import Codes
 from tre.config import Settings
 from tre.db import Database
 from tre.exceptions import IntegrityError, InvalidInput, TREError
@@ -112,6 +113,13 @@ def released_expr(column: Column, typed: bool) -> str:
     name = f'"{column.released_name}"'
     match column.transform:
         case Transform.KEEP:
+            codes = next((k.codes for k in column.constraints if isinstance(k, Codes)), None)
+            if codes and column.type is Type.STRING:
+                # Valid rows hold only the codes. Parquet has no enum: the column is written as
+                # the same strings, but from the enum's own dictionary, where the writer
+                # otherwise hashes every value into one.
+                listed = ", ".join(literal(code) for code in codes)
+                return f"CAST({value} AS ENUM({listed})) AS {name}"
             return f"{value} AS {name}"
         case Transform.YEAR_MONTH:
             return f"strftime({value}, '%Y-%m') AS {name}"

@@ -13,12 +13,15 @@ import uuid
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
 from tests.conftest import keys_of_an_earlier_version
 from tests.factories import edit_csv, read_csv
 from tre import audit, catalog, custodians, deliveries, linkage, pseudonyms
+from tre.catalog.constraints import Codes
 from tre.cli import main
 from tre.config import Settings
 from tre.db import Database
@@ -74,6 +77,23 @@ def test_both_deliveries_land_and_link(home_environ, synthetic, capsys):
             WHERE person_key IN (SELECT person_key FROM
                 read_parquet('{home}/curated/dfe/pupils/*/**/*.parquet'))""").fetchone()[0]
     assert linked > 0.85 * versions["hes_ae"]  # hospital records joined to pupils
+    # Columns of allowed codes are written through an enum: Parquet strings, as delivered.
+    for name in ("pupils", "hes_ae"):
+        dataset = catalog.dataset(name)
+        files = sorted(home.glob(f"curated/{dataset.custodian}/{name}/*/**/*.parquet"))
+        delivered = read_csv(synthetic.root / dataset.custodian / f"{name}.csv")
+        coded = [
+            c for c in dataset.released_columns if any(isinstance(k, Codes) for k in c.constraints)
+        ]
+        assert coded, name
+        for column in coded:
+            assert pq.read_schema(files[0]).field(column.released_name).type == pa.string()
+            with duckdb.connect() as con:
+                values = con.execute(
+                    f'SELECT "{column.released_name}" FROM read_parquet(?)',
+                    [[str(f) for f in files]],
+                ).fetchall()
+            assert sorted(v for (v,) in values) == sorted(row[column.name] for row in delivered)
 
 
 def test_curated_data_with_keys_of_an_earlier_version_is_refused(home_environ, synthetic, capsys):
