@@ -35,6 +35,7 @@ import contextlib
 import dataclasses
 import functools
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
 import numpy as np
@@ -191,7 +192,7 @@ def _fetch(
     holder: str | None,
     keys: tuple[tuple[str, ...], ...],
     extra: tuple[str, ...] = (),
-) -> _Side:
+) -> pa.Table:
     """Normalise ``source``'s identities and hash their ``keys``; ``holder`` is the column
     naming who holds them (None: each row is its own holder)."""
     hashed = ", ".join(_hashed(k, f"k{i}") for i, k in enumerate(keys))
@@ -201,12 +202,16 @@ def _fetch(
     # Person keys as Arrow UUIDs (16 bytes), not as their text.
     con.execute("SET arrow_lossless_conversion = true")
     try:
-        table = con.sql(
+        return con.sql(
             f"SELECT {', '.join([*passed, 'fnc', 'snc', 'dob', 'sex'])}, {named}{hashed} "
             f"FROM (SELECT *, {hashes} FROM ({_normalised(source, ', '.join(passed))}))"
         ).to_arrow_table(ONE_BATCH)
     finally:
         con.execute("RESET arrow_lossless_conversion")
+
+
+def _side(table: pa.Table, holder: str | None, keys: tuple[tuple[str, ...], ...]) -> _Side:
+    """What :func:`_fetch` gave, with its holders numbered and its keys as numpy arrays."""
     if holder:
         ids, first = matching.number(
             matching.to_numpy(table["holder_1"]), matching.to_numpy(table["holder_2"])
@@ -445,27 +450,46 @@ def link(con: duckdb.DuckDBPyConnection, key: bytes) -> LinkageResult:
     con.execute("CREATE OR REPLACE TEMP TABLE link_names (name VARCHAR, canonical VARCHAR)")
     con.executemany("INSERT INTO link_names VALUES (?, ?)", list(equivalence_classes().items()))
     ids = ", ".join(IDENTITY)
-    pupils = _fetch(
-        con,
-        f"SELECT upn, person_key, {ids} FROM {PUPIL_IDS}",
-        "upn",
-        PUPIL_KEYS,
-        extra=("person_key",),
+    patient_keys = tuple(dict.fromkeys(PATIENT_KEYS + PUPIL_KEYS))
+    fetched = (
+        (
+            _fetch(
+                con,
+                f"SELECT upn, person_key, {ids} FROM {PUPIL_IDS}",
+                "upn",
+                PUPIL_KEYS,
+                extra=("person_key",),
+            ),
+            "upn",
+            PUPIL_KEYS,
+        ),
+        (
+            _fetch(
+                con,
+                f"SELECT nhs, records, {ids} FROM {PATIENT_IDS} WHERE nhs IS NOT NULL",
+                "nhs",
+                patient_keys,
+                extra=("records",),
+            ),
+            "nhs",
+            patient_keys,
+        ),
     )
-    patients = _fetch(
-        con,
-        f"SELECT nhs, records, {ids} FROM {PATIENT_IDS} WHERE nhs IS NOT NULL",
-        "nhs",
-        tuple(dict.fromkeys(PATIENT_KEYS + PUPIL_KEYS)),
-        extra=("records",),
-    )
-    records = _fetch(
-        con,
-        f"SELECT dataset, record_id, {ids} FROM {PATIENT_IDS} WHERE nhs IS NULL",
+    records = _side(
+        _fetch(
+            con,
+            f"SELECT dataset, record_id, {ids} FROM {PATIENT_IDS} WHERE nhs IS NULL",
+            None,
+            PATIENT_KEYS,
+            extra=("dataset", "record_id"),
+        ),
         None,
         PATIENT_KEYS,
-        extra=("dataset", "record_id"),
     )
+    # Pupils and patients numbered in two threads, once DuckDB is done (numpy sorts without
+    # the GIL; alongside DuckDB's own threads they would only take turns).
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pupils, patients = pool.map(lambda side: _side(*side), fetched)
     pupil, patient = _link_pupils_to_patients(con, pupils, patients, result)
     partner = np.full(len(patients.first), -1, dtype=np.int64)
     partner[patient] = pupil
