@@ -60,8 +60,8 @@ PATIENT_KEYS = tuple(dict.fromkeys(patient_cols for _, _, patient_cols in LEVELS
 #: Key columns holding text of many values (the others are dates, and sex, of two values).
 TEXT = ("fn", "fnc", "sn", "snc", "pc")
 FUZZY = "similar names"
-#: Rows per Arrow batch fetched from DuckDB: all in one, so that columns become numpy arrays
-#: without copying.
+#: Rows per Arrow batch fetched from DuckDB: no limit, so a result comes in the few batches its
+#: threads make, joined into one numpy array per column at little cost.
 ONE_BATCH = 1 << 40
 MAX_EDITS = 1
 
