@@ -451,45 +451,34 @@ def link(con: duckdb.DuckDBPyConnection, key: bytes) -> LinkageResult:
     con.executemany("INSERT INTO link_names VALUES (?, ?)", list(equivalence_classes().items()))
     ids = ", ".join(IDENTITY)
     patient_keys = tuple(dict.fromkeys(PATIENT_KEYS + PUPIL_KEYS))
-    fetched = (
-        (
-            _fetch(
-                con,
-                f"SELECT upn, person_key, {ids} FROM {PUPIL_IDS}",
-                "upn",
-                PUPIL_KEYS,
-                extra=("person_key",),
-            ),
-            "upn",
-            PUPIL_KEYS,
-        ),
-        (
-            _fetch(
-                con,
-                f"SELECT nhs, records, {ids} FROM {PATIENT_IDS} WHERE nhs IS NOT NULL",
-                "nhs",
-                patient_keys,
-                extra=("records",),
-            ),
-            "nhs",
-            patient_keys,
-        ),
+    pupil_rows = _fetch(
+        con,
+        f"SELECT upn, person_key, {ids} FROM {PUPIL_IDS}",
+        "upn",
+        PUPIL_KEYS,
+        extra=("person_key",),
     )
-    records = _side(
-        _fetch(
-            con,
-            f"SELECT dataset, record_id, {ids} FROM {PATIENT_IDS} WHERE nhs IS NULL",
-            None,
-            PATIENT_KEYS,
-            extra=("dataset", "record_id"),
-        ),
+    patient_rows = _fetch(
+        con,
+        f"SELECT nhs, records, {ids} FROM {PATIENT_IDS} WHERE nhs IS NOT NULL",
+        "nhs",
+        patient_keys,
+        extra=("records",),
+    )
+    record_rows = _fetch(
+        con,
+        f"SELECT dataset, record_id, {ids} FROM {PATIENT_IDS} WHERE nhs IS NULL",
         None,
         PATIENT_KEYS,
+        extra=("dataset", "record_id"),
     )
-    # Pupils and patients numbered in two threads, once DuckDB is done (numpy sorts without
-    # the GIL; alongside DuckDB's own threads they would only take turns).
+    # Pupils and patients numbered in two threads once DuckDB is done (numpy sorts without the
+    # GIL; alongside DuckDB's own threads they would only take turns).
     with ThreadPoolExecutor(max_workers=2) as pool:
-        pupils, patients = pool.map(lambda side: _side(*side), fetched)
+        numbered = pool.submit(_side, pupil_rows, "upn", PUPIL_KEYS)
+        patients = _side(patient_rows, "nhs", patient_keys)
+        pupils = numbered.result()
+    records = _side(record_rows, None, PATIENT_KEYS)
     pupil, patient = _link_pupils_to_patients(con, pupils, patients, result)
     partner = np.full(len(patients.first), -1, dtype=np.int64)
     partner[patient] = pupil
