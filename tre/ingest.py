@@ -527,15 +527,12 @@ def _ingest(
             _identities_sql(con, d) for d in datasets if Identity.FORENAME in d.identity_columns()
         ]
         # Kept in the landing store for later linkage, and read there by this one.
-        kept = landing / IDENTITIES
         con.execute(
-            f"COPY ({' UNION ALL '.join(selects)}) TO {literal(kept)} "
+            f"COPY ({' UNION ALL '.join(selects)}) TO {literal(landing / IDENTITIES)} "
             # Uncompressed: format 2's encodings make it about as small as compressed.
             "(FORMAT parquet, COMPRESSION uncompressed, PARQUET_VERSION V2)"
         )
-        con.execute(
-            f"CREATE OR REPLACE TEMP VIEW {own} AS SELECT * FROM read_parquet({literal(kept)})"
-        )
+        _load_identities(con, own, landing)
         other_custodian = "nhs" if custodian.id == "dfe" else "dfe"
         other_landing = _landing_of(home, others.get(other_custodian))
         _load_identities(con, other, other_landing)
@@ -654,7 +651,8 @@ EMPTY_IDENTITIES = {
 
 
 def _load_identities(con, table: str, landing: Path | None) -> None:
-    """The other custodian's identities, kept in the landing store of its latest delivery."""
+    """A custodian's identities, kept in the landing store of its delivery (``landing``; None:
+    it has delivered none)."""
     if landing is None:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {table} ({EMPTY_IDENTITIES[table]})")
         return
