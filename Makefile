@@ -11,7 +11,7 @@ export NO_MKDOCS_2_WARNING := 1
 
 # tre.workspace runs from the workspaces' own environment: setup installs it there again when
 # it changes.
-$(VENV)/.installed: pyproject.toml infra/setup.sh $(wildcard tre/workspace/*.py) tre/exceptions.py
+$(VENV)/.installed: pyproject.toml infra/setup.sh $(wildcard tre/workspace/*.py) tre/exceptions.py tre/sql.py
 	bash infra/setup.sh
 	touch $@
 

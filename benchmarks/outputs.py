@@ -59,17 +59,18 @@ def time_it(fn, repeats: int) -> float:
 
 def run(rows: int, repeats: int) -> dict:
     import acro
-    import duckdb
     import pandas as pd
 
     from tre.outputs import results, tables
     from tre.outputs import rules as R
+    from tre.sql import Connection, sandboxed_duckdb
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "data.parquet"
         make_data(rows, path)
         source = f"read_parquet('{path}')"
-        con = duckdb.connect()
+        # Both on the output engine's sandboxed connection (it reads the data's folder only).
+        con = Connection(sandboxed_duckdb(Path(tmp), Path(tmp) / "spill"))
         frame = pd.read_parquet(path)
 
         def plain():

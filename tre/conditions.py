@@ -1,19 +1,22 @@
 """Conditions: the constrained filters researchers write instead of SQL.
 
 A condition names a column, an operator from :data:`OPERATORS` and a value; the TRE renders
-it as SQL with typed literals (quotes doubled, numbers as numbers, dates as DATE literals), so
-no text a researcher writes ever becomes SQL. Cohorts of projects and filters of outputs are
-lists of conditions.
+it as SQL: the column through the one quoting function of :mod:`tre.sql`, each value converted
+to the column's type and bound as a parameter, so no text a researcher writes becomes SQL.
+Cohorts of projects and filters of outputs are lists of conditions.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
+from collections.abc import Callable
 from typing import Any
 
 from tre.catalog import Type
-from tre.sql import literal
+from tre.exceptions import InvalidInput
+from tre.sql import identifier
 
 OPERATORS = {
     "eq": "=",
@@ -36,18 +39,34 @@ class Condition:
     op: str
     value: Any = None
 
-    def sql(self, column_type: Type) -> str:
-        """SQL for this condition; values are rendered as typed literals, never spliced."""
-        name = f'"{self.column}"'
+    def sql(self, column_type: Type, bind: Callable[[Any], str]) -> str:
+        """SQL for this condition: the column through the one quoting function, each value
+        converted to the column's type and bound as a parameter (``bind`` gives its
+        placeholder), never spliced into the statement."""
+        name = identifier(self.column)
         if self.op in ("is_null", "not_null"):
             return f"{name} {OPERATORS[self.op]}"
         if self.op in ("in", "not_in"):
-            values = ", ".join(_literal(v, column_type) for v in self.value)
-            return f"{name} {OPERATORS[self.op]} ({values})"
+            values = self.value if isinstance(self.value, list | tuple) else None
+            if not values:
+                raise InvalidInput(f"{self.describe()}: '{self.op}' needs a list of values.")
+            placeholders = ", ".join(bind(self._typed(v, column_type)) for v in values)
+            return f"{name} {OPERATORS[self.op]} ({placeholders})"
         if self.op == "between":
-            low, high = (_literal(v, column_type) for v in self.value)
+            if not isinstance(self.value, list | tuple) or len(self.value) != 2:
+                raise InvalidInput(f"{self.describe()}: 'between' needs [low, high].")
+            low, high = (bind(self._typed(v, column_type)) for v in self.value)
             return f"{name} BETWEEN {low} AND {high}"
-        return f"{name} {OPERATORS[self.op]} {_literal(self.value, column_type)}"
+        return f"{name} {OPERATORS[self.op]} {bind(self._typed(self.value, column_type))}"
+
+    def _typed(self, value: Any, column_type: Type) -> Any:
+        try:
+            return typed_value(value, column_type)
+        except (TypeError, ValueError, OverflowError):
+            raise InvalidInput(
+                f"{self.describe()}: {str(value)[:40]!r} does not fit column {self.column} "
+                f"({column_type.value}): give a value of that type."
+            ) from None
 
     def describe(self) -> str:
         if self.op in ("is_null", "not_null"):
@@ -55,13 +74,21 @@ class Condition:
         return f"{self.column} {self.op} {self.value!r}"
 
 
-def _literal(value: Any, column_type: Type) -> str:
+def typed_value(value: Any, column_type: Type) -> Any:
+    """``value`` as the Python value of a column of ``column_type`` (None stays None)."""
     if value is None:
-        return "NULL"
+        return None
     if column_type is Type.BOOLEAN:
-        return "true" if value else "false"
-    if column_type in (Type.INTEGER, Type.DECIMAL):
-        return repr(float(value)) if column_type is Type.DECIMAL else str(int(value))
+        return bool(value)
+    if column_type is Type.INTEGER:
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return int(value)
+    if column_type is Type.DECIMAL:
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(value)
+        return number
     if column_type is Type.DATE:
-        return f"DATE '{dt.date.fromisoformat(str(value)).isoformat()}'"
-    return literal(value)
+        return dt.date.fromisoformat(str(value))
+    return str(value)

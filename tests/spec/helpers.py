@@ -17,6 +17,7 @@ import duckdb
 
 from tre.outputs import results, tables
 from tre.outputs import rules as R
+from tre.sql import Connection
 
 
 def parse(text: str) -> tuple[list[str], list[tuple[str, list[str]]]]:
@@ -98,7 +99,7 @@ def check(
             [*row_labels, *(col_labels if col_depth else []), person, value],
         )
     computed = tables.compute(
-        con,
+        Connection(con),
         "data",
         row_names,
         col_names,

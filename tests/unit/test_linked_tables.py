@@ -10,10 +10,10 @@ import duckdb
 import numpy as np
 from scipy.optimize import linprog
 
-from tre import outputs
 from tre.catalog import Type
-from tre.outputs import linked, results, specs, tables
+from tre.outputs import engine, linked, results, specs, tables
 from tre.outputs import rules as R
+from tre.sql import Connection
 
 #: ethnicity × admitted: ASIA/True holds 3 people.
 GROUPS = {
@@ -28,7 +28,7 @@ FIELDS = {"kind": "table", "dataset": "pupils", "rows": ["ethnicity"], "cols": [
 COLUMNS = {"ethnicity": Type.STRING, "admitted": Type.STRING, "v": Type.DECIMAL}
 
 
-def people() -> duckdb.DuckDBPyConnection:
+def people() -> Connection:
     con = duckdb.connect()
     rows = [
         (f"p{len(r)}", e, a)
@@ -39,7 +39,7 @@ def people() -> duckdb.DuckDBPyConnection:
     ]
     con.execute("CREATE TABLE people (pseudo_id VARCHAR, ethnicity VARCHAR, admitted VARCHAR)")
     con.executemany("INSERT INTO people VALUES (?, ?, ?)", rows)
-    return con
+    return Connection(con, reads_only=False)
 
 
 def checked(con, spec: specs.OutputSpec, releases=()) -> tuple[tables.Table, results.Result]:
@@ -58,8 +58,8 @@ def checked(con, spec: specs.OutputSpec, releases=()) -> tuple[tables.Table, res
         table = tables.with_empty_cells(table)
     rule_set = R.RuleSet()
     result = results.check_table(table, rule_set)
-    where = specs.where(spec.filters, COLUMNS)
-    hide_also = outputs._linked(
+    where = specs.where(spec.filters, COLUMNS, con)
+    hide_also = engine._linked(
         con, "people", COLUMNS, where, spec, table, result, releases, rule_set
     )
     return table, results.check_table(table, rule_set, hide_also=hide_also)

@@ -12,11 +12,12 @@ from scipy.optimize import linprog
 
 from tre.outputs import results, tables
 from tre.outputs import rules as R
+from tre.sql import Connection
 
 ROWS, COLS = ("a", "b", "c", "d"), ("x", "y", "z")
 
 
-def data(seed: int) -> duckdb.DuckDBPyConnection:
+def data(seed: int) -> Connection:
     rng = random.Random(seed)
     con = duckdb.connect()
     con.execute("CREATE TABLE t (p INTEGER, r VARCHAR, c VARCHAR, v DOUBLE)")
@@ -29,7 +30,7 @@ def data(seed: int) -> duckdb.DuckDBPyConnection:
                 person += 1
                 rows.append((person, r, c, float(rng.randint(1, 100))))
     con.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", rows)
-    return con
+    return Connection(con)
 
 
 def sum_ranges(table: tables.Table, result: results.Result) -> dict:

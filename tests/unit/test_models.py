@@ -14,6 +14,7 @@ from tre.catalog import Type
 from tre.exceptions import InvalidInput
 from tre.outputs import models, specs
 from tre.outputs import rules as R
+from tre.sql import Connection
 
 COLUMNS = {
     "pseudo_id": Type.STRING,
@@ -50,7 +51,9 @@ def con():
 
 
 def fit(con, formula: str, family: str = "ols", where: str = "true"):
-    return models.fit(con, "records", where, formula, family, R.RuleSet(), {}, COLUMNS, specs.UNIT)
+    return models.fit(
+        Connection(con), "records", where, formula, family, R.RuleSet(), {}, COLUMNS, specs.UNIT
+    )
 
 
 def test_a_formula_is_never_evaluated(con, tmp_path):

@@ -112,14 +112,24 @@ def test_all_problems_are_reported_at_once():
     assert str(e.value).count("\n  - ") >= 3
 
 
-def test_cohort_conditions_become_typed_sql_literals():
-    condition = spec.Condition("sex", "in", ["M", "F'; --"])
+def test_cohort_conditions_become_sql_with_typed_bound_values():
     from tre.catalog import Type
 
-    assert condition.sql(Type.STRING) == "\"sex\" IN ('M', 'F''; --')"
-    assert spec.Condition("nc_year", "between", [10, 11]).sql(Type.INTEGER) == (
-        '"nc_year" BETWEEN 10 AND 11'
+    bound = []
+
+    def bind(value):
+        bound.append(value)
+        return f"${len(bound)}"
+
+    condition = spec.Condition("sex", "in", ["M", "F'; --"])
+    assert condition.sql(Type.STRING, bind) == '"sex" IN ($1, $2)'
+    assert bound == ["M", "F'; --"]  # the text is a value, never SQL
+    assert spec.Condition("nc_year", "between", ["10", 11]).sql(Type.INTEGER, bind) == (
+        '"nc_year" BETWEEN $3 AND $4'
     )
+    assert bound[2:] == [10, 11]  # converted to the column's type
+    with pytest.raises(InvalidInput, match=r"'eleven' does not fit column nc_year \(integer\)"):
+        spec.Condition("nc_year", "eq", "eleven").sql(Type.INTEGER, bind)
 
 
 def test_a_missing_file_and_bad_yaml_are_reported(tmp_path):

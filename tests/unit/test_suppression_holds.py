@@ -14,6 +14,7 @@ from scipy.optimize import linprog
 
 from tre.outputs import results, tables
 from tre.outputs import rules as R
+from tre.sql import Connection
 
 
 def attacker_ranges(released: results.Result, truth: dict) -> dict:
@@ -64,7 +65,9 @@ def build(counts: dict[tuple[str, ...], int], dims: tuple[int, int]) -> tables.T
         con.executemany(
             f"INSERT INTO t VALUES ({', '.join('?' for _ in range(len(names) + 1))})", rows
         )
-    table = tables.compute(con, "t", names[: dims[0]], names[dims[0] :], unit="p", margins=True)
+    table = tables.compute(
+        Connection(con), "t", names[: dims[0]], names[dims[0] :], unit="p", margins=True
+    )
     return tables.with_empty_cells(table)
 
 
@@ -143,7 +146,7 @@ def test_a_dominant_contribution_stays_hidden_to_within_p_percent():
     ]
     con.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", rows)
     table = tables.compute(
-        con, "t", ["r"], ["c"], statistic="sum", value="spend", unit="p", margins=True
+        Connection(con), "t", ["r"], ["c"], statistic="sum", value="spend", unit="p", margins=True
     )
     rule_set = R.RuleSet()
     checked = results.check_table(table, rule_set)

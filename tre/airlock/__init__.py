@@ -32,8 +32,8 @@ from tre.airlock.lifecycle import State, transition
 from tre.db import Base, Database
 from tre.exceptions import IntegrityError, InvalidInput, NotFound, PermissionDenied
 from tre.home import Home
-from tre.outputs import linked, specs
 from tre.outputs import rules as R
+from tre.outputs import specs
 from tre.people import SYSTEM, Person
 
 VOTES = ("approve", "request_changes", "reject")
@@ -468,7 +468,8 @@ def submit(home: Home, db: Database, request_id: int, by: Person) -> ExportReque
         filled = _submittable(session, request, by)
     project = _project(db, request.project_id)
     results: dict[int, tuple[dict, str]] = {}
-    alongside: list[linked.Release] = []  # the tables before it: released together with it
+    # The outputs before it, released together with it: (label, specification, cells).
+    alongside: list[tuple[str, dict, list]] = []
     for slot in filled:
         output = outputs.get(db, slot.output_id)
         if output.kind in ("table", "summary", "model"):
@@ -477,7 +478,7 @@ def submit(home: Home, db: Database, request_id: int, by: Person) -> ExportReque
             checked = result.as_dict()
             results[output.id] = (checked, result.status)
             label = f"output {slot.slot} of this request"
-            alongside += linked.releases_of(label, spec, checked["cells"])
+            alongside.append((label, output.spec, checked["cells"]))
     with db.write() as session:
         request = _lock(session, request_id)
         filled_now = _submittable(session, request, by)

@@ -121,18 +121,23 @@ def outputs_check(ctx: Context, spec_file: Path, project_id: str, actor, rule_se
 @json_option
 def outputs_check_table(data: Path, rows, cols, value, agg, unit, margins, rule_set, as_json):
     """Check a table built from a Parquet or CSV file (rules, suppression, no storage)."""
+    import tempfile
+
     import duckdb
 
+    from tre import sql
     from tre.exceptions import InvalidInput
     from tre.outputs import results, tables
     from tre.outputs import rules as R
-    from tre.sql import literal
 
     if agg != "count" and not value:
         raise InvalidInput(f"--agg {agg} needs --values COLUMN.")
+    data = data.resolve()
     reader = "read_parquet" if data.suffix.lower() == ".parquet" else "read_csv"
-    source = f"{reader}({literal(data)})"
-    con = duckdb.connect()
+    source = f"{reader}({sql.literal(data)})"
+    temp = tempfile.TemporaryDirectory(prefix="tre-check-table-")
+    # The file's own folder, read by the same sandboxed connection as the output worker's.
+    con = sql.Connection(sql.sandboxed_duckdb(data.parent, Path(temp.name)))
     try:
         table = tables.compute(
             con,
@@ -148,6 +153,7 @@ def outputs_check_table(data: Path, rows, cols, value, agg, unit, margins, rule_
         raise InvalidInput(f"The table cannot be computed from {data.name}: {e}") from None
     finally:
         con.close()
+        temp.cleanup()
     if table.statistic in ("count", "sum"):
         table = tables.with_empty_cells(table)
     result = results.check_table(table, R.RuleSet.named(rule_set)).as_dict()

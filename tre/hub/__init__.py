@@ -411,14 +411,15 @@ def configure(c, settings: Settings) -> None:
 
 
 def stale_client(env: Path) -> list[str]:
-    """The files of the workspace client (``tre.workspace`` and the exceptions it raises) that
-    the workspace environment ``env`` does not hold as this checkout has them."""
+    """The files of the workspace client (``tre.workspace``, the exceptions it raises and the
+    SQL sandbox it opens) that the workspace environment ``env`` does not hold as this checkout
+    has them."""
     tre = HERE.parent
     installed = next(env.glob("lib/python3*/site-packages/tre"), env / "missing")
     names = [f"workspace/{f.name}" for f in sorted((tre / "workspace").glob("*.py"))]
     return [
         name
-        for name in [*names, "exceptions.py"]
+        for name in [*names, "exceptions.py", "sql.py"]
         if not (installed / name).is_file()
         or (installed / name).read_bytes() != (tre / name).read_bytes()
     ]

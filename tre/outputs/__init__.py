@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, defer, mapped_column
 
@@ -25,7 +24,7 @@ from tre import audit, catalog, permissions
 from tre.db import Base, Database
 from tre.exceptions import InvalidInput, NotFound, PermissionDenied
 from tre.home import Home
-from tre.outputs import differencing, linked, models, privacy, results, specs, tables
+from tre.outputs import engine, privacy, results, specs, worker
 from tre.outputs import rules as R
 from tre.people import Person
 
@@ -103,22 +102,13 @@ def _released_statement(with_results: bool):
     return query if with_results else query.options(defer(Output.result))
 
 
-def _published(db: Database, project_id: str) -> list[tuple[str, Output, specs.OutputSpec]]:
-    """The project's released tables and summaries (label, output, specification), read once
-    for both differencing and linked tables."""
+def _published(db: Database, project_id: str) -> list[list[Any]]:
+    """The project's released tables and summaries, as the engine takes them: [label,
+    specification, cells] each."""
     return [
-        (f"#{o.id} '{o.name}'", o, specs.parse(o.spec))
+        [f"#{o.id} '{o.name}'", o.spec, o.result.get("cells", [])]
         for o in released(db, project_id)
         if o.kind in ("table", "summary")
-    ]
-
-
-def _as_tables(published: list[tuple[str, Output, specs.OutputSpec]]) -> list[linked.Release]:
-    """What they published, as tables (:func:`linked.releases_of`)."""
-    return [
-        release
-        for label, o, spec in published
-        for release in linked.releases_of(label, spec, o.result.get("cells", []))
     ]
 
 
@@ -128,186 +118,25 @@ def compute(
     project,
     spec: specs.OutputSpec,
     rule_set_name: str = "default",
-    alongside: Sequence[linked.Release] = (),
+    alongside: Sequence[tuple[str, dict[str, Any], list[dict[str, Any]]]] = (),
 ) -> results.Result:
     """Compute and check ``spec`` over the project's extracts (nothing is stored), against the
-    project's releases and the tables ``alongside`` (submitted with it, to be released
-    together)."""
+    project's releases and the outputs ``alongside`` (label, specification, cells: submitted
+    with it, to be released together). The computation runs in the output worker
+    (:mod:`tre.outputs.worker`), under the project's OS account."""
     from tre.projects import extracts as project_extracts
 
-    folder = project_extracts.folder(home, project.id) / "extracts"
-    extract = specs.Extracts.of(folder)
-    relation, columns = specs.relation(spec, extract)
-    rule_set = rule_set_for(project, spec.datasets, rule_set_name)
-    where = specs.where(spec.filters, columns)
-    description = {"name": spec.name, "population": spec.population()}
-    con = duckdb.connect()
-    try:
-        if spec.kind == "table":
-            table = tables.compute(
-                con,
-                relation,
-                spec.rows,
-                spec.cols,
-                statistic=spec.statistic,
-                value=spec.value,
-                quantile=spec.quantile,
-                unit=specs.UNIT,
-                where=where,
-                margins=spec.margins,
-            )
-            if table.statistic in ("count", "sum"):
-                table = tables.with_empty_cells(table)
-            published = _published(db, project.id)
-            # One per output (a summary gives two tables over the same people).
-            together = {t.label: t.spec for t in alongside}
-            earlier = [(label, s) for label, o, s in published if o.kind == "table"]
-            earlier += together.items()
-            more = differencing.findings(con, relation, columns, spec, earlier, rule_set)
-            result = results.check_table(table, rule_set, more)
-            releases = [*_as_tables(published), *alongside]
-            hide_also = _linked(
-                con, relation, columns, where, spec, table, result, releases, rule_set
-            )
-            if hide_also:
-                result = results.check_table(table, rule_set, more, hide_also=hide_also)
-            return _describe(result, description)
-        if spec.kind == "summary":
-            releases = [*_as_tables(_published(db, project.id)), *alongside]
-            return _summary(con, relation, columns, where, spec, rule_set, description, releases)
-        if spec.kind == "model":
-            return models.fit(
-                con,
-                relation,
-                where,
-                spec.formula,
-                spec.family,
-                rule_set,
-                description,
-                columns,
-                specs.UNIT,
-            )
+    if spec.kind == "dp":
         raise InvalidInput("DP queries spend budget: run them with `tre outputs dp`.")
-    finally:
-        con.close()
-
-
-def _describe(result: results.Result, description: dict[str, Any]) -> results.Result:
-    return results.Result(
-        result.kind,
-        {**description, **result.description},
-        result.cells,
-        result.rule_set,
-        result.extra,
+    job = engine.Job(
+        engine.CHECK,
+        str(project_extracts.folder(home, project.id) / "extracts"),
+        dict(spec.raw),
+        dataclasses.asdict(rule_set_for(project, spec.datasets, rule_set_name)),
+        _published(db, project.id),
+        [list(a) for a in alongside],
     )
-
-
-def _linked(con, relation, columns, where, spec, table, result, releases, rule_set) -> dict:
-    """The cells of ``table`` (checked alone as ``result``) to hide too because of the
-    releases it is linked with (:mod:`tre.outputs.linked`): over the same rows, however
-    their filters are written."""
-    releases = linked.linked(
-        spec, releases, lambda old: differencing.same_rows(con, relation, columns, spec, old)
-    )
-    if not releases:
-        return {}
-    hidden = {(c.row, c.col) for c in result.cells if c.value is None}
-    primary = {(c.row, c.col) for c in result.cells if c.suppression == "primary"}
-    return linked.hide(
-        con,
-        relation,
-        where,
-        specs.UNIT,
-        spec,
-        {c.key: None if c.key in hidden else c.value for c in table.additive_cells()},
-        results.protection(table, primary, rule_set),
-        releases,
-        rule_set,
-    )
-
-
-def _summary(
-    con, relation, columns, where, spec, rule_set, description, releases=()
-) -> results.Result:
-    computed: dict[str, tuple[tables.Table, results.Result]] = {}
-
-    def table_of(statistic: str) -> tuple[tables.Table, results.Result]:
-        """The summary's statistic as a table by its rows, checked alone (computed once)."""
-        if statistic not in computed:
-            table = tables.compute(
-                con,
-                relation,
-                spec.rows or (),
-                (),
-                statistic=statistic,
-                value=None if statistic == "count" else spec.value,
-                unit=specs.UNIT,
-                where=where,
-            )
-            computed[statistic] = table, results.check_table(table, rule_set)
-        return computed[statistic]
-
-    cells: list[results.CheckedCell] = []
-    for statistic in spec.statistics:
-        _, checked = table_of(statistic)
-        cells += [
-            results.CheckedCell(
-                c.row or ("All",),
-                (statistic,),
-                c.value,
-                c.status,
-                c.reasons,
-                c.suppression,
-                c.rules,
-            )
-            for c in checked.cells
-        ]
-    cells = _summary_linked(
-        con, relation, columns, where, spec, rule_set, cells, releases, table_of
-    )
-    return results.Result(
-        "summary",
-        {
-            **description,
-            "rows": list(spec.rows),
-            "value": spec.value,
-            "statistics": list(spec.statistics),
-        },
-        tuple(cells),
-        rule_set,
-    )
-
-
-def _summary_linked(con, relation, columns, where, spec, rule_set, cells, releases, table_of):
-    """A summary's rows that would give away, with earlier releases, a count or sum they hide
-    are hidden whole (its counts and sums are tables: :func:`linked.releases_of`;
-    ``table_of`` gives each statistic's table, checked alone)."""
-    if not releases:
-        return cells
-    label = "this summary"
-    views = linked.releases_of(label, spec, [c.as_dict() for c in cells])
-    rows: dict[tuple[str, ...], str] = {}
-    for view in views:
-        table, alone = table_of(view.spec.statistic)
-        published = {tuple(c["row"]): c["value"] for c in view.cells}
-        shown = [dataclasses.replace(c, value=published.get(c.row)) for c in alone.cells]
-        result = dataclasses.replace(alone, cells=tuple(shown))
-        for key, earlier in _linked(
-            con, relation, columns, where, view.spec, table, result, releases, rule_set
-        ).items():
-            rows[key[0] or ("All",)] = earlier
-    out = []
-    for cell in cells:
-        if cell.row in rows and cell.value is not None:
-            reason = (
-                f"hidden too, so that no suppressed figure of this summary or of the earlier "
-                f"release {rows[cell.row]} can be worked out from the two"
-            )
-            cell = dataclasses.replace(
-                cell, value=None, suppression="secondary", reasons=(*cell.reasons, reason)
-            )
-        out.append(cell)
-    return out
+    return engine.from_wire(worker.run(home, project.id, job))
 
 
 WITHHELD = "withheld until output checkers have reviewed it"
@@ -399,33 +228,7 @@ def run_dp(
     rule_set = rule_set_for(project, spec.datasets)
     planned = privacy.plan(spec, spec.categories)
     folder = project_extracts.folder(home, project.id) / "extracts"
-    relation, columns = specs.relation(spec, specs.Extracts.of(folder))
-    where = specs.where(spec.filters, columns)
-    con = duckdb.connect()
-    try:
-        if spec.query == "histogram":
-            data = [
-                str(v)
-                for (v,) in con.execute(
-                    f'SELECT mode("{spec.value}") FROM {relation} WHERE {where} '
-                    f"GROUP BY {specs.UNIT}"
-                ).fetchall()
-            ]
-        elif spec.query == "count":
-            data = [1.0] * con.execute(
-                f"SELECT count(DISTINCT {specs.UNIT}) FROM {relation} WHERE {where}"
-            ).fetchone()[0]
-        else:
-            aggregate = "sum" if spec.query in ("sum", "mean") else "avg"
-            data = [
-                float(v)
-                for (v,) in con.execute(
-                    f'SELECT {aggregate}("{spec.value}") FROM {relation} WHERE {where} '
-                    f'AND "{spec.value}" IS NOT NULL GROUP BY {specs.UNIT}'
-                ).fetchall()
-            ]
-    finally:
-        con.close()
+    data = worker.run(home, project.id, engine.Job(engine.DP_DATA, str(folder), dict(spec.raw)))
     reservation = privacy.reserve(db, project_id, planned.epsilon, spec.name, by)
     noisy = planned.run(data)  # from here on the ε is spent, whatever happens
     privacy.mark_spent(db, reservation, by)

@@ -13,13 +13,12 @@ import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 
-import duckdb
-
 from tre.catalog import Type
 from tre.exceptions import InvalidInput
 from tre.outputs import rules as R
 from tre.outputs.specs import UNIT, OutputSpec, where
 from tre.outputs.tables import ALL, MISSING
+from tre.sql import Connection, identifier
 
 Key = tuple[tuple[str, ...], tuple[str, ...]]
 
@@ -38,7 +37,7 @@ def comparable(new: OutputSpec, old: OutputSpec) -> bool:
 
 
 def same_rows(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     relation: str,
     columns: Mapping[str, Type],
     new: OutputSpec,
@@ -51,10 +50,10 @@ def same_rows(
         return True
     if (new.dataset, new.join, new.flags) != (old.dataset, old.join, old.flags):
         return False
-    in_new = f"coalesce({where(new.filters, columns)}, false)"
+    in_new = f"coalesce({where(new.filters, columns, con)}, false)"
     try:
-        in_old = f"coalesce({where(old.filters, columns)}, false)"
-    except InvalidInput:  # a column the extracts no longer have: not the same rows
+        in_old = f"coalesce({where(old.filters, columns, con)}, false)"
+    except (InvalidInput, KeyError):  # a column the extracts no longer have: not the same rows
         return False
     (differ,) = con.execute(
         f"SELECT count(*) FROM {relation} WHERE {in_new} <> {in_old}"
@@ -68,7 +67,7 @@ def _filters(spec: OutputSpec) -> set[str]:
 
 
 def findings(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     relation: str,
     columns: Mapping[str, Type],
     new: OutputSpec,
@@ -78,18 +77,21 @@ def findings(
     """Findings by cell key of ``new`` against each (label, spec) released earlier."""
     out: dict[Key, list[R.Finding]] = {}
     keys = [*new.rows, *new.cols]
-    quoted = ", ".join(f'"{k}"' for k in keys)
+    quoted = ", ".join(identifier(k) for k in keys)
     for label, old in earlier:
         if not comparable(new, old):
             continue
-        in_new = f"coalesce({where(new.filters, columns)}, false)"
-        in_old = f"coalesce({where(old.filters, columns)}, false)"
+        in_new = f"coalesce({where(new.filters, columns, con)}, false)"
+        try:
+            in_old = f"coalesce({where(old.filters, columns, con)}, false)"
+        except (InvalidInput, KeyError):  # a column the extracts no longer have
+            continue
         sets = {tuple(keys), tuple(new.rows), tuple(new.cols), ()} if new.margins else {tuple(keys)}
-        grouping = ", ".join("(" + ", ".join(f'"{k}"' for k in s) + ")" for s in sets)
-        flags = ", ".join(f'grouping("{k}") AS g_{i}' for i, k in enumerate(keys))
+        grouping = ", ".join("(" + ", ".join(identifier(k) for k in s) + ")" for s in sets)
+        flags = ", ".join(f"grouping({identifier(k)}) AS g_{i}" for i, k in enumerate(keys))
         rows = con.execute(f"""
             SELECT {quoted}, {flags},
-                   count(DISTINCT {UNIT}) FILTER (WHERE {in_new} <> {in_old}) AS differ
+                   count(DISTINCT {identifier(UNIT)}) FILTER (WHERE {in_new} <> {in_old}) AS differ
             FROM {relation} WHERE {in_new} OR {in_old}
             GROUP BY GROUPING SETS ({grouping})""").fetchall()
         for row in rows:

@@ -18,13 +18,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 
-import duckdb
 import numpy as np
 from scipy.optimize import linprog
 
 from tre.outputs import rules as R
 from tre.outputs import suppression, tables
 from tre.outputs.specs import OutputSpec
+from tre.sql import Connection
 
 Key = tuple[tuple[str, ...], tuple[str, ...]]
 Flat = tuple[str, ...]
@@ -96,7 +96,7 @@ def linked(
 
 
 def hide(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     relation: str,
     where: str,
     unit: str,

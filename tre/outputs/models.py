@@ -21,17 +21,18 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-import duckdb
 import numpy as np
 
 from tre.catalog import Type
 from tre.exceptions import InvalidInput
 from tre.outputs import rules as R
 from tre.outputs.results import CheckedCell, Result
+from tre.sql import Connection, identifier
 
 _TOKEN = re.compile(
-    r"\s*(?:C\(\s*(?P<categorical>[A-Za-z_]\w*)\s*\)|(?P<name>[A-Za-z_]\w*)|(?P<number>\d+)"
-    r"|(?P<op>[~+*:-]))"
+    r"\s*(?:C\(\s*(?P<categorical>[A-Za-z_]\w{0,62})\s*\)|(?P<name>[A-Za-z_]\w{0,62})"
+    r"|(?P<number>\d+)|(?P<op>[~+*:-]))",
+    re.ASCII,  # names as tre.sql.IDENTIFIER has them: no other letters or digits
 )
 #: Column types a model reads as categorical (patsy does the same for text and yes/no).
 CATEGORICAL = (Type.STRING, Type.BOOLEAN)
@@ -147,7 +148,7 @@ def check_columns(formula: Formula, columns: Mapping[str, Type], unit: str) -> l
 
 
 def _groups(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     relation: str,
     where: str,
     formula: Formula,
@@ -157,7 +158,9 @@ def _groups(
     rule_set: R.RuleSet,
 ) -> list[R.Finding]:
     """A finding for each group a coefficient describes with fewer than ``threshold`` people."""
-    complete = " AND ".join([f"({where})", *(f'"{c}" IS NOT NULL' for c in formula.columns)])
+    complete = " AND ".join(
+        [f"({where})", *(f"{identifier(c)} IS NOT NULL" for c in formula.columns)]
+    )
     outcome = [formula.outcome] if family != "ols" else []
     groupings = [
         [f.column for f in term if f.categorical or columns[f.column] in CATEGORICAL]
@@ -167,11 +170,11 @@ def _groups(
     for grouping in dict.fromkeys(tuple(g + outcome) for g in [*groupings, []]):
         if not grouping:
             continue
-        keys = ", ".join(f'"{c}"' for c in grouping)
+        keys = ", ".join(identifier(c) for c in grouping)
         small = con.execute(
             f"SELECT count(*) FROM (SELECT {keys} FROM {relation} WHERE {complete} "
-            f"GROUP BY ALL HAVING count(DISTINCT {unit}) < ?)",
-            [rule_set.threshold],
+            f"GROUP BY ALL HAVING count(DISTINCT {identifier(unit)}) < "
+            f"{con.bind(rule_set.threshold)})"
         ).fetchone()[0]
         if small:
             findings.append(
@@ -187,7 +190,7 @@ def _groups(
 
 
 def fit(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     relation: str,
     where: str,
     formula_text: str,
@@ -204,7 +207,7 @@ def fit(
     problems = check_columns(formula, columns, unit)
     if problems:
         raise InvalidInput(f"The model {formula_text!r} cannot be fitted: {'; '.join(problems)}.")
-    selected = ", ".join(f'"{c}"' for c in formula.columns)
+    selected = ", ".join(identifier(c) for c in formula.columns)
     data = con.execute(f"SELECT {selected} FROM {relation} WHERE {where}").df()
     fitter = {"ols": smf.ols, "logit": smf.logit, "probit": smf.probit}[family]
     try:

@@ -21,7 +21,8 @@ A ``model`` has a ``formula`` (statsmodels/patsy) and a ``family`` (ols, logit, 
 ``summary`` has ``statistics`` (a list) of ``value`` by ``rows``; a ``dp`` query has ``query``
 (count, sum, mean, histogram, quantiles), ``value``, ``bounds``, ``epsilon`` (and
 ``categories`` or ``alphas``). Nothing here is SQL: every name is checked against the
-extracts' manifest and every condition is rendered by the TRE.
+extracts' manifest, must match the one grammar of names (:data:`tre.sql.IDENTIFIER`) and is
+quoted by its one function; every condition's value is bound as a parameter.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from tre.conditions import OPERATORS, Condition
 from tre.exceptions import InvalidInput
 from tre.outputs.models import parse_formula
 from tre.outputs.tables import STATISTICS
-from tre.sql import file_list
+from tre.sql import IDENTIFIER_HELP, Connection, file_list, identifier, is_identifier
 
 KINDS = ("table", "summary", "model", "dp")
 FAMILIES = ("ols", "logit", "probit")
@@ -124,18 +125,38 @@ def load(path: Path) -> OutputSpec:
     return parse(data, str(path))
 
 
+def _listed(value: Any, field: str, errors: list[str]) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        errors.append(f"{field}: a list is required")
+        return []
+    return value
+
+
 def parse(data: Any, source: str = "the output specification") -> OutputSpec:
     if not isinstance(data, Mapping):
         raise InvalidInput(f"{source} must be a mapping of fields (name, kind, dataset, …).")
     errors: list[str] = []
 
-    def names(field: str) -> tuple[str, ...]:
-        value = data.get(field, [])
+    def named(field: str, value: Any) -> bool:
+        """Whether ``value`` is a name the TRE accepts (else say why, once)."""
+        if is_identifier(value):
+            return True
+        message = f"{field}: {str(value)[:60]!r} is not a valid name ({IDENTIFIER_HELP})"
+        if message not in errors:
+            errors.append(message)
+        return False
+
+    def names(field: str, raw: Any = None) -> tuple[str, ...]:
+        value = data.get(field, []) if raw is None else raw
         if isinstance(value, str):
             value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             errors.append(f"{field}: a list of column names is required")
             return ()
+        for v in value:
+            named(field, v)
         return tuple(value)
 
     def conditions(raw: Any, field: str) -> tuple[Condition, ...]:
@@ -152,7 +173,8 @@ def parse(data: Any, source: str = "the output specification") -> OutputSpec:
                     f"of {', '.join(OPERATORS)}"
                 )
                 continue
-            out.append(Condition(str(c["column"]), c["op"], c.get("value")))
+            if named(f"{field}[{i}].column", c["column"]):
+                out.append(Condition(c["column"], c["op"], c.get("value")))
         return tuple(out)
 
     kind = data.get("kind", "table")
@@ -164,19 +186,30 @@ def parse(data: Any, source: str = "the output specification") -> OutputSpec:
     dataset = data.get("dataset")
     if not isinstance(dataset, str):
         errors.append("dataset: the extract the output is computed from is required")
+    else:
+        named("dataset", dataset)
     joins = []
-    for i, j in enumerate(data.get("join") or []):
+    for i, j in enumerate(_listed(data.get("join"), "join", errors)):
         if not isinstance(j, Mapping) or not isinstance(j.get("dataset"), str):
             errors.append(f"join[{i}]: {{dataset, on, columns}} is required")
             continue
-        joins.append(Join(j["dataset"], tuple(j.get("on") or ()), tuple(j.get("columns") or ())))
+        named(f"join[{i}].dataset", j["dataset"])
+        joins.append(
+            Join(
+                j["dataset"],
+                names(f"join[{i}].on", j.get("on") or ()),
+                names(f"join[{i}].columns", j.get("columns") or ()),
+            )
+        )
     flags = []
-    for i, f in enumerate(data.get("flags") or []):
+    for i, f in enumerate(_listed(data.get("flags"), "flags", errors)):
         if not isinstance(f, Mapping) or not all(
             isinstance(f.get(k), str) for k in ("name", "dataset")
         ):
             errors.append(f"flags[{i}]: {{name, dataset, where}} is required")
             continue
+        named(f"flags[{i}].name", f["name"])
+        named(f"flags[{i}].dataset", f["dataset"])
         flags.append(Flag(f["name"], f["dataset"], conditions(f.get("where"), f"flags[{i}].where")))
     statistic = data.get("statistic", "count")
     if kind == "table" and statistic not in STATISTICS:
@@ -234,6 +267,12 @@ def parse(data: Any, source: str = "the output specification") -> OutputSpec:
             "quantile: a quantile table needs the quantile, strictly between 0 and 1 (e.g. "
             "0.25); 0 and 1 are the minimum and maximum: ask for min or max"
         )
+    if value is not None:
+        if not isinstance(value, str):
+            errors.append("value: the name of a column is required")
+        else:
+            named("value", value)
+    filters = conditions(data.get("filters"), "filters")
     used = [*names("rows"), *names("cols"), *([value] if isinstance(value, str) else [])]
     if UNIT in used:
         errors.append(
@@ -249,7 +288,7 @@ def parse(data: Any, source: str = "the output specification") -> OutputSpec:
         dataset=dataset,
         join=tuple(joins),
         flags=tuple(flags),
-        filters=conditions(data.get("filters"), "filters"),
+        filters=filters,
         rows=names("rows"),
         cols=names("cols"),
         statistic=statistic,
@@ -297,8 +336,9 @@ class Extracts:
         return cls(sources, types)
 
 
-def relation(spec: OutputSpec, extracts: Extracts) -> tuple[str, dict[str, Type]]:
-    """SQL for the records an output is computed over, and the type of each column."""
+def relation(spec: OutputSpec, extracts: Extracts, con: Connection) -> tuple[str, dict[str, Type]]:
+    """SQL for the records an output is computed over, and the type of each column (values
+    bound on ``con``, where the SQL will run)."""
     problems = []
 
     def need(dataset: str) -> Mapping[str, Type]:
@@ -310,6 +350,7 @@ def relation(spec: OutputSpec, extracts: Extracts) -> tuple[str, dict[str, Type]
             return {}
         return extracts.types[dataset]
 
+    unit = identifier(UNIT)
     main = need(spec.dataset)
     columns: dict[str, Type] = dict(main)
     joins = []
@@ -320,28 +361,36 @@ def relation(spec: OutputSpec, extracts: Extracts) -> tuple[str, dict[str, Type]
                 problems.append(f"{j.dataset} has no column {c!r}")
             if c in j.on and c not in main:
                 problems.append(f"{spec.dataset} has no column {c!r} to join on")
-        picked = ", ".join(f'"{c}"' for c in (*j.on, *j.columns))
-        on = " AND ".join([f"m.{UNIT} = j{i}.{UNIT}", *(f'm."{c}" = j{i}."{c}"' for c in j.on)])
+        if problems:
+            continue
+        alias = f"j{i}"
+        picked = ", ".join(identifier(c) for c in (*j.on, *j.columns))
+        on = " AND ".join(
+            [f"m.{unit} = {alias}.{unit}"]
+            + [f"m.{identifier(c)} = {alias}.{identifier(c)}" for c in j.on]
+        )
         # One row per key on the joined side, so joining never multiplies the records.
-        partition = ", ".join([UNIT, *(f'"{c}"' for c in j.on)])
+        partition = ", ".join([unit, *(identifier(c) for c in j.on)])
         joins.append(
-            f"LEFT JOIN (SELECT {UNIT}, {picked} FROM {extracts.sources.get(j.dataset, 'x')} "
-            f"QUALIFY row_number() OVER (PARTITION BY {partition}) = 1) j{i} ON {on}"
+            f"LEFT JOIN (SELECT {unit}, {picked} FROM {extracts.sources[j.dataset]} "
+            f"QUALIFY row_number() OVER (PARTITION BY {partition}) = 1) {alias} ON {on}"
         )
         for c in j.columns:
-            columns[c] = other.get(c, Type.STRING)
+            columns[c] = other[c]
     flag_sql = []
     for f in spec.flags:
         other = need(f.dataset)
         for c in f.where:
             if other and c.column not in other:
                 problems.append(f"flag {f.name}: {f.dataset} has no column {c.column!r}")
+        if f.name in columns:
+            problems.append(f"flag {f.name}: the records already have a column of that name")
         if problems:
             continue
-        where = " AND ".join(c.sql(other[c.column]) for c in f.where) or "true"
+        where = " AND ".join(f"({c.sql(other[c.column], con.bind)})" for c in f.where) or "true"
         flag_sql.append(
-            f"m.{UNIT} IN (SELECT {UNIT} FROM {extracts.sources[f.dataset]} WHERE {where}) "
-            f'AS "{f.name}"'
+            f"m.{unit} IN (SELECT {unit} FROM {extracts.sources[f.dataset]} WHERE {where}) "
+            f"AS {identifier(f.name)}"
         )
         columns[f.name] = Type.BOOLEAN
     for c in spec.filters:
@@ -357,7 +406,7 @@ def relation(spec: OutputSpec, extracts: Extracts) -> tuple[str, dict[str, Type]
         )
     selected = ["m.*"]
     for i, j in enumerate(spec.join):
-        selected += [f'j{i}."{c}"' for c in j.columns]
+        selected += [f"j{i}.{identifier(c)}" for c in j.columns]
     selected += flag_sql
     sql = (
         f"(SELECT {', '.join(selected)} FROM {extracts.sources[spec.dataset]} m {' '.join(joins)})"
@@ -365,5 +414,6 @@ def relation(spec: OutputSpec, extracts: Extracts) -> tuple[str, dict[str, Type]
     return sql, columns
 
 
-def where(conditions: tuple[Condition, ...], columns: Mapping[str, Type]) -> str:
-    return " AND ".join(f"({c.sql(columns[c.column])})" for c in conditions) or "true"
+def where(conditions: tuple[Condition, ...], columns: Mapping[str, Type], con: Connection) -> str:
+    """SQL for ``conditions`` (all of them), their values bound on ``con``."""
+    return " AND ".join(f"({c.sql(columns[c.column], con.bind)})" for c in conditions) or "true"

@@ -14,10 +14,8 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
-import duckdb
-
 from tre.outputs.rules import CellStats
-from tre.sql import literal
+from tre.sql import Connection, identifier
 
 ALL = "All"
 MISSING = "(missing)"
@@ -68,10 +66,6 @@ class Table:
         return [c for c in self.cells if not c.margin]
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _label(value: Any) -> str:
     if value is None:
         return MISSING
@@ -80,17 +74,7 @@ def _label(value: Any) -> str:
     return str(value)
 
 
-def _literal(value: Any) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return literal(value)
-
-
-def _statistic_sql(statistic: str, quantile: float | None) -> str:
+def _statistic_sql(statistic: str, quantile: str) -> str:
     v = "v"  # the value column, as the query's base names it
     return {
         "count": "NULL",
@@ -105,7 +89,7 @@ def _statistic_sql(statistic: str, quantile: float | None) -> str:
 
 
 def compute(
-    con: duckdb.DuckDBPyConnection,
+    con: Connection,
     source: str,
     rows: Sequence[str],
     cols: Sequence[str] = (),
@@ -117,27 +101,28 @@ def compute(
     where: str = "true",
     margins: bool = False,
 ) -> Table:
-    """Compute a table from ``source`` (a table name or a ``read_parquet(...)`` expression)."""
+    """Compute a table from ``source`` (a table name or a ``read_parquet(...)`` expression),
+    the records that pass ``where`` (SQL whose values are bound on ``con``)."""
     if statistic not in STATISTICS:
         raise ValueError(f"unknown statistic {statistic!r}")
     if statistic != "count" and not value:
         raise ValueError(f"a {statistic} table needs a value column")
     keys = [*rows, *cols]
-    quoted = [_quote(k) for k in keys]
+    quoted = [identifier(k) for k in keys]
     magnitude = statistic in ("sum", "mean")
-    measure = _quote(value) if value else "NULL"
+    measure = identifier(value) if value else "NULL"
     # Grouping sets: the cells; each row across columns; each column across rows; everything.
     sets = {tuple(keys), tuple(rows), tuple(cols), ()}
-    grouping_sets = ", ".join("(" + ", ".join(_quote(k) for k in s) + ")" for s in sets)
+    grouping_sets = ", ".join("(" + ", ".join(identifier(k) for k in s) + ")" for s in sets)
     flags = "".join(f"grouping({q}) AS g_{i}, " for i, q in enumerate(quoted))
     key_list = "".join(f"{q}, " for q in quoted)
-    statistic_sql = _statistic_sql(statistic, quantile)
+    statistic_sql = _statistic_sql(statistic, con.bind(quantile) if quantile is not None else "")
 
     def build(top: str, only: str = "true") -> str:
         if unit and magnitude:
             # Dominance looks at each person's whole contribution to a cell: sum per person.
             unit_sets = ", ".join(
-                "(" + ", ".join([*(_quote(k) for k in s), "unit"]) + ")" for s in sets
+                "(" + ", ".join([*(identifier(k) for k in s), "unit"]) + ")" for s in sets
             )
             group_keys = ", ".join([*quoted, *(f"g_{i}" for i in range(len(keys)))])
             join_on = (
@@ -149,7 +134,7 @@ def compute(
             )
             return f"""
                 WITH base AS (
-                    SELECT {key_list} {_quote(unit)} AS unit, {measure} AS v
+                    SELECT {key_list} {identifier(unit)} AS unit, {measure} AS v
                     FROM {source} WHERE ({where}) AND ({only})),
                 per_unit AS (
                     SELECT {key_list} {flags} unit,
@@ -169,7 +154,7 @@ def compute(
         units = "count(DISTINCT unit)" if unit else "count(*)"
         return f"""
             WITH base AS (
-                SELECT {key_list} {_quote(unit) + " AS unit," if unit else ""} {measure} AS v
+                SELECT {key_list} {identifier(unit) + " AS unit," if unit else ""} {measure} AS v
                 FROM {source} WHERE ({where}) AND ({only}))
             SELECT {key_list} {flags} {units} AS units, sum(v) AS total,
                    {top.format("v") if magnitude else "NULL"} AS top,
@@ -204,7 +189,7 @@ def compute(
                 clauses = []
                 for r in needed:
                     fixed = [
-                        f"{q} IS NOT DISTINCT FROM {_literal(r[k])}"
+                        f"{q} IS NOT DISTINCT FROM {con.bind(r[k])}"
                         for i, (k, q) in enumerate(zip(keys, quoted, strict=True))
                         if not r[f"g_{i}"]
                     ]

@@ -35,7 +35,7 @@ from tre.people import Person
 from tre.projects import Project, access_changed, lock, record_closed, record_provisioned
 from tre.projects.lifecycle import State
 from tre.projects.spec import ProjectSpec
-from tre.sql import file_list, literal
+from tre.sql import Connection, file_list, identifier, literal
 
 MANIFEST = "manifest.json"
 GROUP_PREFIX = "tre-p-"
@@ -49,16 +49,17 @@ def os_group(project_id: str) -> str:
     return (GROUP_PREFIX + project_id)[:32]
 
 
-def cohort_sql(spec: ProjectSpec, sources: dict[str, str]) -> str | None:
-    """SQL selecting the person_key of every person in the cohort (None: no cohort)."""
+def cohort_sql(spec: ProjectSpec, sources: dict[str, str], con: Connection) -> str | None:
+    """SQL selecting the person_key of every person in the cohort (None: no cohort), its
+    values bound on ``con``."""
     if not spec.cohort:
         return None
     parts = []
     for clause in spec.cohort:
         dataset = catalog.dataset(clause.dataset)
         types = {c.released_name: c.released_type for c in dataset.released_columns}
-        where = " AND ".join(c.sql(types[c.column]) for c in clause.where)
-        parts.append(f"SELECT person_key FROM {sources[clause.dataset]} WHERE {where}")
+        where = " AND ".join(f"({c.sql(types[c.column], con.bind)})" for c in clause.where)
+        parts.append(f"SELECT person_key FROM {sources[clause.dataset]} WHERE {where or 'true'}")
     return " INTERSECT ".join(parts)
 
 
@@ -97,7 +98,7 @@ def _copy_to(dataset: catalog.Dataset, columns: tuple[str, ...], out: Path) -> s
     options = "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1"
     if dataset.partition_by and dataset.partition_by in columns:
         return (
-            f'{literal(out)} ({options}, PARTITION_BY ("{dataset.partition_by}"), '
+            f"{literal(out)} ({options}, PARTITION_BY ({identifier(dataset.partition_by)}), "
             "WRITE_PARTITION_COLUMNS true)"
         )
     out.mkdir(parents=True, exist_ok=True)
@@ -116,10 +117,11 @@ def build(home: Home, db: Database, project: Project, target: Path) -> dict:
     """Write the approved extracts of ``project`` into ``target``; return their manifest."""
     spec = project.approved()
     sources, source_info = sources_of(home, db, spec)
-    con = duckdb.connect()
+    raw = duckdb.connect()
+    con = Connection(raw, reads_only=False)
     try:
-        pseudonyms.load_key(con, keys.project_key(home.keys, project.id), name="project")
-        cohort = cohort_sql(spec, sources)
+        pseudonyms.load_key(raw, keys.project_key(home.keys, project.id), name="project")
+        cohort = cohort_sql(spec, sources, con)
         people = cohort or " UNION ".join(f"SELECT person_key FROM {s}" for s in sources.values())
         con.execute(
             "CREATE TEMP TABLE pseudonyms AS SELECT person_key, "
@@ -131,11 +133,12 @@ def build(home: Home, db: Database, project: Project, target: Path) -> dict:
             dataset = catalog.dataset(name)
             select = []
             for column in columns:
+                quoted = identifier(column)
                 if column == dataset.record_key:  # record ids get per-project pseudonyms too
-                    expr = pseudonyms.hmac_sql(f"'rec:' || c.\"{column}\"", "project")
-                    select.append(f'{expr} AS "{column}"')
+                    expr = pseudonyms.hmac_sql(f"'rec:' || c.{quoted}", "project")
+                    select.append(f"{expr} AS {quoted}")
                 else:
-                    select.append(f'c."{column}"')
+                    select.append(f"c.{quoted}")
             out = target / name
             con.execute(
                 f"COPY (SELECT p.pseudo_id, {', '.join(select)} FROM {sources[name]} c "

@@ -19,6 +19,7 @@ from tre.db import Database
 from tre.home import Home
 from tre.projects.extracts import cohort_sql, sources_of
 from tre.projects.spec import ProjectSpec
+from tre.sql import Connection, identifier
 
 SMALL = (5, 10)
 
@@ -53,7 +54,7 @@ def _classes(con, source: str, columns: list[str]) -> tuple[int, float, float]:
     if not columns:
         persons = con.execute(f"SELECT count(DISTINCT person_key) FROM {source}").fetchone()[0]
         return persons, 0.0, 0.0
-    cols = ", ".join(f'"{c}"' for c in columns)
+    cols = ", ".join(identifier(c) for c in columns)
     k, below5, below10 = con.execute(f"""
         WITH classes AS (
             SELECT {cols}, count(*) AS records, count(DISTINCT person_key) AS persons
@@ -67,9 +68,9 @@ def _classes(con, source: str, columns: list[str]) -> tuple[int, float, float]:
 
 def report(home: Home, db: Database, spec: ProjectSpec) -> list[DatasetRisk]:
     sources, _ = sources_of(home, db, spec)
-    con = duckdb.connect()
+    con = Connection(duckdb.connect(), reads_only=False)
     try:
-        cohort = cohort_sql(spec, sources)
+        cohort = cohort_sql(spec, sources, con)
         if cohort:
             con.execute(f"CREATE TEMP TABLE cohort AS {cohort}")
         out = []
@@ -83,7 +84,7 @@ def report(home: Home, db: Database, spec: ProjectSpec) -> list[DatasetRisk]:
             where = "WHERE person_key IN (SELECT person_key FROM cohort)" if cohort else ""
             con.execute(
                 "CREATE OR REPLACE TEMP TABLE extract AS SELECT person_key"
-                + "".join(f', "{c}"' for c in qi)
+                + "".join(f", {identifier(c)}" for c in qi)
                 + f" FROM {sources[name]} {where}"
             )
             rows, persons = con.execute(

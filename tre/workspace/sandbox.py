@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 
 from tre.exceptions import ConfigError, InvalidInput
-from tre.sql import literal
+from tre.sql import file_list, identifier, sandboxed_duckdb
 
 MANIFEST = "manifest.json"
 #: Workers of the local Dask cluster: one process per core, up to 2 (a workspace shares the
@@ -84,25 +84,14 @@ def tables() -> dict[str, dict[str, Any]]:
 
 
 def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection over the project's extracts (one view per extract), sandboxed."""
+    """A DuckDB connection over the project's extracts (one view per extract), sandboxed
+    (:func:`tre.sql.sandboxed_duckdb`: the extracts folder is all it reads)."""
     workspace = Workspace.here()
     extracts = workspace.files_by_table()
-    config: dict[str, Any] = {
-        "autoinstall_known_extensions": False,
-        "autoload_known_extensions": False,
-    }
-    if threads:
-        config["threads"] = threads
-    con = duckdb.connect(":memory:", config=config)
-    temp = Path.home() / ".duckdb-tmp"
-    con.execute(f"SET temp_directory = {literal(str(temp))}")
-    con.execute(f"SET allowed_directories = [{literal(str(workspace.extracts))}]")
-    con.execute("SET enable_external_access = false")
-    con.execute("SET lock_configuration = true")
+    con = sandboxed_duckdb(workspace.extracts, Path.home() / ".duckdb-tmp", threads=threads)
     for name, paths in extracts.items():
-        files = ", ".join(literal(f) for f in paths)
         con.execute(
-            f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet([{files}], '
+            f"CREATE VIEW {identifier(name)} AS SELECT * FROM read_parquet({file_list(paths)}, "
             "hive_partitioning = false)"
         )
     return con

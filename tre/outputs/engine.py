@@ -1,0 +1,317 @@
+"""The output engine: what runs over a project's extracts, and nothing else.
+
+A :class:`Job` holds all the engine needs: the extracts folder, the specification, the rule
+set, and what the project published before (to compare against). The engine reads no database,
+no key and no other store: :mod:`tre.outputs.worker` runs it in a process of its own, under
+the project's OS account, with time and memory limits, and hands back what it found as data
+(:func:`run` returns JSON-ready values).
+
+The SQL runs on a :func:`tre.sql.sandboxed_duckdb` connection that reads the extracts folder
+only, one statement per call, every name through :func:`tre.sql.identifier` and every value
+bound as a parameter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tre import sql
+from tre.exceptions import InvalidInput
+from tre.outputs import differencing, linked, models, results, specs, tables
+from tre.outputs import rules as R
+
+#: What a job asks of the engine.
+CHECK, DP_DATA = "check", "dp-data"
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One computation over a project's extracts, as data (it crosses a process boundary)."""
+
+    action: str
+    extracts: str
+    spec: dict[str, Any]
+    rule_set: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: The project's released tables and summaries: [label, specification, cells] each.
+    published: list[list[Any]] = dataclasses.field(default_factory=list)
+    #: Outputs submitted before this one in the same request: [label, specification, cells].
+    alongside: list[list[Any]] = dataclasses.field(default_factory=list)
+    #: DuckDB's threads and memory (the worker's limits leave room for Python around it).
+    threads: int = 1
+    memory_limit: str = "1GB"
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+def run(job: Job) -> Any:
+    """Do ``job``; JSON-ready values. Bad specifications raise InvalidInput."""
+    spec = specs.parse(job.spec)
+    folder = Path(job.extracts)
+    extracts = specs.Extracts.of(folder)
+    with (
+        tempfile.TemporaryDirectory(prefix="tre-output-") as temp,
+        sql.Connection(
+            sql.sandboxed_duckdb(
+                folder, Path(temp), threads=job.threads, memory_limit=job.memory_limit
+            )
+        ) as con,
+    ):
+        if job.action == DP_DATA:
+            return _dp_data(con, spec, extracts)
+        if job.action == CHECK:
+            rule_set = R.RuleSet(**job.rule_set)
+            published = [(label, specs.parse(s), cells) for label, s, cells in job.published]
+            alongside = [
+                release
+                for label, s, cells in job.alongside
+                for release in linked.releases_of(label, specs.parse(s), cells)
+            ]
+            return to_wire(compute(con, spec, extracts, rule_set, published, alongside))
+    raise InvalidInput(f"The output engine does not know how to {job.action!r}.")
+
+
+def to_wire(result: results.Result) -> dict[str, Any]:
+    """A result as JSON-ready data, every field kept (:func:`from_wire` reads it back)."""
+    return {
+        "kind": result.kind,
+        "description": result.description,
+        "cells": [{**c.as_dict(), "rules": list(c.rules)} for c in result.cells],
+        "rule_set": dataclasses.asdict(result.rule_set),
+        "extra": result.extra,
+    }
+
+
+def from_wire(data: dict[str, Any]) -> results.Result:
+    return results.Result(
+        data["kind"],
+        data["description"],
+        tuple(
+            results.CheckedCell(
+                tuple(c["row"]),
+                tuple(c["col"]),
+                c["value"],
+                c["status"],
+                tuple(c["reasons"]),
+                c["suppression"],
+                tuple(c.get("rules", ())),
+            )
+            for c in data["cells"]
+        ),
+        R.RuleSet(**data["rule_set"]),
+        data["extra"],
+    )
+
+
+def compute(
+    con: sql.Connection,
+    spec: specs.OutputSpec,
+    extracts: specs.Extracts,
+    rule_set: R.RuleSet,
+    published: Sequence[tuple[str, specs.OutputSpec, Sequence[dict]]] = (),
+    alongside: Sequence[linked.Release] = (),
+) -> results.Result:
+    """Compute and check ``spec``, against the project's ``published`` tables and summaries
+    (label, specification, cells) and the tables ``alongside`` (submitted with it, to be
+    released together)."""
+    relation, columns = specs.relation(spec, extracts, con)
+    where = specs.where(spec.filters, columns, con)
+    description = {"name": spec.name, "population": spec.population()}
+    releases = [
+        release for label, s, cells in published for release in linked.releases_of(label, s, cells)
+    ]
+    releases += alongside
+    if spec.kind == "table":
+        table = tables.compute(
+            con,
+            relation,
+            spec.rows,
+            spec.cols,
+            statistic=spec.statistic,
+            value=spec.value,
+            quantile=spec.quantile,
+            unit=specs.UNIT,
+            where=where,
+            margins=spec.margins,
+        )
+        if table.statistic in ("count", "sum"):
+            table = tables.with_empty_cells(table)
+        # One per output (a summary gives two tables over the same people).
+        together = {t.label: t.spec for t in alongside}
+        earlier = [(label, s) for label, s, _ in published if s.kind == "table"]
+        earlier += together.items()
+        more = differencing.findings(con, relation, columns, spec, earlier, rule_set)
+        result = results.check_table(table, rule_set, more)
+        hide_also = _linked(con, relation, columns, where, spec, table, result, releases, rule_set)
+        if hide_also:
+            result = results.check_table(table, rule_set, more, hide_also=hide_also)
+        return _describe(result, description)
+    if spec.kind == "summary":
+        return _summary(con, relation, columns, where, spec, rule_set, description, releases)
+    if spec.kind == "model":
+        return models.fit(
+            con,
+            relation,
+            where,
+            spec.formula,
+            spec.family,
+            rule_set,
+            description,
+            columns,
+            specs.UNIT,
+        )
+    raise InvalidInput("DP queries spend budget: run them with `tre outputs dp`.")
+
+
+def _dp_data(con: sql.Connection, spec: specs.OutputSpec, extracts: specs.Extracts) -> list:
+    """The input of a DP query: one record per person (a value, or 1.0 for a count)."""
+    relation, columns = specs.relation(spec, extracts, con)
+    where = specs.where(spec.filters, columns, con)
+    unit = sql.identifier(specs.UNIT)
+    if spec.query == "count":
+        (persons,) = con.execute(
+            f"SELECT count(DISTINCT {unit}) FROM {relation} WHERE {where}"
+        ).fetchone()
+        return [1.0] * persons
+    value = sql.identifier(spec.value)
+    if spec.query == "histogram":
+        return [
+            str(v)
+            for (v,) in con.execute(
+                f"SELECT mode({value}) FROM {relation} WHERE {where} GROUP BY {unit}"
+            ).fetchall()
+        ]
+    aggregate = "sum" if spec.query in ("sum", "mean") else "avg"
+    return [
+        float(v)
+        for (v,) in con.execute(
+            f"SELECT {aggregate}({value}) FROM {relation} WHERE {where} "
+            f"AND {value} IS NOT NULL GROUP BY {unit}"
+        ).fetchall()
+    ]
+
+
+def _describe(result: results.Result, description: dict[str, Any]) -> results.Result:
+    return results.Result(
+        result.kind,
+        {**description, **result.description},
+        result.cells,
+        result.rule_set,
+        result.extra,
+    )
+
+
+def _linked(con, relation, columns, where, spec, table, result, releases, rule_set) -> dict:
+    """The cells of ``table`` (checked alone as ``result``) to hide too because of the
+    releases it is linked with (:mod:`tre.outputs.linked`): over the same rows, however
+    their filters are written."""
+    releases = linked.linked(
+        spec, releases, lambda old: differencing.same_rows(con, relation, columns, spec, old)
+    )
+    if not releases:
+        return {}
+    hidden = {(c.row, c.col) for c in result.cells if c.value is None}
+    primary = {(c.row, c.col) for c in result.cells if c.suppression == "primary"}
+    return linked.hide(
+        con,
+        relation,
+        where,
+        specs.UNIT,
+        spec,
+        {c.key: None if c.key in hidden else c.value for c in table.additive_cells()},
+        results.protection(table, primary, rule_set),
+        releases,
+        rule_set,
+    )
+
+
+def _summary(
+    con, relation, columns, where, spec, rule_set, description, releases=()
+) -> results.Result:
+    computed: dict[str, tuple[tables.Table, results.Result]] = {}
+
+    def table_of(statistic: str) -> tuple[tables.Table, results.Result]:
+        """The summary's statistic as a table by its rows, checked alone (computed once)."""
+        if statistic not in computed:
+            table = tables.compute(
+                con,
+                relation,
+                spec.rows or (),
+                (),
+                statistic=statistic,
+                value=None if statistic == "count" else spec.value,
+                unit=specs.UNIT,
+                where=where,
+            )
+            computed[statistic] = table, results.check_table(table, rule_set)
+        return computed[statistic]
+
+    cells: list[results.CheckedCell] = []
+    for statistic in spec.statistics:
+        _, checked = table_of(statistic)
+        cells += [
+            results.CheckedCell(
+                c.row or ("All",),
+                (statistic,),
+                c.value,
+                c.status,
+                c.reasons,
+                c.suppression,
+                c.rules,
+            )
+            for c in checked.cells
+        ]
+    cells = _summary_linked(
+        con, relation, columns, where, spec, rule_set, cells, releases, table_of
+    )
+    return results.Result(
+        "summary",
+        {
+            **description,
+            "rows": list(spec.rows),
+            "value": spec.value,
+            "statistics": list(spec.statistics),
+        },
+        tuple(cells),
+        rule_set,
+    )
+
+
+def _summary_linked(con, relation, columns, where, spec, rule_set, cells, releases, table_of):
+    """A summary's rows that would give away, with earlier releases, a count or sum they hide
+    are hidden whole (its counts and sums are tables: :func:`linked.releases_of`;
+    ``table_of`` gives each statistic's table, checked alone)."""
+    if not releases:
+        return cells
+    label = "this summary"
+    views = linked.releases_of(label, spec, [c.as_dict() for c in cells])
+    rows: dict[tuple[str, ...], str] = {}
+    for view in views:
+        table, alone = table_of(view.spec.statistic)
+        published = {tuple(c["row"]): c["value"] for c in view.cells}
+        shown = [dataclasses.replace(c, value=published.get(c.row)) for c in alone.cells]
+        result = dataclasses.replace(alone, cells=tuple(shown))
+        for key, earlier in _linked(
+            con, relation, columns, where, view.spec, table, result, releases, rule_set
+        ).items():
+            rows[key[0] or ("All",)] = earlier
+    out = []
+    for cell in cells:
+        if cell.row in rows and cell.value is not None:
+            reason = (
+                f"hidden too, so that no suppressed figure of this summary or of the earlier "
+                f"release {rows[cell.row]} can be worked out from the two"
+            )
+            cell = dataclasses.replace(
+                cell, value=None, suppression="secondary", reasons=(*cell.reasons, reason)
+            )
+        out.append(cell)
+    return out
