@@ -11,16 +11,27 @@
 custodian's datasets; the signature verifies against a registered key; the folder holds exactly
 the listed files; each file's size and SHA-256 match. Row counts are checked when ingest loads
 the files. Every refusal names what is wrong.
+
+Whoever can write the delivery folder may change it while the TRE reads it, so the folder is
+opened once (:func:`opened`) and every name in it is opened relative to that descriptor, never
+through a link and never waiting on a named pipe; anything but a regular file is refused.
+manifest.json is read once: the signature is checked over exactly the bytes that are parsed.
+Sizes, hashes and ingest's copies into the landing store come from the descriptors the checks
+opened: nothing is opened again by its name after the checks.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import concurrent.futures
+import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
+import os
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -32,6 +43,14 @@ from tre.exceptions import IntegrityError, InvalidInput
 FORMAT = "tre-delivery/1"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
+#: The most bytes read of manifest.json and of manifest.sig (a manifest of every dataset of the
+#: catalog takes about 2 KB).
+MANIFEST_LIMIT = 1024 * 1024
+SIGNATURE_LIMIT = 64 * 1024
+#: How a name in the delivery folder is opened: never through a link, never waiting for the
+#: writer of a named pipe.
+OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+COPY_CHUNK = 1 << 30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,8 +126,8 @@ def write_manifest(
 
 def sign_manifest(folder: Path, signer: custodians.Signer) -> Path:
     """Write ``manifest.sig`` for the manifest in ``folder``."""
-    read_manifest(folder)  # refuse to sign something that is not a manifest
-    signature = signer.sign((folder / MANIFEST).read_bytes())
+    with opened(folder) as delivery:  # refuse to sign something that is not a manifest
+        signature = signer.sign(delivery.manifest_bytes)
     path = folder / SIGNATURE
     path.write_text(
         json.dumps({"key_id": signer.key_id, "signature": base64.b64encode(signature).decode()})
@@ -118,16 +137,143 @@ def sign_manifest(folder: Path, signer: custodians.Signer) -> Path:
 
 
 def read_manifest(folder: Path) -> Manifest:
-    path = folder / MANIFEST
-    if not folder.is_dir():
-        raise InvalidInput(f"{folder} is not a folder. Give the folder of the delivery.")
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InvalidInput(
-            f"{folder} has no {MANIFEST}: it is not a delivery. The custodian's delivery "
-            "tool writes the manifest and signs it."
-        ) from None
+    with opened(folder) as delivery:
+        return delivery.manifest
+
+
+def verify(folder: Path, session: Session, *, hash_files: bool = True) -> Manifest:
+    """Check the manifest, its signature and every file's size (and hash, unless the caller
+    hashes the files itself as it copies them); return the manifest."""
+    with opened(folder) as delivery:
+        return delivery.verify(session, hash_files=hash_files)
+
+
+@contextlib.contextmanager
+def opened(folder: Path) -> Iterator[Delivery]:
+    """The delivery in ``folder``, its manifest read and parsed; its files are opened by
+    :meth:`Delivery.verify` and closed when the block ends."""
+    with contextlib.ExitStack() as stack:
+        folder_fd = _open_folder(folder)
+        stack.callback(os.close, folder_fd)
+        try:
+            raw = _read_file(folder_fd, MANIFEST, MANIFEST_LIMIT)
+        except FileNotFoundError:
+            raise InvalidInput(
+                f"{folder} has no {MANIFEST}: it is not a delivery. The custodian's delivery "
+                "tool writes the manifest and signs it."
+            ) from None
+        delivery = Delivery(folder_fd, raw, parse_manifest(raw))
+        stack.callback(delivery.close)
+        yield delivery
+
+
+class Delivery:
+    """A delivery folder opened once: every name in it is opened relative to that descriptor,
+    and what is checked, hashed and copied is read from the descriptors the checks opened."""
+
+    def __init__(self, folder_fd: int, manifest_bytes: bytes, manifest: Manifest):
+        self._folder_fd = folder_fd
+        self.manifest_bytes = manifest_bytes
+        """manifest.json's bytes, as read once: parsed, signed and landed."""
+        self.manifest = manifest
+        self.signature_bytes = b""
+        """manifest.sig's bytes, as read once by :meth:`verify`."""
+        self._files: dict[str, int] = {}
+
+    def verify(self, session: Session, *, hash_files: bool = True) -> Manifest:
+        """Check the signature over the manifest's bytes, that the folder holds exactly the
+        listed files, each a regular file of the listed size (and its hash, unless the caller
+        hashes the copies it makes with :meth:`copy_file`); return the manifest."""
+        kid, signature = self._read_signature()
+        custodians.verify_signature(
+            session, self.manifest.custodian, kid, self.manifest_bytes, signature
+        )
+        self._check_entries()
+        for f in self.manifest.files:
+            self._files[f.file] = self._open_listed(f)
+        if hash_files:
+            self._check_hashes()
+        return self.manifest
+
+    def copy_file(self, f: DeliveryFile, target: Path) -> None:
+        """Copy ``f``, as opened by :meth:`verify`, into the new file ``target`` (in the
+        kernel: no pass through Python)."""
+        source = self._files[f.file]
+        with open(target, "xb") as out:
+            offset = 0
+            while sent := os.sendfile(out.fileno(), source, offset, COPY_CHUNK):
+                offset += sent
+
+    def close(self) -> None:
+        for fd in self._files.values():
+            os.close(fd)
+        self._files.clear()
+
+    def _read_signature(self) -> tuple[str, bytes]:
+        try:
+            self.signature_bytes = _read_file(self._folder_fd, SIGNATURE, SIGNATURE_LIMIT)
+        except FileNotFoundError:
+            raise IntegrityError(
+                f"The delivery has no {SIGNATURE}: it is not signed. The custodian signs it "
+                "with `tre custodian sign DELIVERY --key THEIR.key`."
+            ) from None
+        try:
+            signature = json.loads(self.signature_bytes)
+            return (
+                str(signature["key_id"]),
+                base64.b64decode(signature["signature"], validate=True),
+            )
+        except (ValueError, KeyError, TypeError):  # binascii.Error is a ValueError
+            raise IntegrityError(f"{SIGNATURE} is damaged: it does not hold a signature.") from None
+
+    def _check_entries(self) -> None:
+        """Refuse what the manifest does not list, and anything listed that is not a file."""
+        expected = {f.file for f in self.manifest.files} | {MANIFEST, SIGNATURE}
+        extra, not_files = [], []
+        with os.scandir(self._folder_fd) as entries:
+            for entry in entries:
+                mode = entry.stat(follow_symlinks=False).st_mode
+                if entry.name not in expected:
+                    extra.append(entry.name + ("" if stat.S_ISREG(mode) else f" ({_kind(mode)})"))
+                elif not stat.S_ISREG(mode):
+                    not_files.append((entry.name, _kind(mode)))
+        if extra:
+            raise IntegrityError(
+                f"The delivery holds files its manifest does not list: {', '.join(sorted(extra))}. "
+                "Remove them, or ask the custodian for a manifest that lists them."
+            )
+        if not_files:
+            raise _not_a_file(*min(not_files))
+
+    def _open_listed(self, f: DeliveryFile) -> int:
+        try:
+            fd = _open_regular(self._folder_fd, f.file)
+        except FileNotFoundError:
+            raise IntegrityError(f"{f.file} is listed in the manifest but missing.") from None
+        size = os.fstat(fd).st_size
+        if size != f.bytes:
+            os.close(fd)
+            raise IntegrityError(
+                f"{f.file} has {size:,} bytes but the manifest says {f.bytes:,}: the file was "
+                "changed or truncated after signing."
+            )
+        return fd
+
+    def _check_hashes(self) -> None:
+        files = self.manifest.files
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            digests = list(pool.map(lambda f: _sha256_fd(self._files[f.file]), files))
+        for f, digest in zip(files, digests, strict=True):
+            if digest != f.sha256:
+                raise IntegrityError(
+                    f"{f.file} does not match the SHA-256 in the manifest: the file was changed "
+                    "after signing. Ask the custodian to send the delivery again."
+                )
+
+
+def parse_manifest(raw: bytes) -> Manifest:
+    """The manifest whose bytes are ``raw``, checked against the catalog; its digest is of
+    exactly these bytes."""
     try:
         data = json.loads(raw)
         if data.get("format") != FORMAT:
@@ -144,7 +290,7 @@ def read_manifest(folder: Path) -> Manifest:
             files=files,
             digest=hashlib.sha256(raw).hexdigest(),
         )
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # JSON's errors are ValueErrors
         raise InvalidInput(f"{MANIFEST} is not a valid manifest ({e}).") from None
     own = {d.name for d in custodian.datasets}
     for f in files:
@@ -162,55 +308,68 @@ def read_manifest(folder: Path) -> Manifest:
     return manifest
 
 
-def verify(folder: Path, session: Session, *, hash_files: bool = True) -> Manifest:
-    """Check the manifest, its signature and every file's size (and hash, unless the caller
-    hashes the files itself as it copies them); return the manifest."""
-    manifest = read_manifest(folder)
+# -- reading the folder ------------------------------------------------------------------------
+
+
+def _open_folder(folder: Path) -> int:
     try:
-        signature = json.loads((folder / SIGNATURE).read_text())
-        kid = str(signature["key_id"])
-        signature_bytes = base64.b64decode(signature["signature"], validate=True)
-    except FileNotFoundError:
-        raise IntegrityError(
-            f"The delivery has no {SIGNATURE}: it is not signed. The custodian signs it with "
-            "`tre custodian sign DELIVERY --key THEIR.key`."
-        ) from None
-    except (json.JSONDecodeError, KeyError, TypeError, binascii.Error):
-        raise IntegrityError(f"{SIGNATURE} is damaged: it does not hold a signature.") from None
-    custodians.verify_signature(
-        session, manifest.custodian, kid, (folder / MANIFEST).read_bytes(), signature_bytes
+        return os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        raise InvalidInput(f"{folder} is not a folder. Give the folder of the delivery.") from None
+
+
+def _open_regular(folder_fd: int, name: str) -> int:
+    """Open ``name`` in the folder of ``folder_fd``: a regular file, never through a link, and
+    never waiting for the writer of a named pipe. FileNotFoundError when there is none."""
+    mode = os.stat(name, dir_fd=folder_fd, follow_symlinks=False).st_mode
+    if not stat.S_ISREG(mode):  # not even opened: a device may act when opened
+        raise _not_a_file(name, _kind(mode))
+    try:
+        fd = os.open(name, OPEN_FLAGS, dir_fd=folder_fd)
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # it became a link since
+            raise _not_a_file(name, "a link") from None
+        raise
+    mode = os.fstat(fd).st_mode  # what was opened, whatever the name holds now
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _not_a_file(name, _kind(mode))
+    return fd
+
+
+def _read_file(folder_fd: int, name: str, limit: int) -> bytes:
+    """The bytes of the regular file ``name`` in the folder, at most ``limit`` of them."""
+    with open(_open_regular(folder_fd, name), "rb") as f:
+        raw = f.read(limit + 1)
+    if len(raw) > limit:
+        raise InvalidInput(
+            f"{name} holds more than {limit:,} bytes, more than any {name} of a delivery: it "
+            "was not written by the delivery tool. Ask the custodian to send the delivery again."
+        )
+    return raw
+
+
+def _sha256_fd(fd: int) -> str:
+    with open(os.dup(fd), "rb") as f:  # closes the duplicate only
+        f.seek(0)
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a link"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device"
+
+
+def _not_a_file(name: str, kind: str) -> IntegrityError:
+    return IntegrityError(
+        f"{name} in the delivery is {kind}, not a file: the TRE reads only files placed "
+        "directly in the delivery folder, never through a link. Put the file itself in its "
+        "place, or ask the custodian to send the delivery again."
     )
-    listed = {f.file for f in manifest.files}
-    extra = sorted(p.name for p in folder.iterdir() if p.name not in listed | {MANIFEST, SIGNATURE})
-    if extra:
-        raise IntegrityError(
-            f"The delivery holds files its manifest does not list: {', '.join(extra)}. "
-            "Remove them, or ask the custodian for a manifest that lists them."
-        )
-    for f in manifest.files:
-        path = folder / f.file
-        if not path.is_file():
-            raise IntegrityError(f"{f.file} is listed in the manifest but missing.")
-        size = path.stat().st_size
-        if size != f.bytes:
-            raise IntegrityError(
-                f"{f.file} has {size:,} bytes but the manifest says {f.bytes:,}: the file was "
-                "changed or truncated after signing."
-            )
-    if not hash_files:
-        return manifest
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        digests = dict(
-            zip(
-                manifest.files,
-                pool.map(lambda f: sha256_file(folder / f.file), manifest.files),
-                strict=True,
-            )
-        )
-    for f, digest in digests.items():
-        if digest != f.sha256:
-            raise IntegrityError(
-                f"{f.file} does not match the SHA-256 in the manifest: the file was changed "
-                "after signing. Ask the custodian to send the delivery again."
-            )
-    return manifest

@@ -3,8 +3,9 @@
 ``ingest(settings, folder, ...)`` takes one custodian's signed delivery:
 
 1. **verify** the manifest's signature against the custodian's registered key, the file list
-   and sizes; copy the files into the landing store, hash the copies, and
-   compare with the manifest (what is processed is exactly what was verified);
+   and sizes; copy the files into the landing store from the descriptors the checks opened
+   (:mod:`tre.deliveries`), hash the copies, and compare with the manifest (what is processed
+   is exactly what was verified);
 2. **load** each file as text into DuckDB and compare its row count with the manifest;
 3. **validate** every row against the catalog (:mod:`tre.validation`): by default any finding
    refuses the whole delivery with a report; with ``quarantine=True`` failing rows are set
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -151,17 +151,19 @@ def _copy_options(dataset: Dataset | None) -> str:
 # -- steps -------------------------------------------------------------------------------------
 
 
-def _copy_to_landing(folder: Path, manifest: deliveries.Manifest, target: Path) -> None:
-    """Copy the delivery into the landing store and hash each copy (files in parallel:
-    copying and hashing release the GIL)."""
+def _copy_to_landing(delivery: deliveries.Delivery, target: Path) -> None:
+    """Copy the verified delivery into the landing store (the manifest and its signature as
+    they were verified, the files from the descriptors the checks opened) and hash each copy
+    (files in parallel: copying and hashing release the GIL)."""
+    manifest = delivery.manifest
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True, mode=0o700)
-    for name in (deliveries.MANIFEST, deliveries.SIGNATURE):
-        shutil.copyfile(folder / name, partial / name)
+    (partial / deliveries.MANIFEST).write_bytes(delivery.manifest_bytes)
+    (partial / deliveries.SIGNATURE).write_bytes(delivery.signature_bytes)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         digests = list(
-            pool.map(lambda f: _copy_hashing(folder / f.file, partial / f.file), manifest.files)
+            pool.map(lambda f: _copy_hashing(delivery, f, partial / f.file), manifest.files)
         )
     for f, digest in zip(manifest.files, digests, strict=True):
         if digest != f.sha256:
@@ -175,10 +177,10 @@ def _copy_to_landing(folder: Path, manifest: deliveries.Manifest, target: Path) 
     partial.rename(target)
 
 
-def _copy_hashing(source: Path, target: Path) -> str:
-    """Copy in the kernel (no pass through Python), then hash the copy: what is checked
-    against the manifest is what was landed."""
-    shutil.copyfile(source, target)
+def _copy_hashing(delivery: deliveries.Delivery, f: deliveries.DeliveryFile, target: Path) -> str:
+    """Copy in the kernel, then hash the copy: what is checked against the manifest is what
+    was landed."""
+    delivery.copy_file(f, target)
     return deliveries.sha256_file(target)
 
 
@@ -375,10 +377,13 @@ def ingest(
     event = audit.Event(actor, actor_role, "delivery.ingested", "delivery", "?")
     with curated.exclusive(home), _small_pages():
         curated.recover(db, home)
+        name = folder.name  # until the manifest is read
         try:
-            return _ingest(settings, home, db, folder, event, quarantine, progress, connect)
+            with deliveries.opened(folder) as delivery:
+                name = delivery.manifest.delivery
+                return _ingest(settings, home, db, delivery, event, quarantine, progress, connect)
         except TREError as e:
-            _audit_refusal(db, event, folder, e)
+            _audit_refusal(db, event, name, e)
             raise
         finally:
             shutil.rmtree(curated.work_dir(home) / "duckdb", ignore_errors=True)
@@ -408,12 +413,9 @@ def _small_pages() -> Iterator[None]:
             madvise(huge)
 
 
-def _audit_refusal(db: Database, event: audit.Event, folder: Path, error: TREError) -> None:
-    try:
-        manifest = json.loads((folder / deliveries.MANIFEST).read_text())
-        name = str(manifest.get("delivery", folder.name))
-    except (OSError, ValueError):
-        name = folder.name
+def _audit_refusal(db: Database, event: audit.Event, name: str, error: TREError) -> None:
+    """Record a refused delivery under the name its manifest gives (not yet verified), or the
+    name of its folder."""
     with db.write() as session:
         audit.record(
             session,
@@ -432,14 +434,14 @@ def _ingest(
     settings: Settings,
     home: Home,
     db: Database,
-    folder: Path,
+    delivery: deliveries.Delivery,
     event: audit.Event,
     quarantine: bool,
     show_progress: bool,
     connect: Callable[[], duckdb.DuckDBPyConnection] | None,
 ) -> IngestReport:
     with db.read() as session:
-        manifest = deliveries.verify(folder, session, hash_files=False)
+        manifest = delivery.verify(session, hash_files=False)
         done = session.get(curated.Delivery, manifest.digest)
         current = curated.current_versions(session)
         others = {
@@ -465,7 +467,7 @@ def _ingest(
     try:
         progress.step("copying and hashing")
         landing = home.landing / custodian.id / manifest.digest[:16]
-        _copy_to_landing(folder, manifest, landing)
+        _copy_to_landing(delivery, landing)
 
         work = curated.work_dir(home)
         tmp = work / "duckdb"
