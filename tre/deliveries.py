@@ -8,9 +8,9 @@
 ```
 
 :func:`verify` checks, in order: the manifest parses, names a known custodian and only that
-custodian's datasets; the signature verifies against a registered key; the folder holds exactly
-the listed files; each file's size and SHA-256 match. Row counts are checked when ingest loads
-the files. Every refusal names what is wrong.
+custodian's datasets, each in a file of a plain name; the signature verifies against a
+registered key; the folder holds exactly the listed files; each file's size and SHA-256 match.
+Row counts are checked when ingest loads the files. Every refusal names what is wrong.
 
 Whoever can write the delivery folder may change it while the TRE reads it, so the folder is
 opened once (:func:`opened`) and every name in it is opened relative to that descriptor, never
@@ -30,6 +30,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +51,8 @@ SIGNATURE_LIMIT = 64 * 1024
 #: How a name in the delivery folder is opened: never through a link, never waiting for the
 #: writer of a named pipe.
 OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: A file's name in a manifest: a plain name, for a file directly in the delivery folder.
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 COPY_CHUNK = 1 << 30
 
 
@@ -281,7 +284,7 @@ def parse_manifest(raw: bytes) -> Manifest:
                 f"{MANIFEST} is in format {data.get('format')!r}; this TRE reads {FORMAT!r}."
             )
         custodian = catalog.custodian(data["custodian"])
-        files = tuple(DeliveryFile(**f) for f in data["files"])
+        files = tuple(_delivery_file(f) for f in data["files"])
         manifest = Manifest(
             custodian=custodian.id,
             delivery=str(data["delivery"]),
@@ -294,6 +297,7 @@ def parse_manifest(raw: bytes) -> Manifest:
         raise InvalidInput(f"{MANIFEST} is not a valid manifest ({e}).") from None
     own = {d.name for d in custodian.datasets}
     for f in files:
+        _check_plain_name(f)
         if f.dataset not in own:
             raise InvalidInput(
                 f"{MANIFEST} lists dataset {f.dataset!r}, which custodian {custodian.id} does "
@@ -306,6 +310,30 @@ def parse_manifest(raw: bytes) -> Manifest:
     if len({f.dataset for f in files}) != len(files):
         raise InvalidInput(f"{MANIFEST} lists a dataset twice.")
     return manifest
+
+
+def _delivery_file(entry: dict) -> DeliveryFile:
+    f = DeliveryFile(**entry)
+    if not all(isinstance(v, str) for v in (f.dataset, f.file, f.sha256)):
+        raise TypeError("a file's dataset, file and sha256 must be text")
+    if not all(type(v) is int and v >= 0 for v in (f.rows, f.bytes)):
+        raise TypeError("a file's rows and bytes must be whole numbers")
+    return f
+
+
+def _check_plain_name(f: DeliveryFile) -> None:
+    """Refuse a file name that is not a plain name: the files of a delivery sit directly in
+    its folder."""
+    if PLAIN_NAME.fullmatch(f.file) and ".." not in f.file:
+        return
+    dataset = catalog.DATASETS.get(f.dataset)
+    expected = dataset.file_name if dataset else "<dataset>.csv"
+    raise InvalidInput(
+        f"{MANIFEST} lists {f.file[:80]!r} for dataset {f.dataset[:80]!r}, which is not a plain "
+        "file name: a delivery's files sit directly in its folder, each named after its "
+        f"dataset ({expected}), never with '/', '..' or a folder in the name. Ask the custodian "
+        "for a manifest that names the files so, signed again."
+    )
 
 
 # -- reading the folder ------------------------------------------------------------------------

@@ -267,6 +267,42 @@ def test_a_manifest_or_signature_linked_from_elsewhere_is_never_read(
     assert code == INTEGRITY and name in err and "link" in err
 
 
+NOT_PLAIN = ["/etc/passwd", "../x.csv", "sub/pupils.csv", "pupils.csv\x00", "..", "."]
+
+
+@pytest.mark.parametrize("name", NOT_PLAIN)
+def test_a_manifest_naming_a_file_outside_the_folder_is_refused_before_reading_it(
+    home, deliveries, canaries, capsys, name
+):
+    folder = deliveries.dfe
+    outside = canaries.file(deliveries.root / "x.csv", (folder / "pupils.csv").read_bytes())
+    nested = canaries.file(folder / "sub" / "pupils.csv", outside.read_bytes())
+
+    def name_it(data):
+        listed(data, "pupils.csv")["file"] = name
+
+    rewrite_manifest(folder, deliveries.keys, name_it)
+    canaries.events()
+    err = refused(home, folder, capsys, INVALID)
+    assert canaries.events() == [], (outside, nested)
+    assert "not a plain file name" in err and "pupils.csv" in err
+
+
+@pytest.mark.parametrize(("field", "value"), [("bytes", "138339"), ("rows", -1), ("file", 7)])
+def test_a_manifest_with_fields_of_the_wrong_type_is_refused_with_a_message(
+    home, deliveries, capsys, field, value
+):
+    """A signed manifest whose sizes are text, counts negative or names numbers: a refusal
+    that says so, not a traceback."""
+
+    def retype(data):
+        listed(data, "pupils.csv")[field] = value
+
+    rewrite_manifest(deliveries.dfe, deliveries.keys, retype)
+    err = refused(home, deliveries.dfe, capsys, INVALID)
+    assert "is not a valid manifest" in err
+
+
 @pytest.mark.parametrize(
     ("entry", "kind"),
     [("sub", "a folder"), ("extra.csv", "a link"), ("ks4.csv", "a folder")],
