@@ -23,6 +23,12 @@ side (so it includes the client's own time on the same 2 cores). Scenarios:
 
 Pages use a session from a real Keycloak login; the API a bearer token. The last line is JSON.
 Goal: p95 < 100 ms for the queue and the request page.
+
+With ``--heavy N`` (5 by default), one more scenario: ``request (page), heavy outputs``, the
+request page measured while N researchers' outputs near the size limit (tables of about 4,000
+cells with margins, each many seconds of secondary suppression) are being checked through the
+API. Goal: p95 < 200 ms. Run as root, as `tre up` runs the TRE: the portal as ``tre``, the
+outputs in workers of the project's account forked by the privileged helper.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -179,11 +186,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--calls", type=int, default=1000, help="calls per scenario")
+    parser.add_argument(
+        "--heavy", type=int, default=5, help="heavy outputs checked during the last scenario"
+    )
     args = parser.parse_args(argv)
 
+    from tre.cli import main as tre
     from tre.config import Settings
     from tre.identity import KeycloakServer, form_login, password_grant
     from tre.portal.server import PortalServer
+    from tre.privileged import Helper
     from tre.services import free_port
 
     with tempfile.TemporaryDirectory(prefix="tre-bench-portal-") as tmp:
@@ -194,13 +206,18 @@ def main(argv: list[str] | None = None) -> int:
             "TRE_PORTAL_URL": f"http://127.0.0.1:{free_port()}",
             "TRE_KEYCLOAK_SYNC": "off",
         }
+        os.chmod(tmp, 0o711)  # noqa: S103 - the TRE's accounts pass through to the home
         settings = Settings.from_environ(environ)
         keycloak = KeycloakServer.from_settings(settings)
         portal = PortalServer.from_settings(settings, environ)
+        helper = Helper(settings.home, environ)
         try:
             started = time.perf_counter()
             ids = build(settings, args.requests)
             print(f"{len(ids):,} requests in the database ({time.perf_counter() - started:.0f} s)")
+            if os.geteuid() == 0:
+                assert tre(["init"], environ) == 0  # built here as root: each part to its owner
+                helper.start()
             keycloak.start()
             portal.start()
             url = settings.portal_url
@@ -234,11 +251,67 @@ def main(argv: list[str] | None = None) -> int:
             base = result["baseline"]["p95_ms"]
             for name in scenarios:
                 result[name]["p95_vs_baseline"] = round(result[name]["p95_ms"] / base, 2)
+            if args.heavy:
+                alice = password_grant(keycloak.issuer, "alice", settings.demo_password)
+                name = "request (page), heavy outputs"
+                page = scenarios["request (page)"]
+                result[name] = under_heavy_outputs(
+                    url, alice, args, lambda: load(pages, page[1], args.clients, args.calls)
+                )
+                print(f"{name:<15} {json.dumps(result[name])}")
             print(json.dumps(result))
         finally:
             portal.stop()
             keycloak.stop()
+            helper.stop()
     return 0
+
+
+#: An output near the size limit: about 4,000 cells (la_code × nc_year by idaci_decile) with
+#: margins, of mostly small counts, whose secondary suppression takes many seconds.
+HEAVY = {
+    "kind": "table",
+    "dataset": "pupils",
+    "rows": ["la_code", "nc_year"],
+    "cols": ["idaci_decile"],
+    "margins": True,
+}
+
+
+def under_heavy_outputs(url: str, token: str, args, measure) -> dict:
+    """The figures of ``measure`` while ``args.heavy`` heavy outputs are checked through the
+    API, with how many were still being checked when it ended and how long each took."""
+    import httpx
+
+    spans: list[tuple[float, float, int]] = []
+
+    def check(n: int) -> None:
+        began = time.perf_counter()
+        answer = httpx.post(
+            f"{url}/api/v1/projects/asthma-ks4/outputs",
+            json={**HEAVY, "name": f"heavy {n}"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=900,
+        )
+        spans.append((began, time.perf_counter(), answer.status_code))
+
+    threads = [threading.Thread(target=check, args=(n,)) for n in range(args.heavy)]
+    for thread in threads:
+        thread.start()
+    time.sleep(2)  # all of them under way
+    began = time.perf_counter()
+    measured = figures(asyncio.run(measure()))
+    ended = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return {
+        **measured,
+        "heavy_outputs": args.heavy,
+        "still_computing_at_the_end": sum(end > ended for _, end, _ in spans),
+        "measured_s": round(ended - began, 1),
+        "heavy_s": sorted(round(end - start, 1) for start, end, _ in spans),
+        "heavy_status": sorted({status for _, _, status in spans}),
+    }
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 
 # -- Debian packages ------------------------------------------------------------------------
 # maven fetches Keycloak; postgresql serves the PostgreSQL tests; chromium runs the browser
-# tests (Playwright drives Debian's Chromium, so no browser is downloaded).
+# tests (Playwright drives Debian's Chromium, so no browser is downloaded); bubblewrap gives
+# each workspace its own mounts (private /tmp, read-only system), setpriv (util-linux) drops it
+# to its account.
 need=()
 command -v mvn >/dev/null 2>&1 || need+=(maven)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
@@ -16,6 +18,7 @@ command -v chromium >/dev/null 2>&1 || [ -n "${TRE_CHROMIUM:-}" ] || need+=(chro
 # npm installs JupyterHub's proxy; python3-venv builds the workspaces' environment.
 command -v npm >/dev/null 2>&1 || need+=(npm)
 [ "$(id -u)" -ne 0 ] || dpkg -s python3-venv >/dev/null 2>&1 || need+=(python3-venv)
+[ "$(id -u)" -ne 0 ] || command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing Debian packages: ${need[*]}"
@@ -28,8 +31,13 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # -- Python -----------------------------------------------------------------------------------
+# As root, the TRE's services run as accounts of their own (tre, tre-ingest, tre-provision):
+# the virtualenv is made from Debian's Python, which every account can run (pyenv's, under
+# root's 0700 home, they cannot).
 python=""
-for candidate in python3.13 python3.12 python3.11 python3; do
+candidates=(python3.13 python3.12 python3.11 python3)
+[ "$(id -u)" -ne 0 ] || candidates=(/usr/bin/python3 "${candidates[@]}")
+for candidate in "${candidates[@]}"; do
   if command -v "$candidate" >/dev/null 2>&1 &&
      "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
     python=$candidate
@@ -40,6 +48,11 @@ if [ -z "$python" ]; then
   echo "setup: Python 3.11 or newer is needed (apt-get install python3 python3-venv)" >&2
   exit 1
 fi
+if [ -x .venv/bin/python ] && [ "$(id -u)" -eq 0 ] && [ "$python" = /usr/bin/python3 ] &&
+   ! .venv/bin/python -c 'import sys; sys.exit(not sys.base_prefix.startswith("/usr"))'; then
+  echo "setup: .venv was made from a Python the service accounts cannot run; making it again"
+  rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $($python --version)"
   "$python" -m venv .venv
@@ -49,9 +62,9 @@ echo "setup: installing tre and its dependencies into .venv"
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 
 # -- servers ----------------------------------------------------------------------------------
-echo "setup: fetching Keycloak (cached in \${TRE_CACHE_DIR:-~/.cache/tre})"
+cache=$(.venv/bin/python -c 'from tre.config import Settings; print(Settings.from_environ().cache_dir)')
+echo "setup: fetching Keycloak (cached in $cache)"
 .venv/bin/tre identity fetch
-cache="${TRE_CACHE_DIR:-$HOME/.cache/tre}"
 if [ ! -x "$cache/proxy/node_modules/.bin/configurable-http-proxy" ]; then
   echo "setup: installing configurable-http-proxy (npm) into $cache/proxy"
   mkdir -p "$cache/proxy"

@@ -58,7 +58,55 @@ def _no_global_random():
         pytest.fail("the test used numpy's global random generator; use default_rng(seed)")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """The session's temporary folders under a folder of its own (pytest resets the mode of
+    the shared /tmp/pytest-of-<user> at every session's start, which would close the homes of
+    a session running alongside to the TRE's accounts); removed at the end when every test
+    passed, kept for a look otherwise."""
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        config.option.basetemp = tempfile.mkdtemp(prefix="tre-tests-")
+        config._tre_basetemp = config.option.basetemp
+
+
+def pytest_unconfigure(config):
+    made = getattr(config, "_tre_basetemp", None)
+    if made and getattr(config, "_tre_passed", False):
+        import shutil
+
+        shutil.rmtree(made, ignore_errors=True)
+
+
+def _tre_accounts() -> set[str]:
+    import pwd
+
+    prefixes = ("tre-w-", "tre-x-", "tre-p-", "tre-q-")
+    service = ("tre", "tre-ingest", "tre-provision")
+    return {
+        e.pw_name for e in pwd.getpwall() if e.pw_name.startswith(prefixes) or e.pw_name in service
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_os_accounts_made_by_the_tests():
+    """The OS accounts and groups the tests made (services, projects, workspaces) are removed
+    at the end of the session, their processes first; those there before are kept."""
+    before = _tre_accounts()
+    yield
+    if os.geteuid() != 0:
+        return
+    from tre.privileged import accounts as os_accounts
+    from tre.privileged.operations import _kill_account
+
+    made = _tre_accounts() - before
+    # Workspaces and projects first: the service accounts' groups hold no one then.
+    for name in sorted(made, key=lambda n: n in ("tre", "tre-ingest", "tre-provision")):
+        _kill_account(name)
+        os_accounts.remove(name)
+
+
 def pytest_sessionfinish(session, exitstatus):
+    session.config._tre_passed = exitstatus == 0
     if not STRICT:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -73,12 +121,25 @@ def pytest_sessionfinish(session, exitstatus):
 # -- helpers ----------------------------------------------------------------------------------
 
 
+def passable(folder: Path) -> Path:
+    """``folder`` and the folders above it opened for other accounts to pass through (not to
+    list): the TRE's service, project and workspace accounts reach a home made in pytest's
+    0700 temporary folders, as they would one in /srv."""
+    for path in [folder, *folder.parents]:
+        if path == Path(tempfile.gettempdir()) or path == Path("/"):
+            break
+        if path.exists():
+            path.chmod(path.stat().st_mode | 0o001)
+    return folder
+
+
 @pytest.fixture
 def environ(tmp_path) -> dict[str, str]:
     """An environment for the CLI with its own TRE home and the shared download cache."""
+    passable(tmp_path)
     env = {
         "TRE_HOME": str(tmp_path / "home"),
-        "TRE_CACHE_DIR": os.environ.get("TRE_CACHE_DIR", str(Path.home() / ".cache" / "tre")),
+        **({"TRE_CACHE_DIR": os.environ["TRE_CACHE_DIR"]} if "TRE_CACHE_DIR" in os.environ else {}),
         "TRE_LOG_LEVEL": "WARNING",
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(Path.home()),
@@ -176,11 +237,11 @@ def keycloak(tmp_path_factory) -> LocalTRE:
     """A real Keycloak 26, started through `tre identity up` once per session."""
     from tre.cli import main
 
-    home = tmp_path_factory.mktemp("keycloak-home")
+    home = passable(tmp_path_factory.mktemp("keycloak-home"))
     portal_port, hub_port = free_port(), free_port()
     env = {
         "TRE_HOME": str(home / "home"),
-        "TRE_CACHE_DIR": os.environ.get("TRE_CACHE_DIR", str(Path.home() / ".cache" / "tre")),
+        **({"TRE_CACHE_DIR": os.environ["TRE_CACHE_DIR"]} if "TRE_CACHE_DIR" in os.environ else {}),
         "TRE_KEYCLOAK_PORT": str(free_port()),
         "TRE_PORTAL_URL": f"http://127.0.0.1:{portal_port}",
         "TRE_HUB_URL": f"http://127.0.0.1:{hub_port}",
@@ -204,7 +265,8 @@ def synthetic(tmp_path_factory):
     """Synthetic signed deliveries for 300 pupils, made once per session (do not modify)."""
     from tests.factories import make_deliveries
 
-    return make_deliveries(tmp_path_factory.mktemp("synthetic"))
+    # The ingest account reads them, as it would a custodian's upload folder.
+    return make_deliveries(passable(tmp_path_factory.mktemp("synthetic")))
 
 
 @pytest.fixture
@@ -250,7 +312,7 @@ def ingested_home(request, tmp_path_factory, synthetic, name: str):
     """For a module fixture parametrised "sqlite"/"postgres": a TRE home with both synthetic
     deliveries ingested, its database a SQLite file or a fresh PostgreSQL database. Yields the
     environment, the home and the database."""
-    tmp = tmp_path_factory.mktemp(f"{name}-{request.param}")
+    tmp = passable(tmp_path_factory.mktemp(f"{name}-{request.param}"))
     environ = {
         "TRE_HOME": str(tmp / "home"),
         "TRE_LOG_LEVEL": "WARNING",
@@ -347,8 +409,10 @@ def start_portal(keycloak, synthetic, folder: Path, url: str, sync: bool = True)
     from tre.identity.server import KeycloakServer
     from tre.outputs import specs
     from tre.portal.server import PortalServer
+    from tre.privileged import Helper
 
     server = KeycloakServer.from_settings(keycloak.settings)
+    passable(folder)
     environ = {
         **keycloak.environ,
         "TRE_HOME": str(folder / "home"),
@@ -386,14 +450,21 @@ def start_portal(keycloak, synthetic, folder: Path, url: str, sync: bool = True)
         made.append(request.id)
     for checker in ("olga", "oscar"):
         airlock.review(home, db, made[1], 1, "approve", "", people[checker])
+    # Made as root by this process: handed to its owners, as `tre init` does, before the
+    # portal (as the services' account) and the privileged helper serve it.
+    assert main(["init"], environ) == 0
+    helper = Helper(settings.home, environ)
+    helper.start()
     served = PortalServer(settings.home, url, environ)
     served.start()
     portal = Portal(url, environ, keycloak, home, db, application.id, pending.id, *made, output.id)
-    return portal, served
+    return portal, (served, helper)
 
 
-def stop_portal(portal: Portal, server) -> None:
-    assert server.stop(), "the portal had stopped before the end of its tests"
+def stop_portal(portal: Portal, servers) -> None:
+    served, helper = servers
+    assert served.stop(), "the portal had stopped before the end of its tests"
+    assert helper.stop(), "the privileged helper had stopped before the end of the tests"
     portal.db.dispose()
 
 
@@ -431,10 +502,6 @@ def hub(portal, keycloak):
         end=today + dt.timedelta(days=100),
     )
     provision_project(portal.home, portal.db, other, local_person("bob"))
-    for folder in portal.home.root.parents:  # pytest's temporary folders are 0700
-        if folder == Path(tempfile.gettempdir()):
-            break
-        folder.chmod(folder.stat().st_mode | 0o001)
     environ = {
         **portal.environ,
         "TRE_HUB_CLIENT_SECRET": KeycloakServer.from_settings(keycloak.settings).secret(

@@ -71,6 +71,27 @@ def make_deliveries(target: Path, pupils: int = 300, seed: int = 7) -> Deliverie
     return Deliveries(out, keys)
 
 
+def in_workspace(home: Path, username: str, project: str, name: str, content: bytes | str) -> str:
+    """Put a file in ``username``'s workspace folder of ``project`` as they would (theirs,
+    0600): the account and folder are made as the workspace's first start makes them. Returns
+    its path relative to that folder, as researchers name files for the airlock."""
+    import os
+
+    from tre import privileged
+    from tre.privileged import accounts
+
+    made = privileged.call(home, "prepare_workspace", username=username, project=project)
+    path = Path(made["folder"]) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    account = accounts.Account.named(made["account"])
+    for made_path in [path, *path.relative_to(made["folder"]).parents]:
+        target = Path(made["folder"]) / made_path
+        os.chown(target, account.uid, account.gid)
+    path.chmod(0o600)
+    return name
+
+
 def init_home(environ: dict[str, str], keys: Path) -> None:
     """A TRE home whose custodians' public keys are registered."""
     assert main(["init"], environ) == 0

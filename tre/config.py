@@ -23,6 +23,14 @@ def _path(value: str) -> Path:
     return Path(value).expanduser().resolve()
 
 
+def _cache_path(value: str) -> Path:
+    """The cache folder; by default ``~/.cache/tre``, or ``/var/cache/tre`` as root (root's
+    own home is closed to the service accounts that run what is cached there)."""
+    if not value:
+        value = "/var/cache/tre" if os.geteuid() == 0 else "~/.cache/tre"
+    return _path(value)
+
+
 def _port(value: str) -> int:
     try:
         port = int(value)
@@ -133,10 +141,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "cache_dir",
         "TRE_CACHE_DIR",
-        "~/.cache/tre",
-        "Where downloaded servers (the Keycloak distribution) are kept between installs. "
-        "Never inside the repository.",
-        _path,
+        "",
+        "Where downloaded servers (the Keycloak distribution, JupyterHub's proxy) are kept "
+        "between installs; never inside the repository. Empty means ~/.cache/tre, or "
+        "/var/cache/tre as root (the service accounts run what is kept there).",
+        _cache_path,
         "/var/cache/tre",
     ),
     Setting(
@@ -255,6 +264,33 @@ SETTINGS: tuple[Setting, ...] = (
         "/srv/tre/workspace-env",
     ),
     Setting(
+        "output_cpu_seconds",
+        "TRE_OUTPUT_CPU_SECONDS",
+        "120",
+        "Computing time one output may take (its worker is stopped past it, and past twice "
+        "as long on the clock); the researcher is told to ask for fewer cells.",
+        _count_of("seconds", 86_400),
+        "600",
+    ),
+    Setting(
+        "output_memory_mb",
+        "TRE_OUTPUT_MEMORY_MB",
+        "4096",
+        "Memory one output's worker may use, in MB (DuckDB is given half of it).",
+        _count_of("megabytes", 1 << 20),
+        "16384",
+    ),
+    Setting(
+        "output_max_cells",
+        "TRE_OUTPUT_MAX_CELLS",
+        "5000",
+        "The most cells a table or summary may have, counted over the finest combination of "
+        "its variables (and those of the tables it is linked with). A larger one is refused "
+        "before anything is computed: it is no summary, and its checks would not finish.",
+        _count_of("cells", 10_000_000),
+        "20000",
+    ),
+    Setting(
         "keycloak_sync",
         "TRE_KEYCLOAK_SYNC",
         "off",
@@ -323,6 +359,9 @@ class Settings:
     hub_url: str
     hub_sweep_seconds: int
     workspace_env: str
+    output_cpu_seconds: int
+    output_memory_mb: int
+    output_max_cells: int
     keycloak_sync: bool
     provisioner_secret: str
     portal_client_secret: str

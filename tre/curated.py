@@ -161,7 +161,10 @@ def publish(
 
 
 def finish(db: Database, home: Home) -> int:
-    """Complete every publication that passed its commit point. Return how many versions."""
+    """Complete every publication that passed its commit point. Return how many versions.
+    Only ingest's account may (the others read the versions already current)."""
+    if not os.access(home.curated, os.W_OK):
+        return 0
     with db.read() as session:
         pending = (
             session.execute(sa.select(DatasetVersion).where(DatasetVersion.state == "publishing"))

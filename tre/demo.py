@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from tre import audit, catalog, custodians, home, people, projects, synth
+from tre import audit, catalog, custodians, home, people, privileged, projects, synth
 from tre.config import Settings
 from tre.db import Database
 from tre.home import Home
@@ -36,9 +36,23 @@ def prepare(
     say: Callable[[str], None] = print,
     actor: str = "demo",
 ) -> None:
-    initialised = home.init(settings)
-    if initialised.changed:
-        say(f"Created the TRE home {settings.home}.")
+    """The whole demo in this process (a home without separated accounts, or the tests)."""
+    prepare_data(settings, pupils, say, actor)
+    prepare_projects(settings, say)
+
+
+def prepare_data(
+    settings: Settings,
+    pupils: int = DEFAULT_PUPILS,
+    say: Callable[[str], None] = print,
+    actor: str = "demo",
+) -> None:
+    """The custodians' keys and deliveries, their ingest and the linkage report (ingest's
+    part: it reads the link key)."""
+    if not privileged.separated(settings.home):
+        initialised = home.init(settings)
+        if initialised.changed:
+            say(f"Created the TRE home {settings.home}.")
     tre_home = Home(settings.home)
     demo = tre_home.root / "demo"
     keys = demo / "keys"
@@ -73,8 +87,17 @@ def prepare(
         say("Linkage of pupils and patients, against the synthetic truth:")
         for line in linkage_report.report(tre_home, db, out / "truth").lines():
             say("  " + line)
+    finally:
+        db.dispose()
+
+
+def prepare_projects(settings: Settings, say: Callable[[str], None] = print) -> None:
+    """The example applications submitted, approved and provisioned (provisioning's part: it
+    reads the master key)."""
+    db = Database(settings.metadata_url)
+    try:
         for spec_file in EXAMPLE_PROJECTS:
-            _project_through_approval(tre_home, db, spec.load(spec_file), say)
+            _project_through_approval(Home(settings.home), db, spec.load(spec_file), say)
     finally:
         db.dispose()
 

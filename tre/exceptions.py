@@ -85,3 +85,15 @@ class ServiceUnavailable(TREError):
 
     exit_code = 69  # EX_UNAVAILABLE
     http_status = 503
+
+
+class LimitExceeded(TREError):
+    """A computation went past one of its limits (time, memory) and was stopped; ``limit`` says
+    which. Callers turn it into advice on what to ask for instead."""
+
+    exit_code = 65
+    http_status = 422
+
+    def __init__(self, limit: str) -> None:
+        super().__init__(f"stopped past its {limit} limit")
+        self.limit = limit

@@ -1,22 +1,38 @@
 """The TRE home: the folder holding the data stores, the keys and the local metadata database.
 
 ```
-<TRE home>/
-  landing/    custodians' deliveries as received (mode 0700: the TRE's only)
-  curated/    validated, linked, pseudonymised Parquet (0700)
-  projects/   per-project extracts and working folders (0711: each opened to its group)
-  released/   outputs released through the airlock (0700)
-  keys/       link.key, master.key (mode 0600; folder 0700)
-  identity/   the local Keycloak's state, log and generated client secrets
-  tre.db      metadata database (SQLite, unless TRE_DATABASE_URL points elsewhere)
+<TRE home>/               tre:tre 0771   (others pass through, to their project only)
+  landing/    custodians' deliveries as received     tre-ingest, 0700
+  curated/    validated, linked, pseudonymised data  tre-ingest:tre, 0750 (files 0640)
+  projects/   per-project extracts and working folders
+              tre-provision:tre 0751; each project tre-provision:tre-p-<id> 0750 (extracts
+              0550/0440, read by the project's group; work/ root:tre-p-<id> 0750, a 0700
+              folder per member owned by their workspace account)
+  outputs/    plain files kept for the airlock       tre, 0700
+  released/   outputs released through the airlock   tre, 0700
+  keys/       root:tre 0750: link.key (tre-ingest), master.key and projects/ (tre-provision),
+              service.key (tre), each 0600
+  identity/   the local Keycloak's state; secrets.json (0640: the services' group)
+  run/        the privileged helper's socket (root:tre 0660) and log
+  work/       ingest's working folder (locks, staging)   tre-ingest, 0700
+  tre.db      metadata database (SQLite, unless TRE_DATABASE_URL points elsewhere), tre:tre 0660
 ```
+
+Ownership and modes are those of a home made by ``tre init`` as root, which creates the
+service accounts (:mod:`tre.privileged.accounts`) and hands each part to its owner, again at
+every run (a home restored from a backup, or written as root by an older tre, is put right).
+Made without root, the home belongs to the account that made it and runs without separation
+(a developer's home: no workspaces, nothing kept from one part of the TRE by another).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import getpass
+import logging
 import os
+import stat
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -25,12 +41,35 @@ from tre import audit
 from tre.config import Settings
 from tre.db import Database
 from tre.exceptions import ConfigError, NotInitialised
-from tre.keys import ALL_KEYS, create_key_file, read_key
+from tre.keys import (
+    ALL_KEYS,
+    LINK_KEY,
+    MASTER_KEY,
+    PROJECT_KEYS,
+    SERVICE_KEY,
+    create_key_file,
+    read_key,
+)
+from tre.privileged import accounts
 
-STORES = ("landing", "curated", "projects", "released")
-#: Only the TRE itself reads the stores; a workspace account passes through ``projects`` (it
-#: cannot list it) to the one project folder its group opens.
-STORE_MODES = {"landing": 0o700, "curated": 0o700, "projects": 0o711, "released": 0o700}
+log = logging.getLogger(__name__)
+
+STORES = ("landing", "curated", "projects", "outputs", "released")
+#: Each store's owner, group and modes (folders, files) in a home with separated accounts;
+#: without, the same modes for the one account.
+STORE_OWNERS = {
+    "landing": (accounts.INGEST, accounts.INGEST, 0o700, 0o600),
+    "curated": (accounts.INGEST, accounts.SERVICE_GROUP, 0o750, 0o640),
+    "projects": (accounts.PROVISION, accounts.SERVICE_GROUP, 0o751, None),
+    "outputs": (accounts.SERVICE, accounts.SERVICE_GROUP, 0o700, 0o600),
+    "released": (accounts.SERVICE, accounts.SERVICE_GROUP, 0o700, 0o600),
+}
+STORE_MODES = {store: modes[2] for store, modes in STORE_OWNERS.items()}
+KEY_OWNERS = {
+    LINK_KEY: accounts.INGEST,
+    MASTER_KEY: accounts.PROVISION,
+    SERVICE_KEY: accounts.SERVICE,
+}
 PRIVATE_DIRS = ("keys", "identity")
 
 
@@ -53,6 +92,10 @@ class Home:
     @property
     def released(self) -> Path:
         return self.root / "released"
+
+    @property
+    def outputs(self) -> Path:
+        return self.root / "outputs"
 
     @property
     def keys(self) -> Path:
@@ -86,7 +129,8 @@ class InitReport:
 
 
 def init(settings: Settings) -> InitReport:
-    """Create whatever part of the TRE home is missing; leave existing parts untouched.
+    """Create whatever part of the TRE home is missing; leave existing parts untouched. As
+    root, also create the service accounts and give each part of the home to its owner.
 
     Every step checks what exists before acting, so an interrupted run is finished by
     running it again.
@@ -95,6 +139,24 @@ def init(settings: Settings) -> InitReport:
     if home.root.exists() and not home.root.is_dir():
         raise ConfigError(f"TRE_HOME={home.root} is a file, not a folder. Choose another path.")
     changes: list[str] = []
+    separate = accounts.running_as_root()
+    if separate:
+        closed = [str(p) for p in home.root.parents if p.exists() and not p.stat().st_mode & 1]
+        if closed:
+            raise ConfigError(
+                f"The TRE's accounts cannot reach {home.root}: {', '.join(closed)} "
+                f"{'is' if len(closed) == 1 else 'are'} closed to other accounts. Give "
+                f"{'it' if len(closed) == 1 else 'them'} the execute bit for others (chmod o+x), "
+                "or put the TRE home elsewhere (e.g. /srv/tre)."
+            )
+    if separate and not accounts.service_accounts_exist():
+        # The machine's accounts, not the home's: said in the log, not among the home's changes.
+        accounts.ensure_service_accounts()
+        log.info(
+            "created the service accounts %s (group %s)",
+            ", ".join(accounts.SERVICE_ACCOUNTS),
+            accounts.SERVICE_GROUP,
+        )
 
     def make_dir(path: Path, mode: int) -> None:
         if not path.is_dir():
@@ -102,7 +164,7 @@ def init(settings: Settings) -> InitReport:
             os.chmod(path, mode)
             changes.append(f"created folder {path.relative_to(home.root.parent)}")
 
-    make_dir(home.root, 0o755)
+    make_dir(home.root, 0o771 if separate else 0o755)
     for store in STORES:
         make_dir(home.root / store, STORE_MODES[store])
         if (home.root / store).stat().st_mode & 0o777 != STORE_MODES[store]:
@@ -119,7 +181,11 @@ def init(settings: Settings) -> InitReport:
     if db.is_sqlite:
         db_file = Path(db.engine.url.database)
         db_file.touch(mode=0o600, exist_ok=True)
-        os.chmod(db_file, 0o600)
+        os.chmod(db_file, 0o660 if separate else 0o600)
+        if separate:
+            # Before anything opens it: SQLite, as root, gives the journal files it makes the
+            # database file's owner.
+            os.chown(db_file, accounts.uid(accounts.SERVICE), accounts.gid(accounts.SERVICE_GROUP))
     try:
         before, after = db.migrate()
         if before != after:
@@ -159,4 +225,100 @@ def init(settings: Settings) -> InitReport:
                 )
     finally:
         db.dispose()
+    if separate:
+        hand_over(home)
     return InitReport(home.root, changes)
+
+
+# -- ownership (as root) ------------------------------------------------------------------------
+
+
+def hand_over(home: Home) -> None:
+    """Give every part of the home to its owner (as root), by file descriptor: a symlink met on
+    the way is left alone, never followed. Workspaces' own folders are the helper's, not
+    touched here."""
+    service = accounts.Account.named(accounts.SERVICE)
+    group = accounts.gid(accounts.SERVICE_GROUP)
+    root = os.open(home.root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        os.fchown(root, service.uid, group)
+        os.fchmod(root, 0o771)
+        for store, (owner, store_group, dir_mode, file_mode) in STORE_OWNERS.items():
+            uid, gid = accounts.uid(owner), accounts.gid(store_group)
+            with _opened(root, store) as fd:
+                if store == "projects":
+                    _own(fd, uid, gid, dir_mode, None)
+                    for project in sorted(os.listdir(fd)):
+                        _hand_over_project(fd, project, uid)
+                else:
+                    _own_tree(fd, uid, gid, dir_mode, file_mode)
+        with _opened(root, "keys") as keys:
+            _own(keys, 0, group, 0o750, None)
+            for name, owner in KEY_OWNERS.items():
+                with _opened(keys, name) as fd:
+                    _own(fd, accounts.uid(owner), accounts.gid(owner), None, 0o600)
+            with contextlib.suppress(FileNotFoundError), _opened(keys, PROJECT_KEYS) as fd:
+                provision = accounts.uid(accounts.PROVISION)
+                _own_tree(fd, provision, accounts.gid(accounts.PROVISION), 0o700, 0o600)
+        with _opened(root, "identity") as identity:
+            _own_tree(identity, service.uid, group, 0o700, None)  # Keycloak's scripts stay runnable
+            os.fchmod(identity, 0o750)
+            with contextlib.suppress(FileNotFoundError), _opened(identity, "secrets.json") as fd:
+                os.fchmod(fd, 0o640)  # the client secrets: provisioning syncs Keycloak's groups
+        for name in ("tre.db", "tre.db-wal", "tre.db-shm"):
+            with contextlib.suppress(FileNotFoundError), _opened(root, name) as fd:
+                _own(fd, service.uid, group, None, 0o660)
+        ingest = accounts.uid(accounts.INGEST)
+        for name in ("demo", "work"):  # the demo's deliveries; ingest's working folder
+            with contextlib.suppress(FileNotFoundError), _opened(root, name) as fd:
+                _own_tree(fd, ingest, accounts.gid(accounts.INGEST), 0o700, 0o600)
+    finally:
+        os.close(root)
+
+
+def _hand_over_project(projects: int, name: str, provision: int) -> None:
+    try:
+        gid = accounts.ensure_project(name).gid
+    except Exception:
+        return
+    with _opened(projects, name) as base:
+        if not stat.S_ISDIR(os.fstat(base).st_mode):
+            return
+        _own(base, provision, gid, 0o750, None)
+        missing = contextlib.suppress(FileNotFoundError, NotADirectoryError)
+        with missing, _opened(base, "extracts") as extracts:
+            _own_tree(extracts, provision, gid, 0o550, 0o440)
+        with missing, _opened(base, "work") as work:
+            _own(work, 0, gid, 0o750, None)
+
+
+@contextlib.contextmanager
+def _opened(parent: int, name: str):
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _own(fd: int, uid: int, gid: int, dir_mode: int | None, file_mode: int | None) -> None:
+    info = os.fstat(fd)
+    os.fchown(fd, uid, gid)
+    mode = dir_mode if stat.S_ISDIR(info.st_mode) else file_mode
+    if mode is not None and stat.S_IMODE(info.st_mode) != mode:
+        os.fchmod(fd, mode)
+
+
+def _own_tree(fd: int, uid: int, gid: int, dir_mode: int, file_mode: int | None) -> None:
+    """``fd`` and everything under it, files and folders only (symlinks left alone)."""
+    _own(fd, uid, gid, dir_mode, file_mode)
+    if not stat.S_ISDIR(os.fstat(fd).st_mode):
+        return
+    for name in os.listdir(fd):
+        try:
+            with _opened(fd, name) as child:
+                kind = stat.S_IFMT(os.fstat(child).st_mode)
+                if kind in (stat.S_IFDIR, stat.S_IFREG):
+                    _own_tree(child, uid, gid, dir_mode, file_mode)
+        except OSError:  # a symlink (ELOOP) or gone meanwhile: not ours to change
+            continue

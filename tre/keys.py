@@ -1,9 +1,12 @@
-"""Key files of the local profile: the linkage key and the master key for project keys.
+"""Key files of the local profile: the linkage key, the master key for project keys, and the
+services' key.
 
-Each key is 32 random bytes in a file of mode 0600 under ``<TRE home>/keys`` (itself 0700),
-owned by the account that runs the TRE. A key file is created once, atomically, and never
-overwritten: replacing the linkage key would silently change every person_key. In production a
-KMS or Vault holds these keys instead.
+Each key is 32 random bytes in a file of mode 0600 under ``<TRE home>/keys``, owned by the one
+account that uses it (``tre init`` as root): the link key by ingest (``tre-ingest``), the
+master key and the project keys by provisioning (``tre-provision``), the services' key (from
+which the portal's and the hub's own secrets are derived) by the services (``tre``). A key file
+is created once, atomically, and never overwritten: replacing the linkage key would silently
+change every person_key. In production a KMS or Vault holds these keys instead.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from tre.exceptions import ConfigError, IntegrityError
 KEY_BYTES = 32
 LINK_KEY = "link.key"
 MASTER_KEY = "master.key"
-ALL_KEYS = (LINK_KEY, MASTER_KEY)
+SERVICE_KEY = "service.key"
+ALL_KEYS = (LINK_KEY, MASTER_KEY, SERVICE_KEY)
 
 
 def create_key_file(path: Path) -> bool:
@@ -70,13 +74,14 @@ def read_key(path: Path) -> bytes:
 
 
 def purpose_key(keys_dir: Path, purpose: str) -> bytes:
-    """A key for one purpose of the TRE itself (signing the portal's cookies), derived from the
-    master key so that there is nothing more to back up."""
+    """A key for one purpose of the TRE's services (signing the portal's cookies, the hub's
+    API token), derived from the services' key: neither the portal nor the hub reads the
+    master key."""
     import hashlib
     import hmac
 
     return hmac.new(
-        read_key(keys_dir / MASTER_KEY), f"tre purpose key v1|{purpose}".encode(), hashlib.sha256
+        read_key(keys_dir / SERVICE_KEY), f"tre purpose key v1|{purpose}".encode(), hashlib.sha256
     ).digest()
 
 

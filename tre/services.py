@@ -49,6 +49,9 @@ class LocalServer:
     markers: tuple[bytes, ...] = ()
     #: How long ``start`` waits for the server to answer, in seconds.
     start_timeout: float = 60
+    #: The OS account it runs as when started by root (None: root's own, the privileged
+    #: helper only).
+    account: str | None = "tre"
 
     port: int
     state_dir: Path
@@ -123,18 +126,50 @@ class LocalServer:
         self.prepare()
         # A short-lived shell starts the server in the background and prints its pid.
         detach = '"$@" </dev/null >>"$TRE_SERVER_LOG" 2>&1 & echo $!'
+        environment = {**self.environment(), "TRE_SERVER_LOG": str(self.log_file)}
+        if os.geteuid() == 0 and self.account is not None:
+            # As its account: root's cache folder (not the account's own), and its state
+            # folder as its home (root's is closed to it).
+            from tre.config import Settings
+
+            cache = Settings.from_environ(environment).cache_dir
+            environment.setdefault("TRE_CACHE_DIR", str(cache))
+            environment.update(HOME=str(self.state_dir), USER=self.account, LOGNAME=self.account)
         launcher = subprocess.run(
             ["sh", "-c", detach, "server", *self.command()],
             cwd=self.working_dir(),
-            env={**self.environment(), "TRE_SERVER_LOG": str(self.log_file)},
+            env=environment,
             capture_output=True,
             text=True,
             start_new_session=True,
             check=True,
+            **self._as_account(),
         )
         pid = int(launcher.stdout.strip())
         self.pid_file.write_text(f"{pid}\n")
         return self.wait_ready(pid, timeout)
+
+    def _as_account(self) -> dict:
+        """What makes the server run as its account when root starts it (its state folder is
+        then the account's)."""
+        if os.geteuid() != 0 or self.account is None:
+            return {}
+        from tre.privileged import accounts
+
+        account = accounts.Account.named(self.account)
+        for path in (self.state_dir, self.log_file):
+            with contextlib.suppress(FileNotFoundError):
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                try:
+                    os.fchown(fd, account.uid, account.gid)
+                finally:
+                    os.close(fd)
+        return {
+            "user": account.uid,
+            "group": account.gid,
+            "extra_groups": list(account.groups[1:]),
+            "umask": 0o027,
+        }
 
     def wait_ready(self, pid: int | None, timeout: float) -> Status:
         deadline = time.monotonic() + timeout

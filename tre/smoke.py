@@ -3,10 +3,12 @@ part, with the demo accounts, as the people who use it would make it.
 
 1. alice logs in to the hub through Keycloak and starts her workspace of ``asthma-ks4``;
    starting ``fsm-ae`` (bob's project) is refused;
-2. in that workspace's kernel, ``tre.workspace`` reads the extracts, builds a safe table and
+2. every process of the TRE runs as its own account: as root only the privileged helper (and
+   bubblewrap waiting on the workspace's sandbox);
+3. in that workspace's kernel, ``tre.workspace`` reads the extracts, builds a safe table and
    requests its export (as alice, through the portal's API);
-3. olga and oscar, output checkers, each approve it through the API; it is released;
-4. alice downloads the released file; her workspace is stopped.
+4. olga and oscar, output checkers, each approve it through the API; it is released;
+5. alice downloads the released file; her workspace is stopped.
 
 Each step says what it did; the first that fails raises with what went wrong.
 """
@@ -23,6 +25,7 @@ from tre.config import Settings
 from tre.exceptions import TREError
 from tre.hub.kernels import Kernel, start_workspace, stop_workspace, workspace_ready
 from tre.identity.tokens import hub_login, password_grant
+from tre.privileged.processes import census, unexpected_root
 
 PROJECT = "asthma-ks4"
 OTHER_PROJECT = "fsm-ae"
@@ -61,6 +64,7 @@ def run(settings: Settings, say: Callable[[str], None] = print) -> None:
         step(f"starting {OTHER_PROJECT} (not hers) was refused: {refused.json()['message']}")
         server = _running(hub, PROJECT)
         step(f"her workspace of {PROJECT} is ready at {server['url']}")
+        step(_accounts(settings))
         try:
             with Kernel(hub, server["url"]) as kernel:
                 kernel.run(IN_THE_KERNEL)
@@ -88,6 +92,25 @@ def run(settings: Settings, say: Callable[[str], None] = print) -> None:
     released = _call(settings, RESEARCHER, "GET", f"{api}/requests/{request_id}/outputs/1/download")
     step(f"{RESEARCHER} downloaded the released output ({len(released.content):,} bytes)")
     step("passed")
+
+
+def _accounts(settings: Settings) -> str:
+    """Which accounts the TRE's processes run as; fails if any but the allowed run as root."""
+    import pwd
+
+    running = census(settings.home)
+    wrong = unexpected_root(settings.home)
+    if wrong:
+        raise SmokeFailed(
+            "These processes of the TRE run as root: "
+            + "; ".join(f"{p.pid} {p.command[:80]}" for p in wrong)
+        )
+    names = sorted({pwd.getpwuid(p.uid).pw_name for p in running if p.uid != 0})
+    allowed = sum(p.uid == 0 for p in running)
+    return (
+        f"{len(running)} processes of the TRE: {allowed} as root (the privileged helper, "
+        f"bubblewrap), the others as {', '.join(names)}"
+    )
 
 
 def _running(hub: httpx.Client, project: str) -> dict:

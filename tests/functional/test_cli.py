@@ -26,17 +26,26 @@ def test_help_lists_every_command_with_a_one_line_summary(capsys):
 
 
 def test_init_creates_a_home_with_private_keys(environ, capsys):
+    """As root (as the tests run), each key belongs to the one service account that uses it;
+    the folder of keys is the services' group's to pass through, not to write."""
+    import pwd
+
     assert main(["init"], environ) == 0
     home = os.path.join(environ["TRE_HOME"])
-    for store in ("landing", "curated", "projects", "released"):
+    for store in ("landing", "curated", "projects", "outputs", "released"):
         assert os.path.isdir(os.path.join(home, store))
-    assert stat.S_IMODE(os.stat(os.path.join(home, "keys")).st_mode) == 0o700
-    keys = [os.path.join(home, "keys", k) for k in ("link.key", "master.key")]
-    for key in keys:
+    folder = os.stat(os.path.join(home, "keys"))
+    assert (folder.st_uid, stat.S_IMODE(folder.st_mode)) == (0, 0o750)
+    owners = {"link.key": "tre-ingest", "master.key": "tre-provision", "service.key": "tre"}
+    for name, owner in owners.items():
+        key = os.path.join(home, "keys", name)
         assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+        assert pwd.getpwuid(os.stat(key).st_uid).pw_name == owner
         assert os.path.getsize(key) == KEY_BYTES
-    assert Path(keys[0]).read_bytes() != Path(keys[1]).read_bytes()
-    assert stat.S_IMODE(os.stat(os.path.join(home, "tre.db")).st_mode) == 0o600
+    contents = {Path(home, "keys", name).read_bytes() for name in owners}
+    assert len(contents) == 3
+    db = os.stat(os.path.join(home, "tre.db"))
+    assert (pwd.getpwuid(db.st_uid).pw_name, stat.S_IMODE(db.st_mode)) == ("tre", 0o660)
     assert "created key link.key" in capsys.readouterr().out
 
 

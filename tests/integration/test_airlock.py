@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from tests.factories import in_workspace
 from tre import airlock, audit, outputs
 from tre.airlock.lifecycle import OWNERS, TRANSITIONS, State
 from tre.exceptions import (
@@ -279,11 +280,12 @@ def test_one_rejection_rejects_the_request_and_nothing_is_released(world):
 # -- release, download, revocation -------------------------------------------------------------
 
 
-def test_approved_outputs_are_released_and_downloaded_by_the_project_only(world, tmp_path):
-    figure = tmp_path / "figure.csv"
-    figure.write_text("group,n\nA,120\nB,340\n")
+def test_approved_outputs_are_released_and_downloaded_by_the_project_only(world):
+    figure = in_workspace(world.home.root, "alice", world.project, "figure.csv", "group,n\n")
+    original = world.home.projects / world.project / "work" / "alice" / figure
+    original.write_text("group,n\nA,120\nB,340\n")
     file_output = outputs.add_file(world.home, world.db, world.project, figure, ALICE, "counts")
-    figure.write_text("group,n\nA,1\nB,2\n")  # changing the original changes nothing released
+    original.write_text("group,n\nA,1\nB,2\n")  # changing the original changes nothing released
     table = table_output(world)
     request = submitted(world, table, file_output)
     for slot in (1, 2):
@@ -315,9 +317,8 @@ def test_approved_outputs_are_released_and_downloaded_by_the_project_only(world,
     assert oct(path.stat().st_mode & 0o777) == "0o640"
 
 
-def test_a_kept_file_changed_behind_the_tre_is_not_released(world, tmp_path):
-    notes = tmp_path / "notes.txt"
-    notes.write_text("a model summary")
+def test_a_kept_file_changed_behind_the_tre_is_not_released(world):
+    notes = in_workspace(world.home.root, "alice", world.project, "notes.txt", "a model summary")
     output = outputs.add_file(world.home, world.db, world.project, notes, ALICE)
     kept = output.file_path
     request = submitted(world, output)
@@ -363,12 +364,13 @@ def test_the_queue_shows_what_each_checker_may_review_oldest_first(world):
     assert pages == queue[:2]
 
 
-def test_values_left_for_review_are_shown_only_to_checkers_until_release(world, tmp_path):
+def test_values_left_for_review_are_shown_only_to_checkers_until_release(world):
     """The portal is no way round the airlock: a maximum (one person's value) and what a file
     holds are withheld from the project until two checkers have released them."""
     maximum = table_output(world, "oldest score", statistic="max", value="idaci_decile")
-    figure = tmp_path / "list.csv"
-    figure.write_text("pupil,score\nsomeone,31\n")
+    figure = in_workspace(
+        world.home.root, "alice", world.project, "list.csv", "pupil,score\nsomeone,31\n"
+    )
     listed = outputs.add_file(world.home, world.db, world.project, figure, ALICE, "a list")
     request = submitted(world, maximum, listed)
 

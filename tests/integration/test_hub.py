@@ -126,7 +126,9 @@ def _workspace(alice, portal) -> None:
             assert path.exists(), what
             opened = kernel.value(f"opens({str(path)!r})")
             assert opened == (what in readable), (what, opened)
-        assert kernel.value(f"bool(open({str(work / 'alice-was-here')!r}, 'w').write('x'))")
+        # Her own folder, and nowhere else of the project's: not beside her co-members' folders.
+        assert kernel.value(f"bool(open({str(work / 'alice' / 'was-here')!r}, 'w').write('x'))")
+        assert not kernel.value(f"writes({str(work / 'alice-was-here')!r})")
         kernel.run("open('results.csv', 'w').write('n,42\\n')")
         # Its DuckDB reads the extracts and nothing else, whatever SQL it is given.
         kernel.run("from tre.workspace import connect; con = connect()")
@@ -159,7 +161,14 @@ def opens(path):
     try:
         open(path, "rb").close()
         return True
-    except PermissionError:
+    except OSError:  # refused, or not even there in the sandbox (a home under /tmp)
+        return False
+
+def writes(path):
+    try:
+        open(path, "wb").close()
+        return True
+    except OSError:
         return False
 """
 

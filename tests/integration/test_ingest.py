@@ -385,6 +385,7 @@ def _run_ingest(environ, folder, failpoint=None):
 def test_an_interrupted_ingest_lands_whole_or_not_at_all(home, synthetic, failpoint, lands):
     assert main(["ingest", str(synthetic.dfe)], home) == 0
     before_tree, before_versions = curated_tree(home), current_versions(home)
+    assert main(["init"], home) == 0  # what this process wrote as root, handed to ingest's account
     result = _run_ingest(home, synthetic.nhs, failpoint)
     assert result.returncode == 137, result.stderr
     if not lands:
@@ -401,6 +402,7 @@ def test_an_interrupted_ingest_lands_whole_or_not_at_all(home, synthetic, failpo
 def test_a_killed_ingest_leaves_the_store_as_before(home, synthetic):
     assert main(["ingest", str(synthetic.dfe)], home) == 0
     before_tree, before_versions = curated_tree(home), current_versions(home)
+    assert main(["init"], home) == 0  # what this process wrote as root, handed to ingest's account
     env = {**home, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     for delay in (0.5, 1.0, 1.5):
         process = subprocess.Popen(

@@ -10,6 +10,7 @@ import re
 import httpx
 import pytest
 
+from tests.conftest import passable
 from tre import projects
 from tre.identity import groups
 from tre.people import local_person
@@ -352,7 +353,7 @@ def test_portal_up_status_and_down_from_the_command_line(keycloak, tmp_path, cap
     url = f"http://127.0.0.1:{free_port()}"
     environ = {
         **keycloak.environ,
-        "TRE_HOME": str(tmp_path / "home"),  # a home of its own, so its secret is given
+        "TRE_HOME": str(passable(tmp_path) / "home"),  # a home of its own: its secret is given
         "TRE_PORTAL_URL": url,
         "TRE_PORTAL_CLIENT_SECRET": KeycloakServer.from_settings(keycloak.settings).secret(
             "portal_secret"

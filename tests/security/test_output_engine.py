@@ -319,9 +319,7 @@ def _placed(base: dict, place: tuple, text: str) -> dict | None:
     return None
 
 
-def test_hostile_strings_in_any_field_reach_nothing_outside_the_extracts(
-    world, canaries, tmp_path
-):
+def test_hostile_strings_in_any_field_reach_nothing_outside_the_extracts(world, canaries, tmp_path):
     home, _ = world
     paths = _paths(world, tmp_path)
     computed = []

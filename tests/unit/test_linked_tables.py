@@ -59,8 +59,9 @@ def checked(con, spec: specs.OutputSpec, releases=()) -> tuple[tables.Table, res
     rule_set = R.RuleSet()
     result = results.check_table(table, rule_set)
     where = specs.where(spec.filters, COLUMNS, con)
+    linked_with = engine._linked_releases(con, "people", COLUMNS, spec, releases)
     hide_also = engine._linked(
-        con, "people", COLUMNS, where, spec, table, result, releases, rule_set
+        con, "people", COLUMNS, where, spec, table, result, linked_with, rule_set
     )
     return table, results.check_table(table, rule_set, hide_also=hide_also)
 

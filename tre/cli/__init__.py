@@ -3,6 +3,11 @@
 ``main(argv, environ)`` takes the arguments and the environment explicitly, so tests call it
 without patching anything. A :class:`~tre.exceptions.TREError` is printed as one message
 (no traceback) and becomes the exit code; anything else is a bug and shows its traceback.
+
+Run by root (``sudo tre …``), the ``tre`` command first becomes the account its command is
+for (:data:`ACCOUNTS`): ingest runs as ``tre-ingest``, provisioning and closure as
+``tre-provision``, everything else that touches the TRE home as ``tre``. Only ``init``, ``up``,
+``down``, ``privileged`` and the commands that never open the home keep root.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ import click
 from tre import home
 from tre.config import Settings
 from tre.db import Database
-from tre.exceptions import TREError
+from tre.exceptions import ConfigError, TREError
 from tre.home import Home
+from tre.privileged import accounts
+from tre.privileged.processes import become
 
 
 @dataclasses.dataclass
@@ -139,9 +146,91 @@ def _access_hooks(context: Context) -> None:
     project_lifecycle.install_access_hooks(lambda: context.settings)
 
 
+#: The account a command runs as when root runs it, by its first words ("root": it keeps root;
+#: anything not listed runs as the services' account).
+ACCOUNTS: dict[tuple[str, ...], str] = {
+    ("init",): "root",
+    ("up",): "root",
+    ("down",): "root",
+    ("privileged",): "root",
+    ("demo", "prepare"): "root",  # runs its parts as their accounts
+    # Never open the TRE home: the operator's and the custodians' own tools.
+    ("identity", "fetch"): "root",
+    ("synth",): "root",
+    ("custodian", "keygen"): "root",
+    ("custodian", "sign"): "root",
+    ("custodian", "manifest"): "root",
+    ("outputs", "check-table"): accounts.SERVICE,
+    ("ingest",): accounts.INGEST,
+    ("linkage",): accounts.INGEST,
+    ("demo", "data"): accounts.INGEST,
+    ("project", "provision"): accounts.PROVISION,
+    ("project", "close"): accounts.PROVISION,
+    ("demo", "projects"): accounts.PROVISION,
+}
+
+
+def account_for(argv: Sequence[str]) -> str:
+    """The account the command ``argv`` runs as when root runs it."""
+    words = tuple(a for a in argv if not a.startswith("-"))[:2]
+    if not words or any(a in ("-h", "--help", "--version") for a in argv):
+        return "root"
+    for length in (2, 1):
+        if words[:length] in ACCOUNTS:
+            return ACCOUNTS[words[:length]]
+    return accounts.SERVICE
+
+
+def become_account_for(argv: Sequence[str], environ: dict[str, str]) -> None:
+    """As root, become the account of the command ``argv`` (for good): its groups, gid, uid,
+    umask 027. The environment keeps the cache folder root would use."""
+    if not accounts.running_as_root():
+        return
+    account = account_for(argv)
+    if account == "root":
+        return
+    if not accounts.service_accounts_exist():
+        raise ConfigError(
+            "The TRE's service accounts do not exist yet: run `sudo tre init` (or `sudo tre up`) "
+            "first."
+        )
+    environ.setdefault("TRE_CACHE_DIR", str(Settings.from_environ(environ).cache_dir))
+    environ["HOME"] = "/nonexistent"
+    environ["USER"] = environ["LOGNAME"] = account
+    become(accounts.Account.named(account))
+    os.umask(0o027)
+
+
+def run_as_own_account(ctx: Context, argv: Sequence[str]) -> None:
+    """Run ``tre argv`` in a process of its own (as root: it becomes its command's account);
+    its output goes to this command's; a failure stops this one with its exit code."""
+    import subprocess
+
+    environ = {**ctx.environ, "TRE_HOME": str(ctx.settings.home)}
+    done = subprocess.run([sys.executable, "-m", "tre", *argv], env=environ, check=False)
+    if done.returncode != 0:
+        raise TREError(f"`tre {' '.join(argv)}` failed (exit code {done.returncode}).")
+
+
 def run() -> None:
+    try:
+        become_account_for(sys.argv[1:], os.environ)
+    except TREError as e:
+        click.echo(f"error: {e.message}", err=True)
+        sys.exit(e.exit_code)
     sys.exit(main())
 
 
 # Register the commands of each part of the TRE.
-from tre.cli import audit, data, hub, identity, outputs, portal, projects, up  # noqa: E402, F401
+from tre.cli import (  # noqa: E402, F401
+    audit,
+    data,
+    hub,
+    identity,
+    outputs,
+    portal,
+    privileged,
+    projects,
+    servers,
+    up,
+)

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import click
 
-from tre.cli import Context, actor_name, actor_option, cli, home_option, pass_context
+from tre.cli import (
+    Context,
+    actor_name,
+    actor_option,
+    cli,
+    home_option,
+    pass_context,
+    run_as_own_account,
+)
 
 existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
 
@@ -233,7 +241,40 @@ def demo_group() -> None:
 )
 @pass_context
 def demo_prepare(ctx: Context, pupils: int) -> None:
-    """Keys, synthetic deliveries, ingest and linkage report, in one go (re-runnable)."""
+    """Keys, synthetic deliveries, ingest and linkage report, then the example projects
+    through approval and provisioning, in one go (re-runnable). As root, each part runs as the
+    account that may do it (`tre demo data`, `tre demo projects`)."""
+    from tre import demo, privileged
+
+    if privileged.running_as_root() and privileged.separated(ctx.settings.home):
+        run_as_own_account(ctx, ["demo", "data", "--pupils", str(pupils)])
+        run_as_own_account(ctx, ["demo", "projects"])
+        return
+    demo.prepare(ctx.settings, pupils, say=click.echo)
+
+
+@demo_group.command("data")
+@home_option
+@click.option(
+    "--pupils",
+    type=click.IntRange(1, 10_000_000),
+    default=2000,
+    show_default=True,
+    help="How many synthetic pupils.",
+)
+@pass_context
+def demo_data(ctx: Context, pupils: int) -> None:
+    """The custodians' keys and synthetic deliveries, ingested, and the linkage report."""
     from tre import demo
 
-    demo.prepare(ctx.settings, pupils, say=click.echo)
+    demo.prepare_data(ctx.settings, pupils, say=click.echo)
+
+
+@demo_group.command("projects")
+@home_option
+@pass_context
+def demo_projects(ctx: Context) -> None:
+    """The example applications in projects/ submitted, approved and provisioned."""
+    from tre import demo
+
+    demo.prepare_projects(ctx.settings, say=click.echo)

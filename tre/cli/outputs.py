@@ -211,57 +211,44 @@ def outputs_budget(ctx: Context, project_id: str) -> None:
 
 @outputs_group.command("add-file")
 @home_option
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("path")
 @project_option
 @as_option
 @click.option("--description", default="", help="What the file shows.")
 @pass_context
-def outputs_add_file(ctx: Context, path: Path, project_id: str, actor, description: str):
-    """Add a plain file as an output (checked on its face; always reviewed)."""
+def outputs_add_file(ctx: Context, path: str, project_id: str, actor, description: str):
+    """Add a plain file of USER's workspace folder in the project as an output (PATH relative
+    to that folder; checked on its face; always reviewed)."""
     from tre import outputs
     from tre.home import Home
 
     output = outputs.add_file(
         Home(ctx.settings.home), ctx.database(), project_id, path, _person(actor), description
     )
-    click.echo(f"Output #{output.id} ({path.name}) stored for review.")
+    click.echo(f"Output #{output.id} ({output.name}) stored for review.")
     for line in render(output.result):
         click.echo(line)
 
 
 @outputs_group.command("import-acro")
 @home_option
-@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("folder")
 @project_option
 @as_option
 @pass_context
-def outputs_import_acro(ctx: Context, folder: Path, project_id: str, actor) -> None:
-    """Import an ACRO session (results.json and its files) as outputs for review."""
+def outputs_import_acro(ctx: Context, folder: str, project_id: str, actor) -> None:
+    """Import an ACRO session (results.json and its files, in FOLDER of USER's workspace folder
+    in the project) as outputs for review."""
     from tre import outputs
     from tre.home import Home
-    from tre.outputs import files
 
     db, home, person = ctx.database(), Home(ctx.settings.home), _person(actor)
-    imported = files.read_acro_session(folder)
-    for item in imported:
-        for path in item["files"]:
-            output = outputs.add_file(
-                home,
-                db,
-                project_id,
-                path,
-                person,
-                f"ACRO {item['type']} {item['uid']} ({item['status']}): {item['summary']}"
-                + (
-                    f"; comments: {' '.join(map(str, item['comments']))}"
-                    if item["comments"]
-                    else ""
-                ),
-            )
-            click.echo(
-                f"Output #{output.id}: {path.name} from ACRO {item['uid']} "
-                f"(ACRO said {item['status']}); for review."
-            )
+    imported = outputs.import_acro(home, db, project_id, folder, person)
+    for output, item in imported:
+        click.echo(
+            f"Output #{output.id}: {output.name} from ACRO {item['uid']} "
+            f"(ACRO said {item['status']}); for review."
+        )
     if not imported:
         click.echo("The ACRO session holds no outputs.")
 

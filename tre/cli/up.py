@@ -6,7 +6,7 @@ import os
 
 import click
 
-from tre.cli import Context, cli, home_option, pass_context
+from tre.cli import Context, cli, home_option, pass_context, run_as_own_account
 from tre.cli.servers import keycloak_running
 
 
@@ -28,22 +28,39 @@ from tre.cli.servers import keycloak_running
 def up(ctx: Context, pupils: int | None, smoke: bool) -> None:
     """Bring up the whole local TRE over the TRE home: Keycloak, the demo catalog's synthetic
     data ingested, the example projects provisioned, the portal and (as root) the hub. Each
-    part already there is kept. Prints the URLs and the demo accounts."""
+    part already there is kept. Prints the URLs and the demo accounts.
+
+    As root, only the privileged helper keeps root: ingest runs as tre-ingest, provisioning as
+    tre-provision, Keycloak, the portal and the hub as tre."""
     from tre import demo, home
     from tre.cli.audit import audit_verify
     from tre.cli.identity import echo_demo_accounts
     from tre.hub import HubServer
+    from tre.identity import KeycloakServer
     from tre.portal.server import PortalServer
+    from tre.privileged import Helper
 
     # Project membership is mirrored into Keycloak's groups, as a real deployment does.
     ctx.environ = {**ctx.environ, "TRE_KEYCLOAK_SYNC": ctx.environ.get("TRE_KEYCLOAK_SYNC", "on")}
     settings = ctx.settings
+    as_root = os.geteuid() == 0
     home.init(settings)
-    keycloak = keycloak_running(settings)
-    demo.prepare(settings, pupils or demo.DEFAULT_PUPILS, say=click.echo)
-    click.get_current_context().invoke(audit_verify, anchor=None, as_json=False)
+    if as_root:
+        Helper(settings.home, ctx.environ).start()
+        run_as_own_account(ctx, ["identity", "up"])
+        keycloak = KeycloakServer.from_settings(settings)
+    else:
+        keycloak = keycloak_running(settings)
+    pupils = pupils or demo.DEFAULT_PUPILS
+    if as_root:
+        run_as_own_account(ctx, ["demo", "data", "--pupils", str(pupils)])
+        run_as_own_account(ctx, ["demo", "projects"])
+        run_as_own_account(ctx, ["audit", "verify"])
+    else:
+        demo.prepare(settings, pupils, say=click.echo)
+        click.get_current_context().invoke(audit_verify, anchor=None, as_json=False)
     portal = PortalServer.from_settings(settings, ctx.environ).start()
-    hub_running = os.geteuid() == 0
+    hub_running = as_root
     if hub_running:
         HubServer.from_settings(settings, ctx.environ).start()
     click.echo("")
@@ -84,7 +101,8 @@ def _smoke(ctx: Context, hub_running: bool) -> None:
 @home_option
 @pass_context
 def down(ctx: Context) -> None:
-    """Stop the hub (and its workspaces), the portal and Keycloak; the TRE home is kept."""
+    """Stop the hub (and its workspaces), the portal, Keycloak and the privileged helper; the
+    TRE home is kept."""
     _down(ctx)
 
 
@@ -92,11 +110,15 @@ def _down(ctx: Context) -> None:
     from tre.hub import HubServer
     from tre.identity import KeycloakServer
     from tre.portal.server import PortalServer
+    from tre.privileged import Helper
 
     settings = ctx.settings
-    for name, server in (
+    servers = [
         ("Hub", HubServer.from_settings(settings, ctx.environ)),
         ("Portal", PortalServer.from_settings(settings, ctx.environ)),
         ("Keycloak", KeycloakServer.from_settings(settings)),
-    ):
+    ]
+    if os.geteuid() == 0:
+        servers.append(("Privileged helper", Helper(settings.home, ctx.environ)))
+    for name, server in servers:
         click.echo(f"{name} {'stopped' if server.stop() else 'was not running'}.")

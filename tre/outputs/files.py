@@ -8,6 +8,11 @@ can pass on its own.
 An ACRO session (``results.json`` and its files, as ``acro.finalise(path, "json")`` writes
 them) is imported output by output: ACRO's own status, summary and comments are kept for the
 checkers, and each CSV file is checked again on its face.
+
+Files come from the researcher's own workspace folder, read by the privileged helper as their
+workspace account (``read_workspace_files``): a path is relative to that folder, and neither
+``..``, an absolute path nor a symlink leads out of it. What is kept is a copy, so what the
+checkers review is what is released.
 """
 
 from __future__ import annotations
@@ -36,18 +41,20 @@ def _check_size(path: Path) -> None:
         )
 
 
-def keep(path: Path, folder: Path) -> Path:
-    """Copy ``path`` into ``folder`` under a name that starts with its SHA-256; read-only."""
-    _check_size(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{os.getpid()}-{path.name}.tmp"
-    digest = hashlib.sha256()
+def keep(name: str, data: bytes, folder: Path) -> Path:
+    """Keep ``data`` (a file called ``name``) in ``folder`` under a name that starts with its
+    SHA-256; read-only."""
+    if len(data) > MAX_FILE_BYTES:
+        raise InvalidInput(
+            f"{name} is larger than {MAX_FILE_BYTES >> 20} MB: outputs are summaries, not data."
+        )
+    name = Path(name).name
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = folder / f".{os.getpid()}-{name}.tmp"
     try:
-        with open(path, "rb") as source, open(tmp, "wb") as target:
-            while chunk := source.read(1 << 20):
-                digest.update(chunk)
-                target.write(chunk)
-        kept = folder / f"{digest.hexdigest()[:16]}-{path.name}"
+        with open(tmp, "wb") as target:
+            target.write(data)
+        kept = folder / f"{hashlib.sha256(data).hexdigest()[:16]}-{name}"
         os.chmod(tmp, 0o440)
         os.replace(tmp, kept)
     finally:
@@ -121,32 +128,30 @@ def _number(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def read_acro_session(folder: Path) -> list[dict[str, Any]]:
-    """The outputs of an ACRO session: name, ACRO's status and comments, files."""
-    results_file = folder / "results.json"
-    if not results_file.is_file():
-        raise InvalidInput(
-            f"{folder} has no results.json: write the ACRO session with "
-            "acro.finalise(folder, 'json')."
-        )
+def read_acro_session(folder: str, results: bytes) -> list[dict[str, Any]]:
+    """The outputs of the ACRO session in ``folder`` (relative to the workspace folder) whose
+    ``results.json`` holds ``results``: name, ACRO's status and comments, and the paths of its
+    files (relative to the workspace folder too)."""
     try:
-        session = json.loads(results_file.read_text())
+        session = json.loads(results)
         outputs = session["results"]
-    except (json.JSONDecodeError, KeyError) as e:
-        raise InvalidInput(f"{results_file} is not an ACRO results file: {e}") from None
+        if not isinstance(outputs, dict):
+            raise TypeError("results is not a mapping")
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise InvalidInput(f"{folder}/results.json is not an ACRO results file: {e}") from None
     imported = []
     for uid, output in outputs.items():
-        files = [folder / f["name"] for f in output.get("files", []) if "name" in f]
+        names = [f["name"] for f in output.get("files", []) if isinstance(f, dict) and "name" in f]
         imported.append(
             {
-                "uid": uid,
+                "uid": str(uid),
                 "status": output.get("status"),
                 "type": output.get("type"),
                 "summary": output.get("summary", ""),
                 "command": output.get("command", ""),
                 "comments": output.get("comments", []),
                 "exception": output.get("exception", ""),
-                "files": [p for p in files if p.is_file()],
+                "files": [f"{folder.rstrip('/')}/{Path(str(n)).name}" for n in names],
             }
         )
     return imported

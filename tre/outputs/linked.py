@@ -28,8 +28,6 @@ from tre.sql import Connection
 
 Key = tuple[tuple[str, ...], tuple[str, ...]]
 Flat = tuple[str, ...]
-#: Beyond this many finest cells the joint program is not built (the tables are checked alone).
-MAX_CELLS = 4000
 TRIES = 12
 
 
@@ -105,11 +103,13 @@ def hide(
     needed: Mapping[Key, float],
     releases: Sequence[Release],
     rules: R.RuleSet,
+    max_cells: int = 5000,
 ) -> dict[Key, str]:
     """The cells of the new table to hide too (with the release that makes them needed), given
     its cells as checked alone (``checked``: value, None when hidden; for a mean table, the
     sum behind each mean) and how wide each of its suppressed cells' range must stay
-    (``needed``)."""
+    (``needed``). Beyond ``max_cells`` finest cells the joint program is not built, and the
+    whole new table is hidden: it fails closed, never open."""
     if not releases or rules.rounding_base > 1:  # rounded releases are not exact sums
         return {}
     variables = list(dict.fromkeys([*new.rows, *new.cols]))
@@ -125,8 +125,11 @@ def hide(
         unit=unit,
         where=where,
     ).interior()
-    if not finest or len(finest) > MAX_CELLS:
+    label = ", ".join(sorted({r.label for r in releases}))
+    if not finest:
         return {}
+    if len(finest) > max_cells:
+        return {key: label for key, value in checked.items() if value}
     system = _System([c.row for c in finest], not any(c.stats.negatives for c in finest))
     top = {c.row: (max((abs(t) for t in c.stats.top), default=0.0)) for c in finest}
     truth = {c.row: c.value or 0.0 for c in finest}
@@ -199,7 +202,6 @@ def hide(
             hidden = {at for at, (_, value) in hideable.items() if value != 0}
             break
         hidden.add(best)
-    label = ", ".join(sorted({r.label for r in releases}))
     return {hideable[at][0]: label for at in hidden}
 
 

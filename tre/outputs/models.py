@@ -36,6 +36,9 @@ _TOKEN = re.compile(
 )
 #: Column types a model reads as categorical (patsy does the same for text and yes/no).
 CATEGORICAL = (Type.STRING, Type.BOOLEAN)
+#: The most coefficients a model may have: more describes groups too small to check one by one
+#: (a table in disguise), and fitting and checking it would not finish in time.
+MAX_COEFFICIENTS = 200
 FORMULA_HELP = (
     "write `outcome ~ term + term`, each term a column, C(column), a:b or a*b, or 1 / - 1 "
     "for the intercept"
@@ -145,6 +148,41 @@ def check_columns(formula: Formula, columns: Mapping[str, Type], unit: str) -> l
         elif columns[name] is Type.DATE:
             problems.append(f"{name} is a date: a model takes numbers, text or yes/no columns")
     return problems
+
+
+def check_size(
+    con: Connection, relation: str, where: str, formula_text: str, columns: Mapping[str, Type]
+) -> None:
+    """Refuse, before fitting, a model of more than :data:`MAX_COEFFICIENTS` coefficients
+    (each categorical factor counts its levels but one, interactions multiply)."""
+    formula = parse_formula(formula_text)
+    if any(name not in columns for name in formula.columns):
+        return  # fit() says which column is unknown
+    categorical = sorted(
+        {
+            f.column
+            for term in formula.terms
+            for f in term
+            if f.categorical or columns[f.column] in CATEGORICAL
+        }
+    )
+    levels: dict[str, int] = {}
+    if categorical:
+        counts = ", ".join(f"count(DISTINCT {identifier(c)})" for c in categorical)
+        row = con.execute(f"SELECT {counts} FROM {relation} WHERE {where}").fetchone()
+        levels = dict(zip(categorical, (int(n) for n in row), strict=True))
+    coefficients = int(formula.intercept)
+    for term in formula.terms:
+        size = 1
+        for factor in term:
+            size *= max(levels.get(factor.column, 2) - 1, 1)
+        coefficients += size
+    if coefficients > MAX_COEFFICIENTS:
+        raise InvalidInput(
+            f"The model {formula_text!r} would have {coefficients:,} coefficients, more than "
+            f"the {MAX_COEFFICIENTS} the TRE checks in one model: merge small categories, use "
+            "fewer interactions, or fit separate models."
+        )
 
 
 def _groups(

@@ -16,6 +16,7 @@ from tre.exceptions import InvalidInput, NotFound
 from tre.outputs import privacy, specs
 from tre.people import Person
 from tre.portal import dcat, views
+from tre.portal.computing import computing, quickly
 from tre.projects import approvals, extracts, risk, spec
 
 router = APIRouter(prefix="/api/v1")
@@ -167,13 +168,18 @@ def project_outputs(
     status_code=201,
     summary="Compute and check an output from its specification",
 )
-def project_output_check(
+async def project_output_check(
     project_id: str,
     body: dict[str, Any],
     state=Depends(app_state),
     person: Person = Depends(caller),
 ) -> dict[str, Any]:
-    output, _ = outputs.check(state.home, state.db, project_id, specs.parse(body), person)
+    spec = specs.parse(body)
+    output, _ = await computing(outputs.check, state.home, state.db, project_id, spec, person)
+    return await quickly(_output_view, state, output, person, project_id)
+
+
+def _output_view(state, output, person: Person, project_id: str) -> dict[str, Any]:
     return views.output_detail(output, person, projects.get(state.db, project_id))
 
 
@@ -202,14 +208,15 @@ def project_dp_plan(
     status_code=201,
     summary="Run a differentially private query: spends its ε of the project's budget",
 )
-def project_dp_run(
+async def project_dp_run(
     project_id: str,
     body: dict[str, Any],
     state=Depends(app_state),
     person: Person = Depends(caller),
 ) -> dict[str, Any]:
-    output, _ = outputs.run_dp(state.home, state.db, project_id, _dp_spec(body), person)
-    return views.output_detail(output, person, projects.get(state.db, project_id))
+    spec = _dp_spec(body)
+    output, _ = await computing(outputs.run_dp, state.home, state.db, project_id, spec, person)
+    return await quickly(_output_view, state, output, person, project_id)
 
 
 def _dp_spec(body: dict[str, Any]) -> specs.OutputSpec:
@@ -232,14 +239,16 @@ def project_budget(
 
 
 @router.post("/projects/{project_id}/{action}", summary="Provision, suspend, resume or close")
-def project_action(
+async def project_action(
     project_id: str,
     action: Literal["provision", "suspend", "resume", "close"],
     body: Reason,
     state=Depends(app_state),
     person: Person = Depends(caller),
 ) -> dict[str, Any]:
-    project = extracts.administer(state.home, state.db, project_id, action, person, body.reason)
+    project = await computing(
+        extracts.administer, state.home, state.db, project_id, action, person, body.reason
+    )
     return views.project_summary(project)
 
 
@@ -290,11 +299,11 @@ def request_put_output(
 
 
 @router.post("/requests/{request_id}/submit", summary="Submit: checks run again, reviews open")
-def request_submit(
+async def request_submit(
     request_id: Id, state=Depends(app_state), person: Person = Depends(caller)
 ) -> dict[str, Any]:
-    airlock.submit(state.home, state.db, request_id, person)
-    return airlock.view(state.db, request_id, person)
+    await computing(airlock.submit, state.home, state.db, request_id, person)
+    return await quickly(airlock.view, state.db, request_id, person)
 
 
 @router.post("/requests/{request_id}/withdraw", summary="Withdraw a request")

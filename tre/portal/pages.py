@@ -18,6 +18,7 @@ from tre.people import Person
 from tre.portal import views
 from tre.portal.api import MAX_ID, Id
 from tre.portal.auth import LOGIN_COOKIE, SESSION_COOKIE
+from tre.portal.computing import computing, quickly
 from tre.projects import approvals, extracts, risk, spec
 
 router = APIRouter(include_in_schema=False)
@@ -273,27 +274,27 @@ async def decide(request: Request, project_id: str) -> Response:
 
 
 @router.post("/projects/{project_id}/action/{action}")
-def project_action(
+async def project_action(
     request: Request, project_id: str, action: str, csrf: str = Form(""), reason: str = Form("")
 ) -> Response:
-    person = _form_person(request, csrf)
+    person = await quickly(_form_person, request, csrf)
     state = request.app.state
-    extracts.administer(state.home, state.db, project_id, action, person, reason)
+    await computing(extracts.administer, state.home, state.db, project_id, action, person, reason)
     return _back(f"/projects/{project_id}")
 
 
 @router.post("/projects/{project_id}/outputs")
-def check_output(
+async def check_output(
     request: Request, project_id: str, csrf: str = Form(""), text: str = Form("")
 ) -> Response:
-    person = _form_person(request, csrf)
+    person = await quickly(_form_person, request, csrf)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise InvalidInput(f"The output specification is not valid YAML: {e}") from None
-    output, _ = outputs.check(
-        request.app.state.home, request.app.state.db, project_id, specs.parse(data), person
-    )
+    state = request.app.state
+    spec = specs.parse(data)
+    output, _ = await computing(outputs.check, state.home, state.db, project_id, spec, person)
     return _back(f"/outputs/{output.id}")
 
 
@@ -382,17 +383,17 @@ def _slot(text: str) -> int | None:
 
 
 @router.post("/requests/{request_id}/{action}")
-def request_action(
+async def request_action(
     request: Request, request_id: Id, action: str, csrf: str = Form(""), reason: str = Form("")
 ) -> Response:
-    person = _form_person(request, csrf)
+    person = await quickly(_form_person, request, csrf)
     state = request.app.state
     if action == "submit":
-        airlock.submit(state.home, state.db, request_id, person)
+        await computing(airlock.submit, state.home, state.db, request_id, person)
     elif action == "withdraw":
-        airlock.withdraw(state.db, request_id, person)
+        await quickly(airlock.withdraw, state.db, request_id, person)
     elif action == "revoke":
-        airlock.revoke(state.home, state.db, request_id, person, reason)
+        await quickly(airlock.revoke, state.home, state.db, request_id, person, reason)
     else:
         raise InvalidInput(f"Unknown action {action!r}.")
     return _back(f"/requests/{request_id}")

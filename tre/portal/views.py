@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,7 +10,6 @@ from tre import airlock, audit, catalog, outputs, permissions, projects
 from tre.exceptions import ServiceUnavailable
 from tre.outputs import privacy
 from tre.people import Person
-from tre.projects import extracts
 from tre.projects.lifecycle import OWNERS, State
 
 
@@ -56,14 +54,7 @@ def project_summary(p: projects.Project) -> dict[str, Any]:
 def project_detail(state, p: projects.Project) -> dict[str, Any]:
     decisions = [d.summary() for d in projects.decisions(state.db, p.id)]
     granted, left = privacy.remaining(state.db, p.id)
-    manifest = extracts.folder(state.home, p.id) / "extracts" / extracts.MANIFEST
-    extract = None
-    if p.status is State.PROVISIONED and manifest.is_file():
-        data = json.loads(manifest.read_text())
-        extract = {
-            name: {"rows": d["rows"], "columns": [c["name"] for c in d["columns"]]}
-            for name, d in data["datasets"].items()
-        }
+    extract = p.extracts_summary if p.status is State.PROVISIONED else None
     return {
         **project_summary(p),
         "application": p.spec,

@@ -36,6 +36,8 @@ class Project(Base):
     created_at: Mapped[str] = mapped_column(sa.String(32))
     updated_at: Mapped[str] = mapped_column(sa.String(32))
     extracts_sha256: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    #: What the extracts hold, by dataset: rows and column names (the portal shows it).
+    extracts_summary: Mapped[dict | None] = mapped_column(sa.JSON, nullable=True)
 
     def spec_object(self) -> ProjectSpec:
         return ProjectSpec.from_dict(self.spec)
@@ -85,19 +87,27 @@ ACCESS_HOOKS: list[Callable[[Project], None]] = []
 
 def install_access_hooks(settings: Callable[[], Any]) -> None:
     """What a change of a project's access updates besides the database: its Keycloak group
-    (with TRE_KEYCLOAK_SYNC on), then its running workspaces (stopped once it is no longer
-    provisioned). ``settings`` gives the settings in force when a project changes."""
-    from tre import hub
+    (with TRE_KEYCLOAK_SYNC on), the OS accounts of its workspaces (those no longer allowed
+    lose the project's group and their processes), then its running workspaces (stopped once
+    it is no longer provisioned). ``settings`` gives the settings in force when a project
+    changes."""
+    from tre import hub, privileged
     from tre.identity import groups
 
     def keycloak_group(project: Project) -> None:
         if settings().keycloak_sync:
             groups.sync(settings(), project)
 
+    def accounts(project: Project) -> None:
+        if project.status is State.CLOSED:
+            return  # closure removed them
+        keep = list(project.members()) if project.status is State.PROVISIONED else []
+        privileged.call(settings().home, "revoke_access", project=project.id, keep=keep)
+
     def workspaces(project: Project) -> None:
         hub.stop_workspaces(settings(), project)
 
-    ACCESS_HOOKS[:] = [keycloak_group, workspaces]
+    ACCESS_HOOKS[:] = [keycloak_group, accounts, workspaces]
 
 
 def access_changed(project: Project) -> None:
@@ -338,9 +348,15 @@ def expire_due(db: Database, today: dt.date | None = None) -> list[str]:
 
 
 def record_provisioned(
-    session: Session, project: Project, by: Person, manifest_sha256: str, details: dict
+    session: Session,
+    project: Project,
+    by: Person,
+    manifest_sha256: str,
+    details: dict,
+    summary: dict | None = None,
 ) -> None:
     project.extracts_sha256 = manifest_sha256
+    project.extracts_summary = summary
     _move(session, project, "provision", by, {**details, "manifest_sha256": manifest_sha256})
 
 

@@ -8,26 +8,27 @@
 
 ``pseudo_id = HMAC-SHA256(K_project, person_key)`` and record ids are re-keyed the same way,
 so two projects' extracts share no value that would join their rows. Extracts are written into
-a temporary folder and renamed into place: they exist whole or not at all. When the TRE runs as
-root, the files belong to the project's own OS group (``tre-p-<id>``), readable by that group
-only, so a workspace running under that group reads its own project and no other.
+a temporary folder and renamed into place: they exist whole or not at all. Provisioning (the
+``tre-provision`` account) writes them; the privileged helper then gives them to the project's
+own OS group (``tre-p-<id>``: ``prepare_project``, ``grant_extracts``), readable by that group
+only, so the project's workspaces and output worker read their own project and no other.
+Closure has the helper remove the working folders and the project's accounts
+(``remove_project``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import grp
 import hashlib
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
 
-from tre import catalog, curated, keys, pseudonyms
+from tre import catalog, curated, keys, privileged, pseudonyms
 from tre.db import Database
 from tre.exceptions import InvalidInput, InvalidTransition
 from tre.home import Home
@@ -38,7 +39,6 @@ from tre.projects.spec import ProjectSpec
 from tre.sql import Connection, file_list, identifier, literal
 
 MANIFEST = "manifest.json"
-GROUP_PREFIX = "tre-p-"
 
 
 def folder(home: Home, project_id: str) -> Path:
@@ -46,7 +46,8 @@ def folder(home: Home, project_id: str) -> Path:
 
 
 def os_group(project_id: str) -> str:
-    return (GROUP_PREFIX + project_id)[:32]
+    """The project's OS group (it reads the extracts): :func:`tre.privileged.project_group`."""
+    return privileged.project_group(project_id)
 
 
 def cohort_sql(spec: ProjectSpec, sources: dict[str, str], con: Connection) -> str | None:
@@ -191,26 +192,6 @@ def build(home: Home, db: Database, project: Project, target: Path) -> dict:
     }
 
 
-def _running_as_root() -> bool:
-    return os.geteuid() == 0
-
-
-def _ensure_group(name: str) -> int:
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        subprocess.run(["groupadd", "--system", name], check=True, capture_output=True)
-        return grp.getgrnam(name).gr_gid
-
-
-def _protect(path: Path, gid: int | None) -> None:
-    """Extracts read-only: directories r-x, files r--, for the owner and the project group."""
-    for p in [path, *path.rglob("*")]:
-        if gid is not None:
-            os.chown(p, 0, gid)
-        os.chmod(p, 0o550 if p.is_dir() else 0o440)
-
-
 def provision(home: Home, db: Database, project_id: str, by: Person) -> tuple[Project, bool]:
     """Build the project's extracts (once). Return the project and whether anything changed."""
     from tre import permissions
@@ -228,24 +209,21 @@ def provision(home: Home, db: Database, project_id: str, by: Person) -> tuple[Pr
             f"Project {project_id} is {project.state}: only an approved project is provisioned."
         )
     keys.create_project_salt(home.keys, project_id)
-    gid = _ensure_group(os_group(project_id)) if _running_as_root() else None
     base.mkdir(mode=0o750, exist_ok=True)
-    work = base / "work"
-    work.mkdir(exist_ok=True)
+    # The project's group and worker account; its folder in that group, work/ the TRE's own.
+    privileged.call(home.root, "prepare_project", project=project_id)
     tmp = base / f".extracts-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    if tmp.exists():
+        _make_writable(tmp)
+        shutil.rmtree(tmp)
     tmp.mkdir(mode=0o700)
     try:
         manifest = build(home, db, project, tmp)
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
         (tmp / MANIFEST).write_text(text)
         digest = hashlib.sha256(text.encode()).hexdigest()
-        _protect(tmp, gid)
-        if gid is not None:
-            os.chown(base, 0, gid)
-            os.chown(work, 0, gid)
-        os.chmod(base, 0o750)  # noqa: S103 - the project's group reads its own extracts
-        os.chmod(work, 0o2770)  # noqa: S103 - and writes its working folder
+        # Read-only, and readable by the project's group only.
+        privileged.call(home.root, "grant_extracts", project=project_id, folder=tmp.name)
         if target.exists():  # left by an attempt that died before recording it
             _make_writable(target)
             shutil.rmtree(target)
@@ -259,7 +237,11 @@ def provision(home: Home, db: Database, project_id: str, by: Person) -> tuple[Pr
                 digest,
                 {
                     "datasets": {d: v["rows"] for d, v in manifest["datasets"].items()},
-                    "os_group": os_group(project_id) if gid is not None else None,
+                    "os_group": os_group(project_id) if privileged.separated(home.root) else None,
+                },
+                {
+                    name: {"rows": d["rows"], "columns": [c["name"] for c in d["columns"]]}
+                    for name, d in manifest["datasets"].items()
                 },
             )
             from tre import audit
@@ -283,7 +265,7 @@ def provision(home: Home, db: Database, project_id: str, by: Person) -> tuple[Pr
 
 def _make_writable(path: Path) -> None:
     for p in [path, *path.rglob("*")]:
-        if not p.is_symlink():
+        if not p.is_symlink() and p.stat().st_uid == os.geteuid():
             os.chmod(p, 0o700 if p.is_dir() else 0o600)
 
 
@@ -310,11 +292,10 @@ def close(home: Home, db: Database, project_id: str, by: Person, reason: str) ->
                 for d in manifest["datasets"].values()
                 for f in d["files"]
             ]
-        work_files = (
-            sum(1 for p in (base / "work").rglob("*") if p.is_file())
-            if (base / "work").exists()
-            else 0
-        )
+        # Working folders belong to the members' accounts: the helper removes them, their
+        # processes and the project's accounts.
+        removed = privileged.call(home.root, "remove_project", project=project_id)
+        work_files = removed["files"]
         certificate = {
             "reason": reason,
             "deleted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -333,6 +314,16 @@ def close(home: Home, db: Database, project_id: str, by: Person, reason: str) ->
     return certificate
 
 
+def _may_provision(home: Home) -> bool:
+    """Whether this process holds provisioning's keys: root, the provisioning account, or a
+    home without separated accounts."""
+    if privileged.running_as_root() or not privileged.separated(home.root):
+        return True
+    from tre.privileged import accounts
+
+    return os.geteuid() == accounts.uid(accounts.PROVISION)
+
+
 #: What an administrator can do to a project, as the portal and the API offer it.
 ADMINISTRATION = ("provision", "suspend", "resume", "close")
 
@@ -343,6 +334,23 @@ def administer(
     """Provision, suspend, resume or close the project; return it as it is now."""
     from tre.projects import get, set_state
 
+    if action in ("provision", "close") and not _may_provision(home):
+        # The services' account asks the helper: provisioning's account alone holds the keys.
+        privileged.call(
+            home.root,
+            "administer_project",
+            action=action,
+            project=project_id,
+            person={
+                "username": by.username,
+                "roles": sorted(by.roles),
+                "groups": sorted(by.groups),
+                "name": by.name,
+            },
+            reason=reason,
+            settings={k: v for k, v in os.environ.items() if k.startswith("TRE_")},
+        )
+        return get(db, project_id)
     if action == "provision":
         return provision(home, db, project_id, by)[0]
     if action == "close":

@@ -1,0 +1,146 @@
+"""Boundary: root, and the accounts the TRE's parts run as.
+
+Only the privileged helper holds root; the portal, the hub, Keycloak run as ``tre``; ingest as
+``tre-ingest``; provisioning as ``tre-provision``; outputs and workspaces as accounts of their
+project. Each key is readable by the one account that uses it. The helper answers only the
+accounts it serves, each only with its own operations, whatever the request says.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import time
+from contextlib import closing
+
+import pytest
+
+from tests.security.conftest import PROJECT, as_account, can_open
+from tre import privileged
+from tre.hub.kernels import start_workspace, stop_workspace, workspace_ready
+from tre.identity.tokens import hub_login
+from tre.privileged import accounts, helper
+from tre.privileged.processes import census, unexpected_root
+
+
+def test_each_key_is_read_by_its_own_account_only(two_projects):
+    keys = two_projects.home.keys
+    project_key = next((keys / "projects").iterdir())
+    owners = {
+        keys / "link.key": accounts.INGEST,
+        keys / "master.key": accounts.PROVISION,
+        project_key: accounts.PROVISION,
+        keys / "service.key": accounts.SERVICE,
+    }
+    everyone = [
+        accounts.SERVICE,
+        accounts.INGEST,
+        accounts.PROVISION,
+        privileged.project_group(PROJECT),
+        privileged.workspace_account("alice", PROJECT),
+    ]
+    privileged.call(two_projects.home.root, "prepare_workspace", username="alice", project=PROJECT)
+    for key, owner in owners.items():
+        readers = {a for a in everyone if as_account(a, can_open, str(key)) == "read"}
+        assert readers == {owner}, (key.name, readers)
+
+
+def test_the_landing_store_is_ingests_alone(two_projects):
+    landed = next(p for p in two_projects.home.landing.rglob("*") if p.is_file())
+    readers = {
+        a
+        for a in (accounts.SERVICE, accounts.INGEST, accounts.PROVISION)
+        if as_account(a, can_open, str(landed)) == "read"
+    }
+    assert readers == {accounts.INGEST}
+
+
+def _ask(path, account: str, operation: str, args: dict) -> dict:
+    """Send one request to the helper's socket from a process of ``account``."""
+
+    def send() -> dict:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            try:
+                s.connect(str(path))
+            except OSError as e:
+                return {"refused": type(e).__name__}
+            data = json.dumps({"operation": operation, "args": args}).encode()
+            s.sendall(struct.pack(">I", len(data)) + data)
+            size = struct.unpack(">I", s.recv(4))[0]
+            answer = b""
+            while len(answer) < size:
+                answer += s.recv(size - len(answer))
+            return json.loads(answer)
+
+    return as_account(account, send)
+
+
+@pytest.mark.keycloak
+def test_the_helper_serves_only_its_accounts_each_with_its_own_operations(portal):
+    path = helper.socket_path(portal.home.root)
+    workspace = privileged.workspace_account("alice", portal.project)
+    privileged.call(portal.home.root, "prepare_workspace", username="alice", project=portal.project)
+    worker = privileged.project_group(portal.project)
+    # Neither a workspace nor an output worker reaches the socket at all; ingest reaches it
+    # (it is of the services' group) and is turned away.
+    for account in (workspace, worker):
+        answer = _ask(path, account, "stop_workspace", {"username": "bob", "project": "x-y-z"})
+        assert answer == {"refused": "PermissionError"}, (account, answer)
+    answer = _ask(path, accounts.INGEST, "stop_workspace", {"username": "bob", "project": "xyz"})
+    assert answer["error"] == "PermissionDenied"
+    # The services may not do provisioning's part, nor provisioning the services'.
+    answer = _ask(path, accounts.SERVICE, "grant_extracts", {"project": "abc", "folder": "x"})
+    assert answer["error"] == "PermissionDenied"
+    answer = _ask(
+        path, accounts.PROVISION, "read_workspace_files", {"username": "alice", "project": "a"}
+    )
+    assert answer["error"] == "PermissionDenied"
+    # What the services may ask is checked like anything a person sends.
+    answer = _ask(
+        path,
+        accounts.SERVICE,
+        "read_workspace_files",
+        {"username": "alice", "project": portal.project, "paths": ["/etc/shadow"]},
+    )
+    assert answer["error"] == "InvalidInput"
+    answer = _ask(path, accounts.SERVICE, "no_such_thing", {})
+    assert answer["error"] == "InvalidInput"
+
+
+@pytest.mark.hub
+@pytest.mark.keycloak
+def test_only_the_privileged_helper_runs_as_root(hub, portal):
+    """With the portal, the hub, Keycloak and a researcher's workspace running: every process
+    of the TRE runs as its service or project account, but the helper and bubblewrap waiting
+    on the workspace's sandbox."""
+    with closing(hub_login(hub.hub_url, "alice", "tre-demo")) as alice:
+        started = start_workspace(alice, "alice", portal.project)
+        assert started.status_code in (201, 202), started.text
+        workspace_ready(alice, "alice", portal.project, poll=1)
+        try:
+            time.sleep(1)
+            running = census(portal.home.root)
+            owners = {accounts_name(p.uid) for p in running}
+            assert unexpected_root(portal.home.root) == []
+            assert {"tre", privileged.workspace_account("alice", portal.project)} <= owners
+            commands = " ".join(p.command for p in running if accounts_name(p.uid) == "tre")
+            for part in ("tre portal serve", "jupyterhub", "configurable-http-proxy"):
+                assert part in commands, part
+            as_root = [p.command.split()[0] for p in running if p.uid == 0]
+            assert as_root and set(as_root) <= {"/usr/bin/bwrap", *_helper_python(running)}
+        finally:
+            stop_workspace(alice, "alice", portal.project)
+
+
+def accounts_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _helper_python(running) -> set[str]:
+    return {p.command.split()[0] for p in running if "tre.privileged.helper" in p.command}
