@@ -94,11 +94,13 @@ def main() -> None:
         raise SystemExit("run as root: each workspace runs under an OS account of its own")
 
     from tre import demo
+    from tre.cli import main as tre
     from tre.config import Settings
     from tre.hub import HubServer
     from tre.hub.kernels import Kernel
     from tre.identity import KeycloakServer
     from tre.identity.tokens import hub_login
+    from tre.privileged import Helper
     from tre.services import free_port
 
     # /var/tmp, opened for passing through: workspace accounts must reach the project folders.
@@ -116,9 +118,12 @@ def main() -> None:
         started = time.perf_counter()
         demo.prepare(settings, pupils=args.pupils, say=lambda line: None)
         print(f"demo home with {args.pupils:,} pupils ({time.perf_counter() - started:.0f} s)")
+        assert tre(["init"], environ) == 0  # built here as root: each part to its owner
         keycloak = KeycloakServer.from_settings(settings)
         hub = HubServer.from_settings(settings, environ)
+        helper = Helper(settings.home, environ)
         try:
+            helper.start()  # it starts the workspaces for the hub, which runs as tre
             keycloak.start()
             hub.start()
             with closing(hub_login(settings.hub_url, "alice", settings.demo_password)) as alice:
@@ -140,6 +145,7 @@ def main() -> None:
         finally:
             hub.stop()
             keycloak.stop()
+            helper.stop()
     sandboxed, plain = (statistics.median(times[k]) for k in ("sandboxed", "plain"))
     spawn_median = statistics.median(spawns)
     print(f"spawn: median {spawn_median:.2f} s, max {max(spawns):.2f} s (goal: median ≤ 3 s)")

@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from tre.exceptions import ConfigError
 
@@ -134,7 +134,7 @@ SETTINGS: tuple[Setting, ...] = (
         "TRE_DATABASE_URL",
         "",
         "Metadata database (projects, approvals, requests, privacy ledger, audit log). Empty "
-        "means a SQLite file `tre.db` in the TRE home; use a postgresql:// URL in production.",
+        "means a SQLite file `db/tre.db` in the TRE home; use a postgresql:// URL in production.",
         _database_url,
         "postgresql://tre@db.internal/tre",
     ),
@@ -382,7 +382,8 @@ class Settings:
     @property
     def metadata_url(self) -> str:
         """The database URL actually used: the configured one, or SQLite in the TRE home."""
-        return self.database_url or f"sqlite:///{self.home / 'tre.db'}"
+        # The path quoted: "?" or "#" in a folder's name would end it in a URL.
+        return self.database_url or f"sqlite:///{quote(str(self.home / 'db' / 'tre.db'))}"
 
     @property
     def keycloak_base_url(self) -> str:

@@ -1,7 +1,7 @@
 """The TRE home: the folder holding the data stores, the keys and the local metadata database.
 
 ```
-<TRE home>/               tre:tre 0771   (others pass through, to their project only)
+<TRE home>/               root:tre 0751   (others pass through, to their project only)
   landing/    custodians' deliveries as received     tre-ingest, 0700
   curated/    validated, linked, pseudonymised data  tre-ingest:tre, 0750 (files 0640)
   projects/   per-project extracts and working folders
@@ -15,7 +15,10 @@
   identity/   the local Keycloak's state; secrets.json (0640: the services' group)
   run/        the privileged helper's socket (root:tre 0660) and log
   work/       ingest's working folder (locks, staging)   tre-ingest, 0700
-  tre.db      metadata database (SQLite, unless TRE_DATABASE_URL points elsewhere), tre:tre 0660
+  demo/       the demo's custodian keys and deliveries      tre-ingest, 0700
+  hub/, portal/  the servers' state and logs               tre, 0700
+  db/tre.db   metadata database (SQLite, unless TRE_DATABASE_URL points elsewhere), tre:tre
+              0770 (file 0660)
 ```
 
 Ownership and modes are those of a home made by ``tre init`` as root, which creates the
@@ -30,9 +33,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import getpass
+import json
 import logging
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -40,7 +46,7 @@ import sqlalchemy as sa
 from tre import audit
 from tre.config import Settings
 from tre.db import Database
-from tre.exceptions import ConfigError, NotInitialised
+from tre.exceptions import ConfigError, NotInitialised, ServiceUnavailable
 from tre.keys import (
     ALL_KEYS,
     LINK_KEY,
@@ -71,6 +77,10 @@ KEY_OWNERS = {
     SERVICE_KEY: accounts.SERVICE,
 }
 PRIVATE_DIRS = ("keys", "identity")
+#: Made by root in a separated home (the home's own folder is root's: no service account may
+#: create or replace a name in it), then given to their owners (:func:`hand_over`).
+SERVICE_DIRS = ("db", "hub", "portal", "run", "demo", "work")
+DATABASE = "tre.db"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +143,9 @@ def init(settings: Settings) -> InitReport:
     root, also create the service accounts and give each part of the home to its owner.
 
     Every step checks what exists before acting, so an interrupted run is finished by
-    running it again.
+    running it again. As root, the home's own folder belongs to root and everything in it is
+    made by root before any service account may write there; the database is opened by the
+    services' account only, never by root.
     """
     home = Home(settings.home)
     if home.root.exists() and not home.root.is_dir():
@@ -159,12 +171,19 @@ def init(settings: Settings) -> InitReport:
         )
 
     def make_dir(path: Path, mode: int) -> None:
+        if path.is_symlink():
+            raise ConfigError(
+                f"{path} is a link, which the TRE never follows: remove it and run `tre init` "
+                "again."
+            )
         if not path.is_dir():
             path.mkdir(mode=mode, parents=True, exist_ok=True)
             os.chmod(path, mode)
             changes.append(f"created folder {path.relative_to(home.root.parent)}")
 
-    make_dir(home.root, 0o771 if separate else 0o755)
+    make_dir(home.root, 0o751 if separate else 0o755)
+    if separate:
+        _take_home(home)  # root's, before anything is made in it
     for store in STORES:
         make_dir(home.root / store, STORE_MODES[store])
         if (home.root / store).stat().st_mode & 0o777 != STORE_MODES[store]:
@@ -172,20 +191,87 @@ def init(settings: Settings) -> InitReport:
             changes.append(f"restricted folder {store} to mode {STORE_MODES[store]:o}")
     for private in PRIVATE_DIRS:
         make_dir(home.root / private, 0o700)
+    if separate:
+        for name in SERVICE_DIRS:
+            make_dir(home.root / name, 0o700)
     for name in ALL_KEYS:
         if create_key_file(home.keys / name):
             changes.append(f"created key {name} (32 random bytes, mode 0600)")
         home.key(name)  # refuse a key file that is unreadable, exposed or damaged
+    _move_database(home)
+    if separate:
+        hand_over(home)
+        changes += _as_services(settings.metadata_url, home.root.name)
+    else:
+        changes += _initialise_database(settings.metadata_url, home.root.name, getpass.getuser())
+    return InitReport(home.root, changes)
 
-    db = Database(settings.metadata_url)
+
+def _as_services(url: str, home_name: str) -> list[str]:
+    """:func:`_initialise_database` in a new process of the services' account: root never
+    opens the database (a link there would be followed), and SQLite must not be used in a
+    process forked from one that has it open."""
+    service = accounts.Account.named(accounts.SERVICE)
+    code = (
+        "import json, sys; from tre.home import _initialise_database; "
+        "print(json.dumps(_initialise_database(*sys.argv[1:])))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, url, home_name, "root"],
+        user=service.uid,
+        group=service.gid,
+        extra_groups=list(service.groups[1:]),
+        umask=0o077,
+        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/nonexistent"},
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode
+        raise ServiceUnavailable(
+            f"The metadata database could not be opened by the services' account ({reason}): "
+            "its folder db/ must hold the database itself, not a link; check "
+            "TRE_DATABASE_URL."
+        )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _move_database(home: Home) -> None:
+    """A database of an older tre, in the home's own folder, moved into ``db/``."""
+    old, new = home.root / DATABASE, home.root / "db" / DATABASE
+    if old.is_file() and not old.is_symlink() and not new.exists():
+        (home.root / "db").mkdir(mode=0o700, exist_ok=True)
+        for suffix in ("", "-wal", "-shm"):
+            if Path(f"{old}{suffix}").is_file():
+                os.replace(f"{old}{suffix}", f"{new}{suffix}")
+                if accounts.running_as_root():  # db/ is root's still: nothing planted there
+                    service, group = accounts.uid(accounts.SERVICE), accounts.gid("tre")
+                    os.chown(f"{new}{suffix}", service, group, follow_symlinks=False)
+                    os.chmod(f"{new}{suffix}", 0o660)
+
+
+def _initialise_database(url: str, home_name: str, actor: str) -> list[str]:
+    """Create or migrate the metadata database and record it in the audit log (as the
+    services' account when the home is separated). Returns what changed."""
+    changes: list[str] = []
+    db = Database(url)
     if db.is_sqlite:
         db_file = Path(db.engine.url.database)
-        db_file.touch(mode=0o600, exist_ok=True)
-        os.chmod(db_file, 0o660 if separate else 0o600)
-        if separate:
-            # Before anything opens it: SQLite, as root, gives the journal files it makes the
-            # database file's owner.
-            os.chown(db_file, accounts.uid(accounts.SERVICE), accounts.gid(accounts.SERVICE_GROUP))
+        db_file.parent.mkdir(mode=0o700, exist_ok=True)
+        # Made before SQLite first opens it, readable and writable by the services' group
+        # (ingest and provisioning write it too); SQLite gives its journal files the same
+        # mode. An existing one is not opened here: closing a descriptor of it would drop
+        # this process's SQLite locks.
+        if db_file.is_symlink():
+            raise ConfigError(f"{db_file} is a link, which the TRE never follows: remove it.")
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(db_file, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                os.fchmod(fd, 0o660 if accounts.running_as_root() or _grouped() else 0o600)
+            finally:
+                os.close(fd)
     try:
         before, after = db.migrate()
         if before != after:
@@ -200,15 +286,15 @@ def init(settings: Settings) -> InitReport:
                     audit.AuditEventRow.action == "tre.initialised"
                 )
             ).first()
-            actor = dict(actor=getpass.getuser(), actor_role="tre-admin")
+            who = dict(actor=actor, actor_role="tre-admin")
             if initialised is None:
                 audit.record(
                     session,
                     audit.Event(
-                        **actor,
+                        **who,
                         action="tre.initialised",
                         object_type="tre",
-                        object_id=home.root.name,
+                        object_id=home_name,
                         details={"stores": list(STORES), "schema": after},
                     ),
                 )
@@ -216,21 +302,34 @@ def init(settings: Settings) -> InitReport:
                 audit.record(
                     session,
                     audit.Event(
-                        **actor,
+                        **who,
                         action="tre.migrated",
                         object_type="tre",
-                        object_id=home.root.name,
+                        object_id=home_name,
                         details={"from": before, "to": after},
                     ),
                 )
     finally:
         db.dispose()
-    if separate:
-        hand_over(home)
-    return InitReport(home.root, changes)
+    return changes
+
+
+def _grouped() -> bool:
+    """Whether this process is the services' account of a separated home."""
+    return accounts.exists(accounts.SERVICE) and os.geteuid() == accounts.uid(accounts.SERVICE)
 
 
 # -- ownership (as root) ------------------------------------------------------------------------
+
+
+def _take_home(home: Home) -> None:
+    """The home's own folder: root's, the services' group may pass and list (0751)."""
+    root = os.open(home.root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        os.fchown(root, 0, accounts.gid(accounts.SERVICE_GROUP))
+        os.fchmod(root, 0o751)
+    finally:
+        os.close(root)
 
 
 def hand_over(home: Home) -> None:
@@ -241,8 +340,8 @@ def hand_over(home: Home) -> None:
     group = accounts.gid(accounts.SERVICE_GROUP)
     root = os.open(home.root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
-        os.fchown(root, service.uid, group)
-        os.fchmod(root, 0o771)
+        os.fchown(root, 0, group)
+        os.fchmod(root, 0o751)
         for store, (owner, store_group, dir_mode, file_mode) in STORE_OWNERS.items():
             uid, gid = accounts.uid(owner), accounts.gid(store_group)
             with _opened(root, store) as fd:
@@ -265,12 +364,19 @@ def hand_over(home: Home) -> None:
             os.fchmod(identity, 0o750)
             with contextlib.suppress(FileNotFoundError), _opened(identity, "secrets.json") as fd:
                 os.fchmod(fd, 0o640)  # the client secrets: provisioning syncs Keycloak's groups
-        for name in ("tre.db", "tre.db-wal", "tre.db-shm"):
-            with contextlib.suppress(FileNotFoundError), _opened(root, name) as fd:
-                _own(fd, service.uid, group, None, 0o660)
+        with _opened(root, "db") as fd:
+            # The folder only: its files are the services' own, made 0660 by them, and opening
+            # the database here would drop this process's SQLite locks on it (closing any
+            # descriptor of a file drops them all).
+            _own(fd, service.uid, group, 0o770, None)
+        for name in ("hub", "portal"):
+            with _opened(root, name) as fd:
+                _own_tree(fd, service.uid, service.gid, 0o700, None)
+        with _opened(root, "run") as fd:
+            _own(fd, 0, group, 0o750, None)
         ingest = accounts.uid(accounts.INGEST)
         for name in ("demo", "work"):  # the demo's deliveries; ingest's working folder
-            with contextlib.suppress(FileNotFoundError), _opened(root, name) as fd:
+            with _opened(root, name) as fd:
                 _own_tree(fd, ingest, accounts.gid(accounts.INGEST), 0o700, 0o600)
     finally:
         os.close(root)

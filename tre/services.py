@@ -93,9 +93,15 @@ class LocalServer:
 
     def pid(self) -> int | None:
         try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
+            fd = os.open(self.pid_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:  # none, or a link (never followed)
             return None
+        try:
+            pid = int(os.read(fd, 32).decode().strip())
+        except (ValueError, UnicodeDecodeError):
+            return None
+        finally:
+            os.close(fd)
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
@@ -122,8 +128,15 @@ class LocalServer:
                     f"Port {self.port} on 127.0.0.1 is already in use by another program. "
                     f"Stop it, or set {self.port_variable} to a free port."
                 )
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.prepare()
+        if os.geteuid() == 0 and self.account is not None:
+            # As its account: root never writes in a folder a service account owns.
+            from tre.privileged import accounts
+            from tre.privileged.processes import Limits, call_as
+
+            limits = Limits(cpu_seconds=3600, memory_bytes=8 << 30, wall_seconds=3600)
+            call_as(accounts.Account.named(self.account), limits, self._prepare)
+        else:
+            self._prepare()
         # A short-lived shell starts the server in the background and prints its pid.
         detach = '"$@" </dev/null >>"$TRE_SERVER_LOG" 2>&1 & echo $!'
         environment = {**self.environment(), "TRE_SERVER_LOG": str(self.log_file)}
@@ -146,24 +159,27 @@ class LocalServer:
             **self._as_account(),
         )
         pid = int(launcher.stdout.strip())
-        self.pid_file.write_text(f"{pid}\n")
+        self._write_pid(pid)
         return self.wait_ready(pid, timeout)
 
+    def _prepare(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.prepare()
+
+    def _write_pid(self, pid: int) -> None:
+        """The pid file, never through a link (root writes it in the account's folder)."""
+        self.pid_file.unlink(missing_ok=True)
+        fd = os.open(self.pid_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{pid}\n")
+
     def _as_account(self) -> dict:
-        """What makes the server run as its account when root starts it (its state folder is
-        then the account's)."""
+        """What makes the server run as its account when root starts it."""
         if os.geteuid() != 0 or self.account is None:
             return {}
         from tre.privileged import accounts
 
         account = accounts.Account.named(self.account)
-        for path in (self.state_dir, self.log_file):
-            with contextlib.suppress(FileNotFoundError):
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-                try:
-                    os.fchown(fd, account.uid, account.gid)
-                finally:
-                    os.close(fd)
         return {
             "user": account.uid,
             "group": account.gid,

@@ -30,9 +30,13 @@ if TYPE_CHECKING:
     import duckdb
 
 #: The names the TRE accepts wherever a name reaches SQL: ASCII letters, digits and ``_``,
-#: not starting with a digit, at most 63 characters (PostgreSQL's limit, and enough).
-IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-IDENTIFIER_HELP = "letters a-z, digits and _, not starting with a digit, at most 63 characters"
+#: starting with a letter, at most 63 characters (PostgreSQL's limit, and enough). Names that
+#: start with ``_`` are the TRE's own (the output engine's aliases): no one else's can equal
+#: them.
+IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
+IDENTIFIER_HELP = "letters a-z, digits and _, starting with a letter, at most 63 characters"
+#: The prefix of the names the TRE gives in SQL it writes (never a name a person gives).
+INTERNAL = "_tre_"
 _PARAMETER = re.compile(r"\$(v\d+)\b")
 
 
@@ -105,6 +109,7 @@ def sandboxed_duckdb(
     *,
     threads: int | None = None,
     memory_limit: str | None = None,
+    spill_limit: str | None = None,
     extra_config: Mapping[str, Any] | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection that reads files under ``readable`` (and spills to ``temp``) and
@@ -128,6 +133,8 @@ def sandboxed_duckdb(
     # access off, then the configuration locked (allowed_directories cannot go in the config
     # of connect() in DuckDB 2.0).
     con.execute(f"SET temp_directory = {literal(str(temp))}")
+    if spill_limit:
+        con.execute(f"SET max_temp_directory_size = {literal(spill_limit)}")
     con.execute(f"SET allowed_directories = [{literal(str(readable))}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")

@@ -44,7 +44,7 @@ def test_init_creates_a_home_with_private_keys(environ, capsys):
         assert os.path.getsize(key) == KEY_BYTES
     contents = {Path(home, "keys", name).read_bytes() for name in owners}
     assert len(contents) == 3
-    db = os.stat(os.path.join(home, "tre.db"))
+    db = os.stat(os.path.join(home, "db", "tre.db"))
     assert (pwd.getpwuid(db.st_uid).pw_name, stat.S_IMODE(db.st_mode)) == ("tre", 0o660)
     assert "created key link.key" in capsys.readouterr().out
 
@@ -131,7 +131,7 @@ def test_home_that_is_a_file_is_refused(environ, tmp_path, capsys):
 
 def test_audit_verify_fails_naming_the_seq_of_a_modified_event(environ, capsys):
     assert main(["init"], environ) == 0
-    db = os.path.join(environ["TRE_HOME"], "tre.db")
+    db = os.path.join(environ["TRE_HOME"], "db", "tre.db")
     engine = sa.create_engine(f"sqlite:///{db}")
     with engine.begin() as c:
         c.exec_driver_sql("UPDATE audit_events SET actor = 'mallory' WHERE seq = 1")
@@ -172,7 +172,7 @@ def test_the_installed_console_script_runs(environ):
 @pytest.mark.parametrize("argv", [["audit", "verify"], ["audit", "export"]])
 def test_commands_refuse_an_unmigrated_database(environ, capsys, argv):
     assert main(["init"], environ) == 0
-    db = os.path.join(environ["TRE_HOME"], "tre.db")
+    db = os.path.join(environ["TRE_HOME"], "db", "tre.db")
     engine = sa.create_engine(f"sqlite:///{db}")
     with engine.begin() as c:
         c.exec_driver_sql("DROP TABLE alembic_version")

@@ -117,7 +117,7 @@ def _workspace(alice, portal) -> None:
             / "extracts"
             / extracts.MANIFEST,
             "the keys": home.keys / "link.key",
-            "the metadata database": home.root / "tre.db",
+            "the metadata database": home.root / "db" / "tre.db",
             "the hub's state": home.root / "hub" / "jupyterhub.sqlite",
             "the curated store": next(home.curated.rglob("*.parquet")),
             "the landing store": next(home.landing.rglob("*.csv")),

@@ -9,19 +9,23 @@ accounts it serves, each only with its own operations, whatever the request says
 from __future__ import annotations
 
 import json
+import os
 import socket
 import struct
 import time
 from contextlib import closing
+from pathlib import Path
 
 import pytest
 
 from tests.security.conftest import PROJECT, as_account, can_open
 from tre import privileged
+from tre.cli import account_for, main
+from tre.exceptions import ServiceUnavailable
 from tre.hub.kernels import start_workspace, stop_workspace, workspace_ready
 from tre.identity.tokens import hub_login
 from tre.privileged import accounts, helper
-from tre.privileged.processes import census, unexpected_root
+from tre.privileged.processes import Limits, call_as, census, unexpected_root
 
 
 def test_each_key_is_read_by_its_own_account_only(two_projects):
@@ -144,3 +148,85 @@ def accounts_name(uid: int) -> str:
 
 def _helper_python(running) -> set[str]:
     return {p.command.split()[0] for p in running if "tre.privileged.helper" in p.command}
+
+
+# -- found by the attack review of this change ---------------------------------------------------
+
+
+def test_the_services_account_cannot_put_a_link_in_the_homes_own_folder(two_projects):
+    """The home's own folder is root's (0751): the names root works with there (the stores, the
+    database's folder, the servers' folders) cannot be swapped for links by a service."""
+
+    def plant(home: str) -> list[str]:
+        found = []
+        for name in ("tre.db", "db", "run", "planted"):
+            try:
+                os.symlink("/etc/shadow", f"{home}/{name}")
+                found.append(name)
+            except OSError as e:
+                found.append(type(e).__name__)
+        return found
+
+    for account in (accounts.SERVICE, accounts.INGEST, accounts.PROVISION):
+        planted = as_account(account, plant, str(two_projects.home.root))
+        assert set(planted) <= {"PermissionError", "FileExistsError"}, (account, planted)
+
+
+def test_init_never_follows_a_link_planted_in_the_database_folder(environ, tmp_path):
+    """A compromised services' account owns the database's folder: a link there in place of
+    the database (to a key, to /etc/shadow) must not make root change or open its target.
+    Found working before: root chmodded and chowned the target to tre (the master key)."""
+    assert main(["init"], environ) == 0
+    home = Path(environ["TRE_HOME"])
+    target = tmp_path / "target"
+    target.write_bytes(b"root's own\n")
+    os.chmod(target, 0o600)
+    before = target.stat()
+    database = home / "db" / "tre.db"
+    database.rename(home / "db" / "moved.db")
+    database.symlink_to(target)
+    assert main(["init"], environ) != 0
+    after = target.stat()
+    assert (after.st_uid, after.st_gid, after.st_mode) == (
+        before.st_uid,
+        before.st_gid,
+        before.st_mode,
+    )
+    assert target.read_bytes() == b"root's own\n"
+
+
+def test_a_pid_file_link_is_never_written_through(tmp_path):
+    """Root writes a server's pid file in the server's own folder, which its account owns."""
+    from tre.portal.server import PortalServer
+
+    server = PortalServer(tmp_path, "http://127.0.0.1:1", {})
+    server.state_dir.mkdir()
+    target = tmp_path / "target"
+    target.write_text("root's own\n")
+    server.pid_file.symlink_to(target)  # as a compromised account would
+    assert server.pid() is None  # not read through either
+    server._write_pid(12345)
+    assert target.read_text() == "root's own\n"
+    assert server.pid_file.read_text() == "12345\n" and not server.pid_file.is_symlink()
+
+
+def test_an_errors_text_never_reaches_the_helpers_log(capfd):
+    """A worker's failure is logged by its kind and line only: its text may quote the data or
+    be written by whoever sent the request (a line of shell, in a root-owned log)."""
+
+    def fail(_):
+        raise ValueError("pupil 12 is in hospital\necho owned > /etc/profile.d/x.sh #")
+
+    with pytest.raises(ServiceUnavailable, match=r"failed \(ValueError\)"):
+        call_as(None, Limits(10, 1 << 30, 20), fail, None)
+    logged = capfd.readouterr().err
+    assert "ValueError at test_least_privilege.py:" in logged
+    assert "hospital" not in logged and "echo" not in logged
+
+
+def test_an_option_value_cannot_keep_a_command_as_root():
+    """`tre ingest --as --help DELIVERY` is ingest, whatever a value looks like."""
+    assert account_for(["ingest", "--as", "--help", "x"]) == accounts.INGEST
+    assert account_for(["project", "provision", "--as", "--version", "p"]) == accounts.PROVISION
+    assert account_for(["outputs", "list", "--project", "init"]) == accounts.SERVICE
+    assert account_for(["--help"]) == "root"

@@ -133,6 +133,42 @@ def test_a_flag_name_cannot_read_a_key_into_a_table(world, canaries, tmp_path):
         assert key not in str(output.result)
 
 
+@pytest.mark.parametrize("name", ["units", "total", "statistic", "missing", "top", "unit", "v"])
+def test_a_flag_named_like_the_engines_own_columns_cannot_show_a_hidden_value(world, name):
+    """Found by the attack review of this change (on the code just before it): a flag named
+    ``units`` (or ``total``, ``statistic``…), used as a row variable, took the engine's own
+    column of that name, so a suppressed cell's count (its sum, its median) came back as the
+    cell's label, shown before review. The engine's own names now start with ``_tre_``, which
+    no name a person gives may."""
+    home, db = world
+    raw = {
+        "name": f"flag {name}",
+        "dataset": "pupils",
+        "rows": ["ethnicity", name],
+        "statistic": "median",
+        "value": "idaci_decile",
+        "flags": [{"name": name, "dataset": "hes_apc", "where": []}],
+    }
+    _, result = outputs.check(home, db, PROJECT, specs.parse(raw), ALICE)
+    assert {c.row[1] for c in result.cells} <= {"True", "False", "All"}
+    assert any(c.value is None for c in result.cells)  # there were cells to hide
+
+
+@pytest.mark.parametrize(
+    ("field", "name"),
+    [("flags", "PSEUDO_ID"), ("flags", "Pseudo_Id"), ("rows", "_tre_units"), ("flags", "_x")],
+)
+def test_names_the_tre_keeps_cannot_be_given_in_another_case_or_with_its_prefix(field, name):
+    raw = {"name": "t", "dataset": "pupils", "rows": ["sex"]}
+    if field == "flags":
+        raw["flags"] = [{"name": name, "dataset": "pupils", "where": []}]
+        raw["rows"] = ["sex", name]
+    else:
+        raw["rows"] = [name]
+    with pytest.raises(InvalidInput):
+        specs.parse(raw)
+
+
 def test_a_condition_value_is_data_never_sql(world):
     home, db = world
     everyone = {"name": "all", "dataset": "pupils", "rows": ["sex"]}

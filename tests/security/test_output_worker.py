@@ -36,7 +36,7 @@ def test_code_run_as_the_output_worker_reads_its_extracts_and_nothing_else(two_p
         "the master key": home.keys / "master.key",
         "the services' key": home.keys / "service.key",
         "a project key": next((home.keys / "projects").iterdir()),
-        "the metadata database": home.root / "tre.db",
+        "the metadata database": home.root / "db" / "tre.db",
         "the landing store": next(p for p in home.landing.rglob("*") if p.is_file()),
         "the curated store": next(p for p in home.curated.rglob("*.parquet")),
     }

@@ -9,14 +9,18 @@ time and memory limits, the last stop, are tested in test_output_worker.py.)
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
-from tests.security.conftest import PROJECT
+from tests.security.conftest import OTHER, PROJECT
 from tre import outputs
-from tre.exceptions import InvalidInput
+from tre.exceptions import InvalidInput, ServiceUnavailable
 from tre.outputs import rules as R
 from tre.outputs import specs
 from tre.people import local_person
+from tre.privileged import operations
 
 ALICE = local_person("alice")
 
@@ -71,3 +75,37 @@ def test_a_linked_table_too_large_to_protect_together_is_withheld_not_released(
     shown = [c for c in result.cells if c.value]
     assert shown == [], "cells were released though they could not be protected"
     assert all(c.status == R.FAIL or c.suppression for c in result.cells if c.value is None)
+
+
+def test_one_project_cannot_take_every_output_worker(two_projects, monkeypatch):
+    """Found by the attack review: nothing limited one researcher's outputs at once, so one
+    project could hold every computation the portal would wait on. Each project now has two
+    at a time; a third is refused until one ends, and other projects go on."""
+
+    def slow(_job):
+        time.sleep(3)
+
+    monkeypatch.setattr(operations, "_engine_job", slow)
+    ctx = operations.Context(two_projects.home.root)
+    limits = {"cpu_seconds": 30, "memory_bytes": 1 << 30, "wall_seconds": 60}
+
+    def job(project: str) -> dict:
+        return {"extracts": str(two_projects.extracts(project)), "spec": {}}
+
+    running = [
+        threading.Thread(
+            target=operations.run_output_job, args=(ctx, PROJECT, job(PROJECT), limits)
+        )
+        for _ in range(operations.OUTPUT_JOBS_PER_PROJECT)
+    ]
+    for thread in running:
+        thread.start()
+    time.sleep(1)
+    try:
+        with pytest.raises(ServiceUnavailable, match="already has 2 outputs being checked"):
+            operations.run_output_job(ctx, PROJECT, job(PROJECT), limits)
+        assert operations.run_output_job(ctx, OTHER, job(OTHER), limits) is None
+    finally:
+        for thread in running:
+            thread.join()
+    assert operations.run_output_job(ctx, PROJECT, job(PROJECT), limits) is None  # free again

@@ -9,6 +9,7 @@ helper would start them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -16,10 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.conftest import ALICE, example_application, provision_project
 from tests.security.conftest import OTHER, PROJECT
 from tre import privileged
-from tre.privileged import accounts, operations
+from tre.people import local_person
+from tre.privileged import accounts, operations, processes
 from tre.privileged.processes import sandboxed_command
+from tre.projects import extracts
 
 
 def _workspace(two_projects, username: str, project: str) -> tuple[accounts.Account, Path]:
@@ -30,20 +34,25 @@ def _workspace(two_projects, username: str, project: str) -> tuple[accounts.Acco
 
 
 def _in_sandbox(two_projects, username: str, project: str, script: str, **popen):
+    """``script`` in the sandbox a workspace runs in (:func:`processes.sandboxed`)."""
     account, folder = _workspace(two_projects, username, project)
-    command = sandboxed_command(
+    environment = {"PATH": "/usr/bin:/bin", "HOME": str(folder)}
+    background = popen.pop("background", False)
+    started = processes.sandboxed(
         account,
         ["/bin/sh", "-c", script],
         writable=[folder],
         readable=[two_projects.extracts(project)],
+        environment=environment,
+        cwd=folder,
+        stdout=subprocess.PIPE if not background else None,
+        stderr=subprocess.STDOUT if not background else None,
+        text=True,
     )
-    environment = {"PATH": "/usr/bin:/bin", "HOME": str(folder)}
-    if popen.pop("background", False):
-        return subprocess.Popen(command, env=environment, cwd=folder, **popen)
-    done = subprocess.run(
-        command, env=environment, cwd=folder, capture_output=True, text=True, timeout=60
-    )
-    return done.stdout + done.stderr
+    if background:
+        return started
+    out, _ = started.communicate(timeout=60)
+    return out
 
 
 def test_a_file_in_one_workspaces_tmp_is_invisible_to_another(two_projects):
@@ -160,3 +169,75 @@ def test_account_names_never_collide():
     first, second = "p" * 26 + "-one", "p" * 26 + "-two"
     assert privileged.project_group(first) != privileged.project_group(second)
     assert all(len(n) <= 32 for n in [*names, privileged.project_group(first)])
+
+
+# -- found by the attack review of this change ---------------------------------------------------
+
+
+def test_a_chain_of_processes_that_keeps_forking_is_killed_whole(two_projects):
+    """Each process forks its successor and exits, so a scan of /proc always finds old ids:
+    killing by id let the chain live on, reading the extracts, after the member was removed
+    (seen in the review). The helper kills through the account itself (kill -1), which the
+    kernel sends to all its processes at once."""
+    alice, _ = _workspace(two_projects, "alice", PROJECT)
+    _workspace(two_projects, "bob", PROJECT)
+    chain = (
+        "import os, time\n"
+        "while True:\n"
+        "    if os.fork():\n"
+        "        os._exit(0)\n"
+        "    time.sleep(0.005)\n"
+    )
+    started = _in_sandbox(two_projects, "alice", PROJECT, f"python3 -c '{chain}'", background=True)
+    try:
+        time.sleep(1)
+        assert operations._processes_of(alice.uid), "the chain did not start"
+        operations.revoke_access(operations.Context(two_projects.home.root), PROJECT, ["bob"])
+        for _ in range(10):  # a second later, still nothing of hers runs
+            assert operations._living(alice.uid) == []
+            time.sleep(0.1)
+    finally:
+        started.kill()
+        started.wait()
+    _workspace(two_projects, "alice", PROJECT)  # a member again, for the other tests
+
+
+def test_a_workspace_cannot_make_a_user_namespace_and_has_a_process_limit(two_projects):
+    """User namespaces open much of the kernel to an unprivileged process: the sandbox's
+    seccomp program refuses them. And a fork bomb stops at the account's process limit."""
+    seen = _in_sandbox(
+        two_projects,
+        "alice",
+        PROJECT,
+        "unshare -U true; echo unshare=$?; "
+        "python3 -c 'import os; os.unshare(os.CLONE_NEWUSER)' 2>&1 | tail -1; "
+        "prlimit --nproc --output=SOFT --noheadings",
+    )
+    assert "unshare=1" in seen and "Operation not permitted" in seen, seen
+    assert seen.split()[-1] == str(processes.SANDBOX_PROCESSES)
+
+
+def test_a_folder_thousands_deep_does_not_stop_a_projects_closure(two_projects):
+    """Python's recursive removal stopped at about a thousand levels, so closure aborted before
+    the project's key was destroyed (seen in the review). find and rm walk without recursion."""
+    project = "sec-closing"
+    provision_project(
+        two_projects.home,
+        two_projects.db,
+        dataclasses.replace(example_application(project), title="Closing"),
+        ALICE,
+    )
+    _, folder = _workspace(two_projects, "alice", project)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(3000):
+        os.mkdir("d", dir_fd=fd)
+        inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(fd)
+    certificate = extracts.close(
+        two_projects.home, two_projects.db, project, local_person("ada"), "study finished"
+    )
+    assert "working_folders_left" not in certificate
+    assert not (two_projects.home.projects / project).exists()
+    assert not accounts.exists(privileged.workspace_account("alice", project))

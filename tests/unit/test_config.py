@@ -12,7 +12,7 @@ from tre.exceptions import ConfigError
 def test_defaults():
     settings = Settings.from_environ({})
     assert settings.home == Path("./var").resolve()
-    assert settings.metadata_url == f"sqlite:///{Path('./var').resolve() / 'tre.db'}"
+    assert settings.metadata_url == f"sqlite:///{Path('./var').resolve() / 'db' / 'tre.db'}"
     assert settings.keycloak_issuer == "http://127.0.0.1:8080/realms/tre"
 
 

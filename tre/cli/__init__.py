@@ -170,11 +170,36 @@ ACCOUNTS: dict[tuple[str, ...], str] = {
 }
 
 
+def command_path(argv: Sequence[str]) -> tuple[str, ...]:
+    """The names of the command ``argv`` runs (``("project", "provision")``), as click itself
+    reads them: an option's value that looks like a command or like ``--help`` is a value."""
+    names: list[str] = []
+    command: click.Command = cli
+    try:
+        ctx = cli.make_context("tre", list(argv), resilient_parsing=True)
+        while isinstance(command, click.Group):
+            # What is left to read after the group's own options (click 8.2 onwards keeps
+            # the subcommand's name apart, in a private field; before, in protected_args).
+            fields = vars(ctx)
+            protected = fields.get("_protected_args", fields.get("protected_args", ()))
+            rest = [*protected, *ctx.args]
+            if not rest:
+                break
+            name, command, rest = command.resolve_command(ctx, rest)
+            if command is None:
+                break
+            names.append(name)
+            ctx = command.make_context(name, rest, parent=ctx, resilient_parsing=True)
+    except click.ClickException:
+        pass  # click will say what is wrong with the command line
+    return tuple(names)
+
+
 def account_for(argv: Sequence[str]) -> str:
     """The account the command ``argv`` runs as when root runs it."""
-    words = tuple(a for a in argv if not a.startswith("-"))[:2]
-    if not words or any(a in ("-h", "--help", "--version") for a in argv):
-        return "root"
+    words = command_path(argv)
+    if not words:
+        return "root"  # no command: help or the version
     for length in (2, 1):
         if words[:length] in ACCOUNTS:
             return ACCOUNTS[words[:length]]

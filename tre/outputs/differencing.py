@@ -88,10 +88,10 @@ def findings(
             continue
         sets = {tuple(keys), tuple(new.rows), tuple(new.cols), ()} if new.margins else {tuple(keys)}
         grouping = ", ".join("(" + ", ".join(identifier(k) for k in s) + ")" for s in sets)
-        flags = ", ".join(f"grouping({identifier(k)}) AS g_{i}" for i, k in enumerate(keys))
+        flags = ", ".join(f"grouping({identifier(k)}) AS _tre_g{i}" for i, k in enumerate(keys))
+        differ = f"count(DISTINCT {identifier(UNIT)}) FILTER (WHERE {in_new} <> {in_old})"
         rows = con.execute(f"""
-            SELECT {quoted}, {flags},
-                   count(DISTINCT {identifier(UNIT)}) FILTER (WHERE {in_new} <> {in_old}) AS differ
+            SELECT {quoted}, {flags}, {differ} AS _tre_differ
             FROM {relation} WHERE {in_new} OR {in_old}
             GROUP BY GROUPING SETS ({grouping})""").fetchall()
         for row in rows:

@@ -27,6 +27,8 @@ from tre.outputs import rules as R
 
 #: What a job asks of the engine.
 CHECK, DP_DATA = "check", "dp-data"
+#: The most a job's DuckDB may write to its temporary folder when it runs out of memory.
+SPILL_LIMIT = "2GB"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +66,11 @@ def run(job: Job) -> Any:
         tempfile.TemporaryDirectory(prefix="tre-output-") as temp,
         sql.Connection(
             sql.sandboxed_duckdb(
-                folder, Path(temp), threads=job.threads, memory_limit=job.memory_limit
+                folder,
+                Path(temp),
+                threads=job.threads,
+                memory_limit=job.memory_limit,
+                spill_limit=SPILL_LIMIT,
             )
         ) as con,
     ):

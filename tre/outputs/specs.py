@@ -273,11 +273,16 @@ def parse(data: Any, source: str = "the output specification") -> OutputSpec:
         else:
             named("value", value)
     filters = conditions(data.get("filters"), "filters")
-    used = [*names("rows"), *names("cols"), *([value] if isinstance(value, str) else [])]
-    if UNIT in used:
+    layout = [*names("rows"), *names("cols")]
+    used = [*layout, *([value] if isinstance(value, str) else [])]
+    # SQL compares names without case: so does the TRE, wherever names could meet.
+    given = [*used, *(f.name for f in flags), *(c for j in joins for c in j.columns)]
+    if UNIT in {u.casefold() for u in given}:
         errors.append(
             f"{UNIT} identifies a person: an output cannot be broken down by it or summarise it"
         )
+    if len({v.casefold() for v in layout}) < len(layout):
+        errors.append("rows, cols: each variable may appear once")
     if errors:
         raise InvalidInput(
             f"{source} is not a valid output specification:\n  - " + "\n  - ".join(errors)
@@ -361,6 +366,13 @@ def relation(spec: OutputSpec, extracts: Extracts, con: Connection) -> tuple[str
                 problems.append(f"{j.dataset} has no column {c!r}")
             if c in j.on and c not in main:
                 problems.append(f"{spec.dataset} has no column {c!r} to join on")
+        taken = {c.casefold() for c in columns}
+        for c in j.columns:
+            if c.casefold() in taken:
+                problems.append(
+                    f"join {j.dataset}: {c!r} is already a column of the records (join on it "
+                    "instead, or leave it out)"
+                )
         if problems:
             continue
         alias = f"j{i}"
@@ -383,7 +395,7 @@ def relation(spec: OutputSpec, extracts: Extracts, con: Connection) -> tuple[str
         for c in f.where:
             if other and c.column not in other:
                 problems.append(f"flag {f.name}: {f.dataset} has no column {c.column!r}")
-        if f.name in columns:
+        if f.name.casefold() in {c.casefold() for c in columns}:
             problems.append(f"flag {f.name}: the records already have a column of that name")
         if problems:
             continue

@@ -75,7 +75,7 @@ def _label(value: Any) -> str:
 
 
 def _statistic_sql(statistic: str, quantile: str) -> str:
-    v = "v"  # the value column, as the query's base names it
+    v = "_tre_v"  # the value column, as the query's base names it
     return {
         "count": "NULL",
         "sum": f"sum({v})",
@@ -114,7 +114,7 @@ def compute(
     # Grouping sets: the cells; each row across columns; each column across rows; everything.
     sets = {tuple(keys), tuple(rows), tuple(cols), ()}
     grouping_sets = ", ".join("(" + ", ".join(identifier(k) for k in s) + ")" for s in sets)
-    flags = "".join(f"grouping({q}) AS g_{i}, " for i, q in enumerate(quoted))
+    flags = "".join(f"grouping({q}) AS _tre_g{i}, " for i, q in enumerate(quoted))
     key_list = "".join(f"{q}, " for q in quoted)
     statistic_sql = _statistic_sql(statistic, con.bind(quantile) if quantile is not None else "")
 
@@ -122,49 +122,52 @@ def compute(
         if unit and magnitude:
             # Dominance looks at each person's whole contribution to a cell: sum per person.
             unit_sets = ", ".join(
-                "(" + ", ".join([*(identifier(k) for k in s), "unit"]) + ")" for s in sets
+                "(" + ", ".join([*(identifier(k) for k in s), "_tre_unit"]) + ")" for s in sets
             )
-            group_keys = ", ".join([*quoted, *(f"g_{i}" for i in range(len(keys)))])
+            group_keys = ", ".join([*quoted, *(f"_tre_g{i}" for i in range(len(keys)))])
             join_on = (
                 " AND ".join(
                     [f"s.{q} IS NOT DISTINCT FROM p.{q}" for q in quoted]
-                    + [f"s.g_{i} = p.g_{i}" for i in range(len(keys))]
+                    + [f"s._tre_g{i} = p._tre_g{i}" for i in range(len(keys))]
                 )
                 or "true"
             )
             return f"""
-                WITH base AS (
-                    SELECT {key_list} {identifier(unit)} AS unit, {measure} AS v
+                WITH _tre_base AS (
+                    SELECT {key_list} {identifier(unit)} AS _tre_unit, {measure} AS _tre_v
                     FROM {source} WHERE ({where}) AND ({only})),
-                per_unit AS (
-                    SELECT {key_list} {flags} unit,
-                           sum(v) AS contribution, count(*) AS records, count(v) AS present
-                    FROM base GROUP BY GROUPING SETS ({unit_sets})),
-                per_cell AS (
+                _tre_per_unit AS (
+                    SELECT {key_list} {flags} _tre_unit,
+                           sum(_tre_v) AS _tre_contribution, count(*) AS _tre_records,
+                           count(_tre_v) AS _tre_present
+                    FROM _tre_base GROUP BY GROUPING SETS ({unit_sets})),
+                _tre_per_cell AS (
                     SELECT {group_keys + "," if keys else ""}
-                           count(*) AS units, sum(contribution) AS total,
-                           {top.format("contribution")} AS top,
-                           min(contribution) < 0 AS negatives,
-                           sum(records - present) AS missing
-                    FROM per_unit GROUP BY {group_keys or "()"}),
-                statistic AS (
-                    SELECT {key_list} {flags} {statistic_sql} AS statistic
-                    FROM base GROUP BY GROUPING SETS ({grouping_sets}))
-                SELECT p.*, s.statistic FROM per_cell p JOIN statistic s ON {join_on}"""
-        units = "count(DISTINCT unit)" if unit else "count(*)"
+                           count(*) AS _tre_units, sum(_tre_contribution) AS _tre_total,
+                           {top.format("_tre_contribution")} AS _tre_top,
+                           min(_tre_contribution) < 0 AS _tre_negatives,
+                           sum(_tre_records - _tre_present) AS _tre_missing
+                    FROM _tre_per_unit GROUP BY {group_keys or "()"}),
+                _tre_statistics AS (
+                    SELECT {key_list} {flags} {statistic_sql} AS _tre_statistic
+                    FROM _tre_base GROUP BY GROUPING SETS ({grouping_sets}))
+                SELECT p.*, s._tre_statistic
+                FROM _tre_per_cell p JOIN _tre_statistics s ON {join_on}"""
+        units = "count(DISTINCT _tre_unit)" if unit else "count(*)"
+        unit_column = identifier(unit) + " AS _tre_unit," if unit else ""
         return f"""
-            WITH base AS (
-                SELECT {key_list} {identifier(unit) + " AS unit," if unit else ""} {measure} AS v
+            WITH _tre_base AS (
+                SELECT {key_list} {unit_column} {measure} AS _tre_v
                 FROM {source} WHERE ({where}) AND ({only}))
-            SELECT {key_list} {flags} {units} AS units, sum(v) AS total,
-                   {top.format("v") if magnitude else "NULL"} AS top,
-                   {"min(v) < 0" if magnitude else "false"} AS negatives,
-                   count(*) - count(v) AS missing, {statistic_sql} AS statistic
-            FROM base GROUP BY GROUPING SETS ({grouping_sets})"""
+            SELECT {key_list} {flags} {units} AS _tre_units, sum(_tre_v) AS _tre_total,
+                   {top.format("_tre_v") if magnitude else "NULL"} AS _tre_top,
+                   {"min(_tre_v) < 0" if magnitude else "false"} AS _tre_negatives,
+                   count(*) - count(_tre_v) AS _tre_missing, {statistic_sql} AS _tre_statistic
+            FROM _tre_base GROUP BY GROUPING SETS ({grouping_sets})"""
 
     def labelled(row: dict) -> tuple[list[str], tuple[str, ...]]:
-        labels = [ALL if row[f"g_{i}"] else _label(row[k]) for i, k in enumerate(keys)]
-        return labels, tuple(k for i, k in enumerate(keys) if not row[f"g_{i}"])
+        labels = [ALL if row[f"_tre_g{i}"] else _label(row[k]) for i, k in enumerate(keys)]
+        return labels, tuple(k for i, k in enumerate(keys) if not row[f"_tre_g{i}"])
 
     # The largest contribution of every cell first (cheap); the three largest, exactly, only
     # for cells where the largest is more than a thirtieth of the total. Elsewhere the largest
@@ -178,10 +181,10 @@ def compute(
         needed = [
             r
             for r in records
-            if r["top"]
-            and r["top"][0] is not None
-            and r["total"] is not None
-            and r["top"][0] * 30 >= abs(r["total"])
+            if r["_tre_top"]
+            and r["_tre_top"][0] is not None
+            and r["_tre_total"] is not None
+            and r["_tre_top"][0] * 30 >= abs(r["_tre_total"])
         ]
         if needed:
             only = "true"
@@ -191,7 +194,7 @@ def compute(
                     fixed = [
                         f"{q} IS NOT DISTINCT FROM {con.bind(r[k])}"
                         for i, (k, q) in enumerate(zip(keys, quoted, strict=True))
-                        if not r[f"g_{i}"]
+                        if not r[f"_tre_g{i}"]
                     ]
                     clauses.append("(" + (" AND ".join(fixed) or "true") + ")")
                 only = " OR ".join(clauses)
@@ -200,28 +203,28 @@ def compute(
                 row = dict(zip(names, r, strict=True))
                 labels = tuple(labelled(row)[0])
                 if labels in wanted:  # other cells of this query saw only part of the data
-                    exact[labels] = row["top"]
+                    exact[labels] = row["_tre_top"]
     cells = []
     for row in records:
         labels, in_set = labelled(row)
         if not margins and in_set != tuple(keys):
             continue
-        total = row["total"] if statistic != "count" else None
+        total = row["_tre_total"] if statistic != "count" else None
         top: tuple[float, ...] = ()
-        if magnitude and row["top"] and row["top"][0] is not None:
+        if magnitude and row["_tre_top"] and row["_tre_top"][0] is not None:
             found = exact.get(tuple(labels))
             if found:
                 top = tuple(float(t) for t in found if t is not None)
             else:
-                top = (float(row["top"][0]),) * TOP
+                top = (float(row["_tre_top"][0]),) * TOP
         stats = CellStats(
-            units=int(row["units"]),
+            units=int(row["_tre_units"]),
             total=float(total) if total is not None else None,
             top=top,
-            negatives=bool(row["negatives"]) if magnitude else False,
-            missing=int(row["missing"] or 0) if value else 0,
+            negatives=bool(row["_tre_negatives"]) if magnitude else False,
+            missing=int(row["_tre_missing"] or 0) if value else 0,
         )
-        cell_value = float(row["units"]) if statistic == "count" else row["statistic"]
+        cell_value = float(row["_tre_units"]) if statistic == "count" else row["_tre_statistic"]
         cells.append(
             Cell(
                 tuple(labels[: len(rows)]),

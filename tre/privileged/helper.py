@@ -35,6 +35,7 @@ from typing import Any
 
 from tre.exceptions import InvalidInput, PermissionDenied, ServiceUnavailable, TREError
 from tre.privileged import accounts, operations
+from tre.privileged.processes import failure
 from tre.services import LocalServer
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,17 @@ def socket_path(home: Path) -> Path:
 
 
 def separated(home: Path) -> bool:
-    """Whether the home runs with its service accounts (made by ``tre init`` as root)."""
+    """Whether the home runs with its service accounts (made by ``tre init`` as root: its own
+    folder is root's, in the services' group)."""
     try:
-        owner = Path(home).stat().st_uid
+        info = Path(home).stat()
     except FileNotFoundError:
         return False
-    return accounts.exists(accounts.SERVICE) and owner == accounts.uid(accounts.SERVICE)
+    return (
+        accounts.service_accounts_exist()
+        and info.st_uid == 0
+        and info.st_gid == accounts.gid(accounts.SERVICE_GROUP)
+    )
 
 
 def context(home: Path, environ: Mapping[str, str] | None = None) -> operations.Context:
@@ -79,9 +85,16 @@ def call(home: Path, name: str, **args: Any) -> Any:
     without separation), else by the privileged helper."""
     if name not in operations.OPERATIONS:
         raise InvalidInput(f"There is no privileged operation {name!r}.")
-    if accounts.running_as_root() or not separated(home):
+    if accounts.running_as_root() or not (separated(home) or _a_service_account()):
         return operations.OPERATIONS[name].function(context(home), **args)
     return _ask(socket_path(home), name, args)
+
+
+def _a_service_account() -> bool:
+    """Whether this process is one of the TRE's service accounts (which never do an operation
+    themselves, whatever the home looks like)."""
+    names = (accounts.SERVICE, accounts.INGEST, accounts.PROVISION)
+    return any(accounts.exists(n) and accounts.uid(n) == os.geteuid() for n in names)
 
 
 def _ask(path: Path, name: str, args: Mapping[str, Any]) -> Any:
@@ -158,7 +171,7 @@ def _handle(connection: socket.socket, ctx: operations.Context) -> None:
         if found is None or not isinstance(args, dict):
             raise InvalidInput(f"There is no privileged operation {str(name)[:40]!r}.")
         if caller is None or (caller != "root" and caller not in found.callers):
-            log.warning("refused %s to %s", name, caller or "an unknown account")
+            log.warning("refused %r to %s", name, caller or "an unknown account")
             raise PermissionDenied(f"The {name} operation is not for this account.")
         log.info("%s for %s", name, caller)
         answer: dict[str, Any] = {"result": found.function(ctx, **args)}
@@ -166,8 +179,8 @@ def _handle(connection: socket.socket, ctx: operations.Context) -> None:
         answer = {"error": type(e).__name__, "message": e.message}
     except TypeError:
         answer = {"error": "InvalidInput", "message": "The operation's arguments do not fit."}
-    except Exception as e:  # the caller hears that it failed; the log says why
-        log.exception("privileged operation failed")
+    except Exception as e:  # the caller hears that it failed; the log says where
+        log.error("a privileged operation failed: %s", failure(e))
         answer = {"error": "ServiceUnavailable", "message": f"It failed ({type(e).__name__})."}
     with contextlib.suppress(OSError):
         _send(connection, answer)

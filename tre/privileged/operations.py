@@ -38,7 +38,6 @@ import contextlib
 import dataclasses
 import os
 import re
-import shutil
 import signal
 import stat
 import subprocess
@@ -55,7 +54,7 @@ from tre.exceptions import (
     ServiceUnavailable,
 )
 from tre.privileged import accounts, folders
-from tre.privileged.processes import Limits, call_as, sandboxed_command
+from tre.privileged.processes import Limits, call_as, sandboxed
 
 SERVICES, PROVISIONING = "services", "provisioning"
 #: The most a workspace file read for the airlock may hold.
@@ -66,6 +65,11 @@ WORKSPACE_ENVIRONMENT = re.compile(r"(JUPYTERHUB_[A-Z_]+|JPY_[A-Z_]+|TRE_PORTAL_
 EXTRACTS_TMP = re.compile(r"\.extracts-\d{1,10}")
 #: How much less an output worker gets of the processors than the portal and the hub.
 OUTPUT_NICE = 10
+#: The most processes and threads a project's output workers may have at once.
+OUTPUT_PROCESSES = 256
+#: The most outputs of one project computed at once; more are refused until one ends (one
+#: researcher cannot take every worker of the TRE).
+OUTPUT_JOBS_PER_PROJECT = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,21 +170,33 @@ def remove_project(ctx: Context, project: str) -> dict[str, int]:
         folders.opened(ctx.projects) as projects,
         folders.walk(projects, [project]) as base,
     ):
-        removed = _count_files(base, "work")
-        shutil.rmtree("work", dir_fd=base)
+        os.stat("work", dir_fd=base, follow_symlinks=False)  # FileNotFoundError: none
+        # find and rm walk without recursion (a folder thousands deep stops neither), never
+        # follow a link, stay on this file system, and run from the project's folder opened
+        # as above, never through a path someone could change.
+        removed = len(_in_folder(base, ["find", "work", "-xdev", "-type", "f", "-printf", "."]))
+        _in_folder(base, ["rm", "-rf", "--one-file-system", "--", "work"])
     if _as_root():
         for name in names:
             accounts.remove(name)
     return {"processes": killed, "files": removed, "accounts": len(names)}
 
 
-def _count_files(parent: int, name: str) -> int:
-    count = 0
-    with folders.walk(parent, [name]) as root:
-        for dirpath, _dirs, files, _fd in os.fwalk(dir_fd=root):
-            del dirpath
-            count += len(files)
-    return count
+def _in_folder(folder: int, command: list[str]) -> bytes:
+    """``command`` run (as this process's account) in the open folder ``folder``; its output."""
+    done = subprocess.run(
+        command,
+        preexec_fn=lambda: os.fchdir(folder),
+        pass_fds=(folder,),
+        capture_output=True,
+        env=_base_environment(),
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ServiceUnavailable(
+            f"`{command[0]}` failed in the project's folder ({done.stderr.decode()[:200]})."
+        )
+    return done.stdout
 
 
 #: Settings a service may pass to provisioning: the TRE's own, never the home (the helper's).
@@ -273,10 +289,38 @@ def run_output_job(
     bounds = _limits(limits)
     account = accounts.ensure_project(project) if _as_root() else None
     environment = {**_base_environment(), "HOME": "/nonexistent"}
-    try:
-        return call_as(account, bounds, _engine_job, dict(job), environment=environment)
-    except LimitExceeded as e:
-        raise InvalidInput(_limit_message(e.limit, bounds)) from None
+    with _job_slot(ctx, project):
+        try:
+            return call_as(account, bounds, _engine_job, dict(job), environment=environment)
+        except LimitExceeded as e:
+            raise InvalidInput(_limit_message(e.limit, bounds)) from None
+
+
+@contextlib.contextmanager
+def _job_slot(ctx: Context, project: str):
+    """One of the project's :data:`OUTPUT_JOBS_PER_PROJECT` slots (a lock held while the job
+    runs, released when its process ends, whatever happens); refused when all are taken."""
+    import fcntl
+
+    folder = ctx.home / "run" / "jobs"
+    folder.mkdir(parents=True, mode=0o700, exist_ok=True)
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    for slot in range(OUTPUT_JOBS_PER_PROJECT):
+        fd = os.open(folder / f"{project}.{slot}", flags, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        try:
+            yield
+        finally:
+            os.close(fd)  # the lock goes with it
+        return
+    raise ServiceUnavailable(
+        f"Project {project} already has {OUTPUT_JOBS_PER_PROJECT} outputs being checked: "
+        "try again when one of them has finished."
+    )
 
 
 def _limits(raw: Mapping[str, float]) -> Limits:
@@ -288,7 +332,7 @@ def _limits(raw: Mapping[str, float]) -> Limits:
         raise InvalidInput("An output job states its limits.") from None
     if not (1 <= cpu <= 86_400 and 64 << 20 <= memory <= 1 << 40 and 1 <= wall <= 86_400):
         raise InvalidInput("An output job's limits are out of range.")
-    return Limits(cpu, memory, wall, nice=OUTPUT_NICE)
+    return Limits(cpu, memory, wall, processes=OUTPUT_PROCESSES, nice=OUTPUT_NICE)
 
 
 def _limit_message(limit: str, limits: Limits) -> str:
@@ -404,27 +448,30 @@ def start_workspace(
         TRE_PROJECT=project,
         TRE_EXTRACTS=str(extracts),
     )
-    command = sandboxed_command(
+    process = sandboxed(
         account,
         [str(ctx.workspace_env / "bin" / "jupyterhub-singleuser")],
         writable=[folder],
         readable=[extracts] if extracts.is_dir() else [],
-    )
-    process = subprocess.Popen(
-        command,
-        env=env,
+        environment=env,
         cwd=folder,
         stdin=subprocess.DEVNULL,
-        start_new_session=True,
-        preexec_fn=lambda: os.umask(0o077),
     )
+    _STARTED[process.pid] = process  # reaped when asked whether it runs (or by the helper)
     return {"pid": process.pid, "account": account.name}
+
+
+#: The sandboxes this process started (when it is the one that runs them, not the helper).
+_STARTED: dict[int, subprocess.Popen] = {}
 
 
 @operation(SERVICES)
 def workspace_running(ctx: Context, username: str, project: str, pid: int) -> bool:
     """Whether ``pid`` is still the sandbox of ``username``'s workspace of ``project``."""
     del ctx
+    if pid in _STARTED and _STARTED[pid].poll() is not None:
+        del _STARTED[pid]
+        return False
     account = accounts.workspace_account(username, project)
     if not isinstance(pid, int) or pid <= 1 or not accounts.exists(account):
         return False
@@ -455,9 +502,9 @@ def revoke_access(ctx: Context, project: str, keep: list[str]) -> list[str]:
     for name in accounts.project_members(project):
         if name in allowed:
             continue
-        _kill_account(name)
         if _as_root():
-            accounts.leave_project(name)
+            accounts.leave_project(name)  # then no process of it holds the group for long:
+        _kill_account(name)  # every one is killed, and new ones no longer get it
         revoked.append(name)
     return revoked
 
@@ -472,24 +519,47 @@ def _processes_of(uid: int) -> list[int]:
     return found
 
 
+def _living(uid: int) -> list[int]:
+    """The processes of ``uid`` that are not already dead (zombies waiting to be reaped)."""
+    alive = []
+    for pid in _processes_of(uid):
+        with contextlib.suppress(OSError, IndexError):
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                alive.append(pid)
+    return alive
+
+
 def _kill_account(name: str) -> int:
-    """Kill every process of the account ``name`` (again until none is left); how many."""
+    """Kill every process of the account ``name``; how many there were. A child becomes the
+    account and calls ``kill(-1, SIGKILL)``, which the kernel sends to all its processes at
+    once (no fork slips between), again until none is left. Never returns while one lives."""
     if not accounts.exists(name):
         return 0
-    uid = accounts.uid(name)
-    if uid == os.geteuid() or uid == 0:
+    account = accounts.Account.named(name)
+    if account.uid in (0, os.geteuid()):
         return 0  # never this process's own account, never root's
-    killed: set[int] = set()
-    for _ in range(20):
-        pids = _processes_of(uid)
-        if not pids:
-            break
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-                killed.add(pid)
-        time.sleep(0.05)
-    return len(killed)
+    found = _living(account.uid)
+    for _ in range(50):
+        if not _living(account.uid):
+            return len(found)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setgroups([])
+                os.setresgid(account.gid, account.gid, account.gid)
+                os.setresuid(account.uid, account.uid, account.uid)
+                if os.getresuid() == (account.uid,) * 3:  # never -1 as anyone else
+                    for _ in range(1000):
+                        os.kill(-1, signal.SIGKILL)  # all its processes but this one
+            except ProcessLookupError:
+                pass  # none left but itself
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        time.sleep(0.02)
+    raise ServiceUnavailable(
+        f"The processes of {name} could not all be stopped: ask the machine's administrator."
+    )
 
 
 def _read_files(folder: str, paths: list[str]) -> list[list[str]]:

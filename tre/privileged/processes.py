@@ -18,11 +18,15 @@ import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
+import errno
 import json
 import os
+import platform
 import resource
 import select
 import signal
+import struct
+import subprocess
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -36,6 +40,7 @@ _PR_SET_NO_NEW_PRIVS = 38
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 BWRAP = "/usr/bin/bwrap"
 SETPRIV = "/usr/bin/setpriv"
+PRLIMIT = "/usr/bin/prlimit"
 #: What a child's empty environment keeps.
 BASE_ENVIRONMENT = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 
@@ -48,7 +53,9 @@ class Limits:
     memory_bytes: int
     wall_seconds: float
     file_bytes: int = 1 << 30
-    processes: int = 256
+    #: The most processes (and threads) its account may have at once; 0: not limited here
+    #: (the services' own accounts run many already).
+    processes: int = 0
     #: Lower priority than the services (pages stay quick while outputs compute).
     nice: int = 0
 
@@ -60,6 +67,8 @@ class Limits:
         resource.setrlimit(resource.RLIMIT_AS, (self.memory_bytes, self.memory_bytes))
         resource.setrlimit(resource.RLIMIT_FSIZE, (self.file_bytes, self.file_bytes))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if self.processes:
+            resource.setrlimit(resource.RLIMIT_NPROC, (self.processes, self.processes))
 
 
 def no_new_privileges() -> None:
@@ -105,7 +114,9 @@ def call_as(
         except BaseException as e:
             answer = {"error": "failed", "message": type(e).__name__}
             with contextlib.suppress(Exception):
-                os.write(2, "".join(traceback.format_exception_only(e)).encode()[:2000])
+                # Its kind and where, never its text: that may quote the data, or be written
+                # by whoever sent the request.
+                os.write(2, f"a computation failed: {failure(e)}\n".encode())
             status = 1
         try:
             data = json.dumps(answer).encode()
@@ -117,6 +128,13 @@ def call_as(
         os._exit(status)
     os.close(writer)
     return _collect(pid, reader, limits)
+
+
+def failure(error: BaseException) -> str:
+    """An exception as the TRE's logs may show it: its kind and the line it came from."""
+    frames = traceback.extract_tb(error.__traceback__) if error.__traceback__ else []
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"{type(error).__name__}{where}"
 
 
 def _child_setup(
@@ -191,6 +209,81 @@ def _error_class(name: str) -> type[TREError]:
     return found if isinstance(found, type) and issubclass(found, TREError) else ServiceUnavailable
 
 
+#: The most processes a sandboxed account may have at once (a fork bomb stops there).
+SANDBOX_PROCESSES = 512
+_CLONE_NEWUSER = 0x10000000
+_AUDIT_ARCH_X86_64 = 0xC000003E
+_SECCOMP_ALLOW, _SECCOMP_KILL, _SECCOMP_ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
+
+
+def _bpf(code: int, jt: int, jf: int, k: int) -> bytes:
+    return struct.pack("<HBBI", code, jt, jf, k)
+
+
+def no_user_namespaces() -> bytes | None:
+    """A seccomp program (classic BPF, as bubblewrap's ``--seccomp`` takes it) that refuses to
+    make user namespaces: ``unshare`` and ``clone`` with ``CLONE_NEWUSER`` fail with EPERM,
+    ``clone3`` (whose flags a filter cannot read) with ENOSYS (the C library then uses
+    ``clone``), other architectures' and x32 system calls kill the process. None where the
+    machine is not x86-64 (the program is written for its system call numbers)."""
+    if platform.machine() != "x86_64":
+        return None
+    load, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    unshare, clone, clone3 = 272, 56, 435
+    return b"".join(
+        [
+            _bpf(load, 0, 0, 4),  # 0: the architecture
+            _bpf(jeq, 1, 0, _AUDIT_ARCH_X86_64),  # 1
+            _bpf(ret, 0, 0, _SECCOMP_KILL),  # 2
+            _bpf(load, 0, 0, 0),  # 3: the system call
+            _bpf(jge, 0, 1, 0x40000000),  # 4: x32
+            _bpf(ret, 0, 0, _SECCOMP_KILL),  # 5
+            _bpf(jeq, 4, 0, unshare),  # 6 → 11
+            _bpf(jeq, 3, 0, clone),  # 7 → 11
+            _bpf(jeq, 1, 0, clone3),  # 8 → 10
+            _bpf(ret, 0, 0, _SECCOMP_ALLOW),  # 9
+            _bpf(ret, 0, 0, _SECCOMP_ERRNO | errno.ENOSYS),  # 10
+            _bpf(load, 0, 0, 16),  # 11: its first argument (flags)
+            _bpf(jset, 0, 1, _CLONE_NEWUSER),  # 12
+            _bpf(ret, 0, 0, _SECCOMP_ERRNO | errno.EPERM),  # 13
+            _bpf(ret, 0, 0, _SECCOMP_ALLOW),  # 14
+        ]
+    )
+
+
+def sandboxed(
+    account: Account,
+    command: Sequence[str],
+    *,
+    writable: Sequence[Path],
+    readable: Sequence[Path] = (),
+    environment: dict[str, str],
+    cwd: Path | None = None,
+    **popen: Any,
+) -> subprocess.Popen:
+    """Start ``command`` in :func:`sandboxed_command`'s sandbox, with the seccomp program of
+    :func:`no_user_namespaces` (as root)."""
+    program = no_user_namespaces()
+    fd = None
+    if program is not None:
+        fd = os.memfd_create("tre-seccomp", 0)
+        os.write(fd, program)
+        os.lseek(fd, 0, os.SEEK_SET)
+    try:
+        args = sandboxed_command(account, command, writable=writable, readable=readable, seccomp=fd)
+        return subprocess.Popen(
+            args,
+            env=environment,
+            cwd=cwd,
+            pass_fds=() if fd is None else (fd,),
+            start_new_session=True,
+            **popen,
+        )
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def sandboxed_command(
     account: Account,
     command: Sequence[str],
@@ -198,11 +291,14 @@ def sandboxed_command(
     writable: Sequence[Path],
     readable: Sequence[Path] = (),
     groups: Sequence[int] | None = None,
+    seccomp: int | None = None,
 ) -> list[str]:
     """``command`` run by bubblewrap (as root) in a sandbox, then by setpriv as ``account``:
     its own mount and PID namespaces; the root file system read-only, ``nosuid`` and
     ``nodev``; a private ``/tmp`` and ``/dev/shm``; ``writable`` folders bound writable (still
-    nosuid, nodev); no new privileges; only ``account``'s own groups (or ``groups``)."""
+    nosuid, nodev); no new privileges; only ``account``'s own groups (or ``groups``); at most
+    :data:`SANDBOX_PROCESSES` processes; with ``seccomp`` (a descriptor of
+    :func:`no_user_namespaces`), no user namespace."""
     args = [BWRAP, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     tmp = Path("/tmp")  # noqa: S108 - the sandbox's own, a tmpfs of its own
     shm = "/dev/shm"  # noqa: S108 - as /tmp
@@ -219,13 +315,17 @@ def sandboxed_command(
         args += ["--ro-bind", str(folder), str(folder)]
     for folder in writable:
         args += ["--bind", str(folder), str(folder)]
-    args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--new-session", "--"]
+    args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--new-session"]
+    args += ["--seccomp", str(seccomp)] if seccomp is not None else []
+    args += ["--"]
     wanted = account.groups if groups is None else groups
     args += [SETPRIV, f"--reuid={account.uid}", f"--regid={account.gid}"]
     args += [f"--groups={','.join(str(g) for g in wanted)}"]  # its own, and its project's
     args += ["--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]
-    # What it creates is its own alone, whoever started it with whatever umask.
-    return [*args, "/bin/sh", "-c", 'umask 077 && exec "$0" "$@"', *command]
+    # What it creates is its own alone, whoever started it with whatever umask; no more
+    # processes than a workspace needs.
+    limit = f"--nproc={SANDBOX_PROCESSES}:{SANDBOX_PROCESSES}"
+    return [*args, "/bin/sh", "-c", 'umask 077 && exec "$0" "$@"', PRLIMIT, limit, "--", *command]
 
 
 # -- which processes run as whom --------------------------------------------------------------

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from tre import catalog, curated, keys, privileged, pseudonyms
 from tre.db import Database
-from tre.exceptions import InvalidInput, InvalidTransition
+from tre.exceptions import InvalidInput, InvalidTransition, TREError
 from tre.home import Home
 from tre.people import Person
 from tre.projects import Project, access_changed, lock, record_closed, record_provisioned
@@ -293,9 +293,14 @@ def close(home: Home, db: Database, project_id: str, by: Person, reason: str) ->
                 for f in d["files"]
             ]
         # Working folders belong to the members' accounts: the helper removes them, their
-        # processes and the project's accounts.
-        removed = privileged.call(home.root, "remove_project", project=project_id)
-        work_files = removed["files"]
+        # processes and the project's accounts. If it cannot, the extracts and the key still
+        # go (nothing can be re-identified through the TRE), and the certificate says what was
+        # left for an administrator.
+        left = None
+        try:
+            work_files = privileged.call(home.root, "remove_project", project=project_id)["files"]
+        except TREError as e:
+            work_files, left = 0, e.message
         certificate = {
             "reason": reason,
             "deleted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -304,6 +309,7 @@ def close(home: Home, db: Database, project_id: str, by: Person, reason: str) ->
             "extracts_manifest_sha256": project.extracts_sha256,
             "work_files_deleted": work_files,
             "project_key_destroyed": keys.project_salt_path(home.keys, project_id).exists(),
+            **({"working_folders_left": left} if left else {}),
         }
         if base.exists():
             _make_writable(base)
