@@ -3,7 +3,7 @@
 ```
 <TRE home>/               root:tre 0751   (others pass through, to their project only)
   landing/    custodians' deliveries as received     tre-ingest, 0700
-  curated/    validated, linked, pseudonymised data  tre-ingest:tre, 0750 (files 0640)
+  curated/    validated, linked, pseudonymised data  tre-ingest:tre, 2750 (files 0640)
   projects/   per-project extracts and working folders
               tre-provision:tre 0751; each project tre-provision:tre-p-<id> 0750 (extracts
               0550/0440, read by the project's group; work/ root:tre-p-<id> 0750, a 0700
@@ -18,7 +18,7 @@
   demo/       the demo's custodian keys and deliveries      tre-ingest, 0700
   hub/, portal/  the servers' state and logs               tre, 0700
   db/tre.db   metadata database (SQLite, unless TRE_DATABASE_URL points elsewhere), tre:tre
-              0770 (file 0660)
+              2770 (file 0660)
 ```
 
 Ownership and modes are those of a home made by ``tre init`` as root, which creates the
@@ -65,7 +65,9 @@ STORES = ("landing", "curated", "projects", "outputs", "released")
 #: without, the same modes for the one account.
 STORE_OWNERS = {
     "landing": (accounts.INGEST, accounts.INGEST, 0o700, 0o600),
-    "curated": (accounts.INGEST, accounts.SERVICE_GROUP, 0o750, 0o640),
+    # setgid: what ingest writes there belongs to the services' group (provisioning and the
+    # portal's risk report read it), not to ingest's own.
+    "curated": (accounts.INGEST, accounts.SERVICE_GROUP, 0o2750, 0o640),
     "projects": (accounts.PROVISION, accounts.SERVICE_GROUP, 0o751, None),
     "outputs": (accounts.SERVICE, accounts.SERVICE_GROUP, 0o700, 0o600),
     "released": (accounts.SERVICE, accounts.SERVICE_GROUP, 0o700, 0o600),
@@ -186,7 +188,7 @@ def init(settings: Settings) -> InitReport:
         _take_home(home)  # root's, before anything is made in it
     for store in STORES:
         make_dir(home.root / store, STORE_MODES[store])
-        if (home.root / store).stat().st_mode & 0o777 != STORE_MODES[store]:
+        if (home.root / store).stat().st_mode & 0o7777 != STORE_MODES[store]:
             os.chmod(home.root / store, STORE_MODES[store])  # made by an older version
             changes.append(f"restricted folder {store} to mode {STORE_MODES[store]:o}")
     for private in PRIVATE_DIRS:
@@ -194,6 +196,7 @@ def init(settings: Settings) -> InitReport:
     if separate:
         for name in SERVICE_DIRS:
             make_dir(home.root / name, 0o700)
+        make_dir(home.keys / PROJECT_KEYS, 0o700)  # provisioning's, which cannot make it
     for name in ALL_KEYS:
         if create_key_file(home.keys / name):
             changes.append(f"created key {name} (32 random bytes, mode 0600)")
@@ -348,7 +351,8 @@ def hand_over(home: Home) -> None:
                 if store == "projects":
                     _own(fd, uid, gid, dir_mode, None)
                     for project in sorted(os.listdir(fd)):
-                        _hand_over_project(fd, project, uid)
+                        with contextlib.suppress(OSError):  # a link, or gone: left alone
+                            _hand_over_project(fd, project, uid)
                 else:
                     _own_tree(fd, uid, gid, dir_mode, file_mode)
         with _opened(root, "keys") as keys:
@@ -368,16 +372,21 @@ def hand_over(home: Home) -> None:
             # The folder only: its files are the services' own, made 0660 by them, and opening
             # the database here would drop this process's SQLite locks on it (closing any
             # descriptor of a file drops them all).
-            _own(fd, service.uid, group, 0o770, None)
+            # setgid: the journal files whichever service makes first are the group's too.
+            _own(fd, service.uid, group, 0o2770, None)
         for name in ("hub", "portal"):
             with _opened(root, name) as fd:
                 _own_tree(fd, service.uid, service.gid, 0o700, None)
         with _opened(root, "run") as fd:
             _own(fd, 0, group, 0o750, None)
         ingest = accounts.uid(accounts.INGEST)
-        for name in ("demo", "work"):  # the demo's deliveries; ingest's working folder
-            with _opened(root, name) as fd:
-                _own_tree(fd, ingest, accounts.gid(accounts.INGEST), 0o700, 0o600)
+        with _opened(root, "demo") as fd:  # the demo's keys and deliveries
+            _own_tree(fd, ingest, accounts.gid(accounts.INGEST), 0o700, 0o600)
+        with _opened(root, "work") as fd:
+            # Ingest's working folder: what it stages there becomes curated data, whose group
+            # is the services' (setgid, so that it is from the start); nobody else enters it.
+            _own_tree(fd, ingest, group, 0o2750, 0o640)
+            _own(fd, ingest, group, 0o2700, None)
     finally:
         os.close(root)
 
@@ -416,15 +425,51 @@ def _own(fd: int, uid: int, gid: int, dir_mode: int | None, file_mode: int | Non
 
 
 def _own_tree(fd: int, uid: int, gid: int, dir_mode: int, file_mode: int | None) -> None:
-    """``fd`` and everything under it, files and folders only (symlinks left alone)."""
+    """``fd`` and everything under it, folders and files only (links left alone, files with
+    other hard links too), walked without recursion: each folder reopened from ``fd`` one
+    name at a time."""
     _own(fd, uid, gid, dir_mode, file_mode)
     if not stat.S_ISDIR(os.fstat(fd).st_mode):
         return
-    for name in os.listdir(fd):
+    pending: list[list[str]] = [[]]
+    while pending:
+        names = pending.pop()
         try:
-            with _opened(fd, name) as child:
-                kind = stat.S_IFMT(os.fstat(child).st_mode)
-                if kind in (stat.S_IFDIR, stat.S_IFREG):
-                    _own_tree(child, uid, gid, dir_mode, file_mode)
-        except OSError:  # a symlink (ELOOP) or gone meanwhile: not ours to change
+            folder = _reopen(fd, names)
+        except OSError:  # gone meanwhile, or a link now: not ours to change
             continue
+        try:
+            for name in os.listdir(folder):
+                try:
+                    child = _open_entry(folder, name)
+                except OSError:
+                    continue
+                try:
+                    info = os.fstat(child)
+                    if stat.S_ISDIR(info.st_mode):
+                        _own(child, uid, gid, dir_mode, file_mode)
+                        pending.append([*names, name])
+                    elif stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+                        _own(child, uid, gid, dir_mode, file_mode)
+                finally:
+                    os.close(child)
+        finally:
+            os.close(folder)
+
+
+def _open_entry(parent: int, name: str) -> int:
+    return os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
+
+
+def _reopen(root: int, names: list[str]) -> int:
+    """The folder ``root/names…``, each step opened without following a link."""
+    current = os.dup(root)
+    for name in names:
+        try:
+            following = os.open(
+                name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=current
+            )
+        finally:
+            os.close(current)
+        current = following
+    return current

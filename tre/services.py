@@ -14,6 +14,7 @@ import dataclasses
 import os
 import signal
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import Mapping
@@ -98,14 +99,22 @@ class LocalServer:
             return None
         try:
             pid = int(os.read(fd, 32).decode().strip())
-        except (ValueError, UnicodeDecodeError):
+        except (OSError, ValueError, UnicodeDecodeError):
             return None
         finally:
             os.close(fd)
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            owner = Path(f"/proc/{pid}").stat().st_uid
         except OSError:
             return None
+        if self.account is not None and os.geteuid() == 0:
+            # The pid file is in the account's own folder: root believes it only for a
+            # process of that account.
+            from tre.privileged import accounts
+
+            if not accounts.exists(self.account) or owner != accounts.uid(self.account):
+                return None
         return pid if any(m in cmdline for m in self.markers) else None
 
     def status(self) -> Status:
@@ -205,10 +214,21 @@ class LocalServer:
         )
 
     def log_tail(self, lines: int = 15) -> str:
+        """The end of the log, read without following a link (root reads it in the server's
+        account's own folder), at most its last 8 KiB."""
         try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
+            fd = os.open(self.log_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
             return "(no log)"
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return "(no log)"
+            os.lseek(fd, max(0, info.st_size - 8192), os.SEEK_SET)
+            text = os.read(fd, 8192).decode(errors="replace")
+        finally:
+            os.close(fd)
+        return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, timeout: float = 60) -> bool:
         """Stop the server if it runs. Return whether one was running."""

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import struct
+import subprocess
 import time
 from contextlib import closing
 from pathlib import Path
@@ -230,3 +231,33 @@ def test_an_option_value_cannot_keep_a_command_as_root():
     assert account_for(["project", "provision", "--as", "--version", "p"]) == accounts.PROVISION
     assert account_for(["outputs", "list", "--project", "init"]) == accounts.SERVICE
     assert account_for(["--help"]) == "root"
+
+
+def test_root_believes_a_pid_file_only_for_a_process_of_the_servers_account(tmp_path):
+    """Found by the second review: a server's pid file is in its account's folder, so that
+    account could name any process whose command line holds the server's marker (root's own
+    among them) for `tre down`, as root, to kill."""
+    from tre.portal.server import PortalServer
+
+    server = PortalServer(tmp_path, "http://127.0.0.1:1", {})
+    server.state_dir.mkdir()
+    decoy = subprocess.Popen(["sh", "-c", "sleep 30", "tre", "portal", "serve"])
+    try:
+        server.pid_file.write_text(f"{decoy.pid}\n")
+        assert server.pid() is None  # a root process: not the portal's
+        assert server.stop() is False
+        assert decoy.poll() is None, "root killed the process the pid file named"
+    finally:
+        decoy.kill()
+        decoy.wait()
+
+
+def test_a_log_link_is_never_read_through(tmp_path):
+    from tre.portal.server import PortalServer
+
+    server = PortalServer(tmp_path, "http://127.0.0.1:1", {})
+    server.state_dir.mkdir()
+    secret = tmp_path / "secret"
+    secret.write_text("root's own\n")
+    server.log_file.symlink_to(secret)
+    assert "root's own" not in server.log_tail()

@@ -9,11 +9,13 @@ time and memory limits, the last stop, are tested in test_output_worker.py.)
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
 import pytest
 
+from tests.conftest import example_application, provision_project
 from tests.security.conftest import OTHER, PROJECT
 from tre import outputs
 from tre.exceptions import InvalidInput, ServiceUnavailable
@@ -109,3 +111,35 @@ def test_one_project_cannot_take_every_output_worker(two_projects, monkeypatch):
         for thread in running:
             thread.join()
     assert operations.run_output_job(ctx, PROJECT, job(PROJECT), limits) is None  # free again
+
+
+def test_a_closure_the_helper_cannot_finish_still_destroys_the_key(two_projects, monkeypatch):
+    """Found by the second review: when the helper could not remove the working folders,
+    closure stopped before the project's key was destroyed. The key and the extracts go first;
+    the certificate says what was left."""
+    from tre import keys, privileged
+    from tre.exceptions import ServiceUnavailable as Unavailable
+    from tre.projects import extracts
+
+    project = "sec-stuck"
+    provision_project(
+        two_projects.home,
+        two_projects.db,
+        dataclasses.replace(example_application(project), title="Stuck"),
+        ALICE,
+    )
+    real = privileged.call
+
+    def helper_down(home, name, **args):
+        if name == "remove_project":
+            raise Unavailable("The TRE's privileged helper is not running.")
+        return real(home, name, **args)
+
+    monkeypatch.setattr(privileged, "call", helper_down)
+    certificate = extracts.close(
+        two_projects.home, two_projects.db, project, local_person("ada"), "helper was down"
+    )
+    assert certificate["project_key_destroyed"] is True
+    assert not keys.project_salt_path(two_projects.home.keys, project).exists()
+    assert not (two_projects.home.projects / project / "extracts").exists()
+    assert "not running" in certificate["working_folders_left"]

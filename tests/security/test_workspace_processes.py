@@ -17,9 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ALICE, example_application, provision_project
 from tests.security.conftest import OTHER, PROJECT
 from tre import privileged
+from tre.exceptions import PermissionDenied
 from tre.people import local_person
 from tre.privileged import accounts, operations, processes
 from tre.privileged.processes import sandboxed_command
@@ -241,3 +244,53 @@ def test_a_folder_thousands_deep_does_not_stop_a_projects_closure(two_projects):
     assert "working_folders_left" not in certificate
     assert not (two_projects.home.projects / project).exists()
     assert not accounts.exists(privileged.workspace_account("alice", project))
+
+
+def test_a_process_whose_first_thread_exited_is_still_killed(two_projects):
+    """Found by the second review: a process whose first thread exits while another runs shows
+    as a zombie in /proc/<pid>/stat, and was taken for dead; started from a researcher's own
+    startup files, it outlived the member's removal. Each thread is looked at now."""
+    alice, _ = _workspace(two_projects, "alice", PROJECT)
+    _workspace(two_projects, "bob", PROJECT)
+    lingering = (
+        "import ctypes, threading, time\n"
+        "threading.Thread(target=lambda: time.sleep(600)).start()\n"
+        "ctypes.CDLL(None).syscall(60, 0)\n"  # SYS_exit: the first thread alone
+    )
+    started = _in_sandbox(
+        two_projects, "alice", PROJECT, f"python3 -c '{lingering}' & sleep 600", background=True
+    )
+    try:
+        time.sleep(1.5)
+        assert operations._living(alice.uid), "nothing of hers runs"
+        operations.revoke_access(operations.Context(two_projects.home.root), PROJECT, ["bob"])
+        assert operations._living(alice.uid) == []
+    finally:
+        started.kill()
+        started.wait()
+    _workspace(two_projects, "alice", PROJECT)
+
+
+def test_provisioning_refuses_extracts_that_link_a_file_from_elsewhere(two_projects, tmp_path):
+    """A hard link made by a compromised provisioning account would otherwise have root give
+    the linked file (owned by someone else) to the project's group."""
+    base = two_projects.home.projects / PROJECT
+    made = base / ".extracts-424242"
+    made.mkdir(mode=0o700)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the project's\n")
+    os.link(outside, made / "linked.parquet")
+    before = outside.stat()
+    try:
+        with pytest.raises(PermissionDenied, match="linked from elsewhere"):
+            operations.grant_extracts(
+                operations.Context(two_projects.home.root), PROJECT, made.name
+            )
+        after = outside.stat()
+        assert (after.st_uid, after.st_gid, after.st_mode) == (
+            before.st_uid,
+            before.st_gid,
+            before.st_mode,
+        )
+    finally:
+        shutil.rmtree(made)

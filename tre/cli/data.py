@@ -245,8 +245,14 @@ def demo_prepare(ctx: Context, pupils: int) -> None:
     through approval and provisioning, in one go (re-runnable). As root, each part runs as the
     account that may do it (`tre demo data`, `tre demo projects`)."""
     from tre import demo, privileged
+    from tre.exceptions import ConfigError
 
-    if privileged.running_as_root() and privileged.separated(ctx.settings.home):
+    if privileged.running_as_root():
+        if not privileged.separated(ctx.settings.home):
+            raise ConfigError(
+                f"{ctx.settings.home} was not made by `sudo tre init`: as root, the demo runs "
+                "as the TRE's accounts. Run `sudo tre init` first."
+            )
         run_as_own_account(ctx, ["demo", "data", "--pupils", str(pupils)])
         run_as_own_account(ctx, ["demo", "projects"])
         return

@@ -151,6 +151,8 @@ def grant_extracts(ctx: Context, project: str, folder: str) -> int:
         for fd, info in folders.tree(root):
             if info.st_uid not in (owner, 0):
                 raise PermissionDenied("The extracts hold a file provisioning did not write.")
+            if stat.S_ISREG(info.st_mode) and info.st_nlink != 1:
+                raise PermissionDenied("The extracts hold a file linked from elsewhere.")
             os.fchown(fd, owner if _as_root() else -1, gid)
             os.fchmod(fd, 0o550 if stat.S_ISDIR(info.st_mode) else 0o440)
             count += 1
@@ -299,28 +301,37 @@ def run_output_job(
 @contextlib.contextmanager
 def _job_slot(ctx: Context, project: str):
     """One of the project's :data:`OUTPUT_JOBS_PER_PROJECT` slots (a lock held while the job
-    runs, released when its process ends, whatever happens); refused when all are taken."""
+    runs, released when its process ends, whatever happens); refused when all are taken. The
+    locks are in ``run/jobs``, reached one name at a time without following a link."""
     import fcntl
 
-    folder = ctx.home / "run" / "jobs"
-    folder.mkdir(parents=True, mode=0o700, exist_ok=True)
-    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-    for slot in range(OUTPUT_JOBS_PER_PROJECT):
-        fd = os.open(folder / f"{project}.{slot}", flags, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        try:
-            yield
-        finally:
-            os.close(fd)  # the lock goes with it
-        return
-    raise ServiceUnavailable(
-        f"Project {project} already has {OUTPUT_JOBS_PER_PROJECT} outputs being checked: "
-        "try again when one of them has finished."
-    )
+    with folders.opened(ctx.home) as home:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir("run", 0o750, dir_fd=home)
+        with folders.walk(home, ["run"]) as run:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir("jobs", 0o700, dir_fd=run)
+            with folders.walk(run, ["jobs"]) as jobs:
+                flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                held = None
+                for slot in range(OUTPUT_JOBS_PER_PROJECT):
+                    fd = os.open(f"{project}.{slot}", flags, 0o600, dir_fd=jobs)
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        os.close(fd)
+                        continue
+                    held = fd
+                    break
+    if held is None:
+        raise ServiceUnavailable(
+            f"Project {project} already has {OUTPUT_JOBS_PER_PROJECT} outputs being checked: "
+            "try again when one of them has finished."
+        )
+    try:
+        yield
+    finally:
+        os.close(held)  # the lock goes with it
 
 
 def _limits(raw: Mapping[str, float]) -> Limits:
@@ -476,11 +487,10 @@ def workspace_running(ctx: Context, username: str, project: str, pid: int) -> bo
     if not isinstance(pid, int) or pid <= 1 or not accounts.exists(account):
         return False
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, IndexError):
+    except OSError:
         return False
-    return state != "Z" and f"--reuid={accounts.uid(account)}".encode() in cmdline
+    return _alive(pid) and f"--reuid={accounts.uid(account)}".encode() in cmdline
 
 
 @operation(SERVICES)
@@ -519,14 +529,23 @@ def _processes_of(uid: int) -> list[int]:
     return found
 
 
-def _living(uid: int) -> list[int]:
-    """The processes of ``uid`` that are not already dead (zombies waiting to be reaped)."""
-    alive = []
-    for pid in _processes_of(uid):
+def _alive(pid: int) -> bool:
+    """Whether any thread of ``pid`` still runs (a process whose first thread has exited shows
+    as a zombie while its other threads go on)."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return False
+    for task in tasks:
         with contextlib.suppress(OSError, IndexError):
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                alive.append(pid)
-    return alive
+            if (task / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                return True
+    return False
+
+
+def _living(uid: int) -> list[int]:
+    """The processes of ``uid`` of which a thread still runs."""
+    return [pid for pid in _processes_of(uid) if _alive(pid)]
 
 
 def _kill_account(name: str) -> int:
@@ -539,8 +558,8 @@ def _kill_account(name: str) -> int:
     if account.uid in (0, os.geteuid()):
         return 0  # never this process's own account, never root's
     found = _living(account.uid)
-    for _ in range(50):
-        if not _living(account.uid):
+    for attempt in range(50):
+        if attempt and not _living(account.uid):  # at least one round, whatever was seen
             return len(found)
         pid = os.fork()
         if pid == 0:

@@ -292,15 +292,24 @@ def close(home: Home, db: Database, project_id: str, by: Person, reason: str) ->
                 for d in manifest["datasets"].values()
                 for f in d["files"]
             ]
+        # The key and the extracts first: then nothing can be re-identified through the TRE,
+        # whatever happens next.
+        key_destroyed = keys.destroy_project_key(home.keys, project_id)
+        if (base / "extracts").exists():
+            _make_writable(base / "extracts")
+            shutil.rmtree(base / "extracts")
         # Working folders belong to the members' accounts: the helper removes them, their
-        # processes and the project's accounts. If it cannot, the extracts and the key still
-        # go (nothing can be re-identified through the TRE), and the certificate says what was
+        # processes and the project's accounts. If it cannot, the certificate says what was
         # left for an administrator.
-        left = None
+        left = []
         try:
             work_files = privileged.call(home.root, "remove_project", project=project_id)["files"]
         except TREError as e:
-            work_files, left = 0, e.message
+            work_files = 0
+            left.append(e.message)
+        if base.exists():
+            _make_writable(base)
+            shutil.rmtree(base, onerror=lambda _f, path, info: left.append(f"{path}: {info[1]}"))
         certificate = {
             "reason": reason,
             "deleted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -308,13 +317,9 @@ def close(home: Home, db: Database, project_id: str, by: Person, reason: str) ->
             "extract_files": deleted,
             "extracts_manifest_sha256": project.extracts_sha256,
             "work_files_deleted": work_files,
-            "project_key_destroyed": keys.project_salt_path(home.keys, project_id).exists(),
-            **({"working_folders_left": left} if left else {}),
+            "project_key_destroyed": key_destroyed,
+            **({"working_folders_left": "; ".join(left)[:2000]} if left else {}),
         }
-        if base.exists():
-            _make_writable(base)
-            shutil.rmtree(base)
-        keys.destroy_project_key(home.keys, project_id)
         record_closed(session, project, by, certificate)
     access_changed(project)
     return certificate
