@@ -87,6 +87,13 @@ class ServiceUnavailable(TREError):
     http_status = 503
 
 
+def by_name(name: str) -> type[TREError]:
+    """The error class called ``name`` (as sent across a process or a socket), or
+    :class:`ServiceUnavailable` for a name that is not one of ours."""
+    found = globals().get(name)
+    return found if isinstance(found, type) and issubclass(found, TREError) else ServiceUnavailable
+
+
 class LimitExceeded(TREError):
     """A computation went past one of its limits (time, memory) and was stopped; ``limit`` says
     which. Callers turn it into advice on what to ask for instead."""

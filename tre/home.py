@@ -56,7 +56,7 @@ from tre.keys import (
     create_key_file,
     read_key,
 )
-from tre.privileged import accounts
+from tre.privileged import accounts, folders
 
 log = logging.getLogger(__name__)
 
@@ -407,9 +407,13 @@ def _hand_over_project(projects: int, name: str, provision: int) -> None:
             _own(work, 0, gid, 0o750, None)
 
 
+#: How root opens an entry of the home: never through a link, never waiting on a FIFO.
+_ENTRY = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
 @contextlib.contextmanager
 def _opened(parent: int, name: str):
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
+    fd = os.open(name, _ENTRY, dir_fd=parent)
     try:
         yield fd
     finally:
@@ -427,22 +431,22 @@ def _own(fd: int, uid: int, gid: int, dir_mode: int | None, file_mode: int | Non
 def _own_tree(fd: int, uid: int, gid: int, dir_mode: int, file_mode: int | None) -> None:
     """``fd`` and everything under it, folders and files only (links left alone, files with
     other hard links too), walked without recursion: each folder reopened from ``fd`` one
-    name at a time."""
+    name at a time (:func:`tre.privileged.folders.walk`)."""
     _own(fd, uid, gid, dir_mode, file_mode)
     if not stat.S_ISDIR(os.fstat(fd).st_mode):
         return
     pending: list[list[str]] = [[]]
     while pending:
         names = pending.pop()
-        try:
-            folder = _reopen(fd, names)
-        except OSError:  # gone meanwhile, or a link now: not ours to change
-            continue
-        try:
+        with contextlib.ExitStack() as stack:
+            try:
+                folder = stack.enter_context(folders.walk(fd, names))
+            except OSError:  # gone meanwhile, or a link now: not ours to change
+                continue
             for name in os.listdir(folder):
                 try:
-                    child = _open_entry(folder, name)
-                except OSError:
+                    child = os.open(name, _ENTRY, dir_fd=folder)
+                except OSError:  # a link (ELOOP), or gone meanwhile
                     continue
                 try:
                     info = os.fstat(child)
@@ -453,23 +457,3 @@ def _own_tree(fd: int, uid: int, gid: int, dir_mode: int, file_mode: int | None)
                         _own(child, uid, gid, dir_mode, file_mode)
                 finally:
                     os.close(child)
-        finally:
-            os.close(folder)
-
-
-def _open_entry(parent: int, name: str) -> int:
-    return os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
-
-
-def _reopen(root: int, names: list[str]) -> int:
-    """The folder ``root/names…``, each step opened without following a link."""
-    current = os.dup(root)
-    for name in names:
-        try:
-            following = os.open(
-                name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=current
-            )
-        finally:
-            os.close(current)
-        current = following
-    return current

@@ -44,6 +44,13 @@ def two_projects(tmp_path_factory, synthetic, request):
         yield TwoProjects(environ, home, db)
 
 
+def another_project(two_projects: TwoProjects, project: str) -> str:
+    """A further provisioned project of alice's in the same home, for a test that closes it."""
+    application = dataclasses.replace(example_application(project), title=project)
+    provision_project(two_projects.home, two_projects.db, application, ALICE)
+    return project
+
+
 def as_account(name: str, function, *args, seconds: int = 30):
     """``function(*args)`` run as the OS account ``name`` (a forked child, as the helper runs
     output workers), within modest limits; its result."""

@@ -12,7 +12,6 @@ kernel's inotify show that nothing outside the extracts is opened and nothing is
 from __future__ import annotations
 
 import copy
-import dataclasses
 from pathlib import Path
 
 import duckdb
@@ -20,27 +19,19 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from tests.conftest import ALICE, example_application, ingested_home, provision_project
+from tests.conftest import ALICE
 from tests.security.canaries import Canaries
+from tests.security.conftest import OTHER, PROJECT
 from tre import outputs, sql
 from tre.exceptions import InvalidInput
 from tre.outputs import specs
-from tre.people import local_person
 from tre.projects import extracts
 
-PROJECT, OTHER = "sec-project", "sec-other"
 
-
-@pytest.fixture(scope="module", params=["sqlite"])
-def world(request, tmp_path_factory, synthetic):
-    """Two provisioned projects: the attacker's (alice) and another (bob's)."""
-    with ingested_home(request, tmp_path_factory, synthetic, "security") as (_environ, home, db):
-        provision_project(home, db, example_application(PROJECT, privacy_budget=10.0), ALICE)
-        other = dataclasses.replace(
-            example_application(OTHER), lead="bob", members=("bob",), title="Another"
-        )
-        provision_project(home, db, other, local_person("bob"))
-        yield home, db
+@pytest.fixture(scope="module")
+def world(two_projects):
+    """The attacker's project (alice's) and another (bob's), as (home, database)."""
+    return two_projects.home, two_projects.db
 
 
 @pytest.fixture

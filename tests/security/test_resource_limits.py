@@ -9,14 +9,12 @@ time and memory limits, the last stop, are tested in test_output_worker.py.)
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 
 import pytest
 
-from tests.conftest import example_application, provision_project
-from tests.security.conftest import OTHER, PROJECT
+from tests.security.conftest import OTHER, PROJECT, another_project
 from tre import outputs
 from tre.exceptions import InvalidInput, ServiceUnavailable
 from tre.outputs import rules as R
@@ -121,13 +119,7 @@ def test_a_closure_the_helper_cannot_finish_still_destroys_the_key(two_projects,
     from tre.exceptions import ServiceUnavailable as Unavailable
     from tre.projects import extracts
 
-    project = "sec-stuck"
-    provision_project(
-        two_projects.home,
-        two_projects.db,
-        dataclasses.replace(example_application(project), title="Stuck"),
-        ALICE,
-    )
+    project = another_project(two_projects, "sec-stuck")
     real = privileged.call
 
     def helper_down(home, name, **args):

@@ -9,7 +9,6 @@ helper would start them.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import subprocess
@@ -19,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ALICE, example_application, provision_project
-from tests.security.conftest import OTHER, PROJECT
+from tests.security.conftest import OTHER, PROJECT, another_project
 from tre import privileged
 from tre.exceptions import PermissionDenied
 from tre.people import local_person
@@ -223,13 +221,7 @@ def test_a_workspace_cannot_make_a_user_namespace_and_has_a_process_limit(two_pr
 def test_a_folder_thousands_deep_does_not_stop_a_projects_closure(two_projects):
     """Python's recursive removal stopped at about a thousand levels, so closure aborted before
     the project's key was destroyed (seen in the review). find and rm walk without recursion."""
-    project = "sec-closing"
-    provision_project(
-        two_projects.home,
-        two_projects.db,
-        dataclasses.replace(example_application(project), title="Closing"),
-        ALICE,
-    )
+    project = another_project(two_projects, "sec-closing")
     _, folder = _workspace(two_projects, "alice", project)
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     for _ in range(3000):

@@ -230,15 +230,18 @@ def demo_group() -> None:
     """Run the TRE's pipeline on synthetic data."""
 
 
-@demo_group.command("prepare")
-@home_option
-@click.option(
+pupils_option = click.option(
     "--pupils",
     type=click.IntRange(1, 10_000_000),
     default=2000,
     show_default=True,
     help="How many synthetic pupils.",
 )
+
+
+@demo_group.command("prepare")
+@home_option
+@pupils_option
 @pass_context
 def demo_prepare(ctx: Context, pupils: int) -> None:
     """Keys, synthetic deliveries, ingest and linkage report, then the example projects
@@ -261,13 +264,7 @@ def demo_prepare(ctx: Context, pupils: int) -> None:
 
 @demo_group.command("data")
 @home_option
-@click.option(
-    "--pupils",
-    type=click.IntRange(1, 10_000_000),
-    default=2000,
-    show_default=True,
-    help="How many synthetic pupils.",
-)
+@pupils_option
 @pass_context
 def demo_data(ctx: Context, pupils: int) -> None:
     """The custodians' keys and synthetic deliveries, ingested, and the linkage report."""

@@ -48,8 +48,8 @@ PROJECT_DIGEST_PREFIX = "tre-q-"
 MAX_NAME = 32
 NOLOGIN = "/usr/sbin/nologin"
 
-#: What a project id and a username look like (the grammars of tre.projects.spec, repeated
-#: here so that the privileged helper needs no domain module).
+#: What a project id and a username look like, declared here (a base module the privileged
+#: helper needs) and used by tre.projects.spec.
 PROJECT_ID = re.compile(r"[a-z][a-z0-9-]{2,29}")
 USERNAME = re.compile(r"[a-z][a-z0-9._-]{1,63}")
 

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tre.exceptions import InvalidInput, PermissionDenied, ServiceUnavailable, TREError
+from tre.exceptions import InvalidInput, PermissionDenied, ServiceUnavailable, TREError, by_name
 from tre.privileged import accounts, operations
 from tre.privileged.processes import failure
 from tre.services import LocalServer
@@ -111,15 +111,8 @@ def _ask(path: Path, name: str, args: Mapping[str, Any]) -> Any:
     except OSError as e:
         raise ServiceUnavailable(f"The TRE's privileged helper did not answer ({e}).") from None
     if "error" in answer:
-        raise _error(answer["error"])(answer["message"])
+        raise by_name(answer["error"])(answer["message"])
     return answer["result"]
-
-
-def _error(name: str) -> type[TREError]:
-    from tre import exceptions
-
-    found = getattr(exceptions, name, None)
-    return found if isinstance(found, type) and issubclass(found, TREError) else ServiceUnavailable
 
 
 def _send(s: socket.socket, message: Any) -> None:

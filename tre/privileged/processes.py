@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tre.exceptions import InvalidInput, LimitExceeded, ServiceUnavailable, TREError
+from tre.exceptions import InvalidInput, LimitExceeded, ServiceUnavailable, TREError, by_name
 from tre.privileged.accounts import Account
 
 _PR_SET_NO_NEW_PRIVS = 38
@@ -198,15 +198,8 @@ def _collect(pid: int, reader: int, limits: Limits) -> Any:
                 f"The computation failed ({answer['message']}). If it happens again, ask a TRE "
                 "administrator: the details are in the TRE's log."
             )
-        raise _error_class(answer["error"])(answer["message"])
+        raise by_name(answer["error"])(answer["message"])
     return answer["result"]
-
-
-def _error_class(name: str) -> type[TREError]:
-    from tre import exceptions
-
-    found = getattr(exceptions, name, None)
-    return found if isinstance(found, type) and issubclass(found, TREError) else ServiceUnavailable
 
 
 #: The most processes a sandboxed account may have at once (a fork bomb stops there).

@@ -42,11 +42,14 @@ from tre.catalog import Transform, Type
 from tre.conditions import OPERATORS, Condition
 from tre.exceptions import InvalidInput
 from tre.outputs.rules import STRICTER_WHEN_LARGER, RuleSet
+from tre.privileged import accounts
 
-ID_PATTERN = re.compile(r"[a-z][a-z0-9-]{2,29}")
+#: Project ids and usernames: one grammar, the OS accounts' (tre.privileged.accounts), since
+#: both become account names.
+ID_PATTERN = accounts.PROJECT_ID
 #: Ids the portal's pages take for themselves (/projects/apply is the application form).
 RESERVED_IDS = frozenset({"apply"})
-USERNAME = re.compile(r"[a-z][a-z0-9._-]{1,63}")
+USERNAME = accounts.USERNAME
 MAX_EPSILON = 10.0
 MAX_YEARS = 5
 
