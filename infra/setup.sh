@@ -19,6 +19,10 @@ command -v chromium >/dev/null 2>&1 || [ -n "${TRE_CHROMIUM:-}" ] || need+=(chro
 command -v npm >/dev/null 2>&1 || need+=(npm)
 [ "$(id -u)" -ne 0 ] || dpkg -s python3-venv >/dev/null 2>&1 || need+=(python3-venv)
 [ "$(id -u)" -ne 0 ] || command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
+# Each project's workspaces run in a network enclave of their own: a network namespace and a
+# veth pair (iproute2), with nftables rules; ss (iproute2) lists what listens in one.
+[ "$(id -u)" -ne 0 ] || command -v nft >/dev/null 2>&1 || need+=(nftables)
+[ "$(id -u)" -ne 0 ] || command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing Debian packages: ${need[*]}"

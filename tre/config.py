@@ -88,6 +88,20 @@ def _text(value: str) -> str:
     return value
 
 
+def _private_network(value: str) -> str:
+    import ipaddress
+
+    try:
+        network = ipaddress.IPv4Network(value)
+    except ValueError:
+        network = None
+    if network is None or not network.is_private or network.prefixlen > 28:
+        raise ValueError(
+            "must be a private IPv4 network of at least 16 addresses, e.g. 10.213.0.0/16"
+        )
+    return str(network)
+
+
 def _switch(value: str) -> bool:
     if value.lower() in ("1", "on", "true", "yes"):
         return True
@@ -264,6 +278,33 @@ SETTINGS: tuple[Setting, ...] = (
         "/srv/tre/workspace-env",
     ),
     Setting(
+        "enclave_network",
+        "TRE_ENCLAVE_NETWORK",
+        "10.213.0.0/16",
+        "The private IPv4 network the projects' network enclaves take their addresses from (a "
+        "/30 each): keep it for them, unused by anything else on the machine.",
+        _private_network,
+        "10.90.0.0/16",
+    ),
+    Setting(
+        "workspace_file_max_mb",
+        "TRE_WORKSPACE_FILE_MAX_MB",
+        "2",
+        "The largest file a workspace's Jupyter server hands to the browser (notebooks, code, "
+        "text, images), in MB; data files are never handed over, whatever their size.",
+        _count_of("megabytes", 1024),
+        "5",
+    ),
+    Setting(
+        "notebook_output_kb",
+        "TRE_NOTEBOOK_OUTPUT_KB",
+        "64",
+        "The most of one notebook output the browser is given when it opens a notebook, in KB; "
+        "past it, the output is cut and says so.",
+        _count_of("kilobytes", 1 << 20),
+        "256",
+    ),
+    Setting(
         "output_cpu_seconds",
         "TRE_OUTPUT_CPU_SECONDS",
         "120",
@@ -359,6 +400,9 @@ class Settings:
     hub_url: str
     hub_sweep_seconds: int
     workspace_env: str
+    enclave_network: str
+    workspace_file_max_mb: int
+    notebook_output_kb: int
     output_cpu_seconds: int
     output_memory_mb: int
     output_max_cells: int

@@ -119,6 +119,14 @@ def check_can_request_export(person: Person, project) -> None:
     check_project_active(project, "exports are requested")
 
 
+def check_can_report_refusal(person: Person, project) -> None:
+    """The workspace of a researcher of an active project reports what it refused to show."""
+    check_has_role(person, "researcher", "report what a workspace refused")
+    if person.username not in project.members():
+        raise PermissionDenied(f"{person.username} is not a member of project {project.id}.")
+    check_project_active(project, "workspaces run")
+
+
 def check_project_active(project, doing: str) -> None:
     """Nothing moves through the airlock of a project that is not active (suspended, expired,
     closed): not a new output, a submission, a review or a download."""

@@ -307,6 +307,7 @@ def configure(c, settings: Settings) -> None:
     # The helper runs the workspace environment's jupyterhub-singleuser, whatever cmd says.
     c.Spawner.cmd = [str(env / "bin" / "jupyterhub-singleuser")]
     c.Spawner.env_keep = ["LANG", "LC_ALL"]  # nothing of the hub's own environment
+    c.Spawner.disable_user_config = True  # no configuration from the researcher's folder
     c.Spawner.default_url = "/lab"
     c.Spawner.start_timeout = START_TIMEOUT_S
 

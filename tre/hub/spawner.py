@@ -3,12 +3,14 @@ asks the privileged helper to start, watch and stop each workspace server
 (:mod:`tre.privileged.operations`: ``start_workspace``, ``workspace_running``,
 ``stop_workspace``), as JupyterHub's sudospawner does for its own mediator.
 
-The helper runs the server under the researcher's account for that project, in a sandbox of
-its own (private ``/tmp`` and ``/dev/shm``, read-only system, its folder the only place it
-writes, no new privileges, only the project's group), with the environment the hub gives it
-(its API token and URLs) and what the TRE adds: ``TRE_PROJECT``, ``TRE_EXTRACTS`` (the project's
-extracts folder) and ``TRE_PORTAL_URL`` (the TRE's API). No path or command comes from the hub:
-the helper builds them from its own settings.
+The helper runs the server under the researcher's account for that project, in the
+project's network enclave (:mod:`tre.privileged.enclaves`: the server listens on the enclave's
+address, where the hub's proxy reaches it, and reaches only the hub and the portal), in a
+sandbox of its own (private ``/tmp`` and ``/dev/shm``, read-only system, its folder the only
+place it writes, no new privileges, only the project's group), with the environment the hub
+gives it (its API token and URLs) and what the TRE adds: ``TRE_PROJECT``, ``TRE_EXTRACTS``
+(the project's extracts folder) and ``TRE_PORTAL_URL`` (the TRE's API). No path or command
+comes from the hub: the helper builds them from its own settings.
 """
 
 from __future__ import annotations
@@ -53,10 +55,10 @@ class WorkspaceSpawner(Spawner):
         env = {k: v for k, v in self.get_env().items() if isinstance(v, str)}
         started = await asyncio.to_thread(self._call, "start_workspace", environment=env)
         self.pid = started["pid"]
-        await self._listening()
-        return (self.ip or "127.0.0.1", self.port)
+        await self._listening(started["address"])
+        return (started["address"], self.port)
 
-    async def _listening(self) -> None:
+    async def _listening(self, address: str) -> None:
         """Wait until the server accepts connections (or its sandbox ends), polling every
         :data:`POLL_S`: the hub's own check backs off exponentially (0.2, 0.4, 0.8, 1.6 s…),
         which would add up to a second and a half to a start of two."""
@@ -64,7 +66,7 @@ class WorkspaceSpawner(Spawner):
         checked = time.monotonic()
         while time.monotonic() < deadline:
             try:
-                _, writer = await asyncio.open_connection(self.ip or "127.0.0.1", self.port)
+                _, writer = await asyncio.open_connection(address, self.port)
             except OSError:
                 if time.monotonic() - checked > 1:
                     checked = time.monotonic()

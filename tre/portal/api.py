@@ -63,6 +63,12 @@ class PutOutput(BaseModel):
     slot: int | None = Field(default=None, ge=1, le=MAX_ID)
 
 
+class Refusal(BaseModel):
+    file: str = Field(min_length=1, max_length=4096)
+    bytes: int = Field(ge=0, le=1 << 50)
+    why: str = Field(min_length=1, max_length=200)
+
+
 class Vote(BaseModel):
     vote: Literal["approve", "request_changes", "reject"]
     comment: str = ""
@@ -227,6 +233,18 @@ def _dp_spec(body: dict[str, Any]) -> specs.OutputSpec:
             f"POST /projects/{{id}}/outputs."
         )
     return spec
+
+
+@router.post(
+    "/projects/{project_id}/workspace/refusals",
+    status_code=201,
+    summary="A file a workspace refused to hand to the browser (recorded in the audit log)",
+)
+def workspace_refusal(
+    project_id: str, body: Refusal, state=Depends(app_state), person: Person = Depends(caller)
+) -> dict[str, str]:
+    projects.record_refusal(state.db, project_id, person, body.file, body.bytes, body.why)
+    return {"recorded": body.file}
 
 
 @router.get("/projects/{project_id}/budget", summary="Privacy budget: granted and left")

@@ -76,7 +76,12 @@ def context(home: Path, environ: Mapping[str, str] | None = None) -> operations.
     settings = Settings.from_environ({**(environ or os.environ), "TRE_HOME": str(home)})
     templates = Path(__file__).resolve().parents[2] / "notebooks_templates"
     return operations.Context(
-        Path(home), Path(settings.workspace_env), templates if templates.is_dir() else None
+        Path(home),
+        Path(settings.workspace_env),
+        templates if templates.is_dir() else None,
+        enclave_network=settings.enclave_network,
+        file_max_bytes=settings.workspace_file_max_mb << 20,
+        notebook_output_bytes=settings.notebook_output_kb << 10,
     )
 
 

@@ -45,15 +45,17 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from tre.exceptions import (
+    ConfigError,
     InvalidInput,
     LimitExceeded,
     NotFound,
     PermissionDenied,
     ServiceUnavailable,
 )
-from tre.privileged import accounts, folders
+from tre.privileged import accounts, enclaves, folders
 from tre.privileged.processes import Limits, call_as, sandboxed
 
 SERVICES, PROVISIONING = "services", "provisioning"
@@ -97,6 +99,10 @@ class Context:
     home: Path
     workspace_env: Path = Path("/opt/tre/workspace-env")
     templates: Path | None = None
+    enclave_network: str = enclaves.DEFAULT_NETWORK
+    #: What a workspace's Jupyter server hands to the browser at most: a file, one output.
+    file_max_bytes: int = 2 << 20
+    notebook_output_bytes: int = 64 << 10
 
     @property
     def projects(self) -> Path:
@@ -162,7 +168,7 @@ def grant_extracts(ctx: Context, project: str, folder: str) -> int:
 @operation(PROVISIONING)
 def remove_project(ctx: Context, project: str) -> dict[str, int]:
     """At closure: every process of the project's accounts killed, its working folders
-    deleted, its accounts and group removed."""
+    deleted, its network enclave, accounts and group removed."""
     accounts.check_project_id(project)
     names = [*accounts.project_members(project), accounts.project_group(project)]
     killed = sum(_kill_account(name) for name in names)
@@ -179,6 +185,7 @@ def remove_project(ctx: Context, project: str) -> dict[str, int]:
         removed = len(_in_folder(base, ["find", "work", "-xdev", "-type", "f", "-printf", "."]))
         _in_folder(base, ["rm", "-rf", "--one-file-system", "--", "work"])
     if _as_root():
+        enclaves.remove(ctx.home, project)  # its processes, the last users of it, are gone
         for name in names:
             accounts.remove(name)
     return {"processes": killed, "files": removed, "accounts": len(names)}
@@ -445,10 +452,19 @@ def start_workspace(
 ) -> dict[str, Any]:
     """:func:`prepare_workspace`, then the server in its sandbox
     (:func:`~tre.privileged.processes.sandboxed_command`). Returns its pid and account."""
-    account, folder = _workspace(ctx, username, project)
     env = {k: str(v) for k, v in environment.items() if WORKSPACE_ENVIRONMENT.fullmatch(k)}
     if any("\0" in v for v in env.values()):
         raise InvalidInput("An environment value holds a NUL byte.")
+    hub, portal = (_loopback(env, name) for name in ("JUPYTERHUB_API_URL", "TRE_PORTAL_URL"))
+    account, folder = _workspace(ctx, username, project)
+    enclave = enclaves.ensure(ctx.home, project, username, [hub, portal], ctx.enclave_network)
+    # Seen from the enclave, the hub and the portal are at its gateway; the server listens on
+    # the enclave's own address, where the hub's proxy reaches it.
+    for name in ("JUPYTERHUB_API_URL", "JUPYTERHUB_ACTIVITY_URL", "TRE_PORTAL_URL"):
+        if name in env:
+            env[name] = _moved(env[name], enclave.gateway)
+    if "JUPYTERHUB_SERVICE_URL" in env:
+        env["JUPYTERHUB_SERVICE_URL"] = _moved(env["JUPYTERHUB_SERVICE_URL"], enclave.address)
     extracts = ctx.projects / project / "extracts"
     env.update(
         USER=account.name,
@@ -458,18 +474,50 @@ def start_workspace(
         PATH=f"{ctx.workspace_env}/bin:/usr/bin:/bin",
         TRE_PROJECT=project,
         TRE_EXTRACTS=str(extracts),
+        # The server's configuration is the TRE's alone (its environment's etc/jupyter): none
+        # is read from the researcher's folder (~/.jupyter, ~/.local), where they could undo it.
+        JUPYTERHUB_DISABLE_USER_CONFIG="1",
+        PYTHONNOUSERSITE="1",
     )
+    command = [
+        str(ctx.workspace_env / "bin" / "jupyterhub-singleuser"),
+        f"--WorkspaceContents.max_file_bytes={ctx.file_max_bytes}",
+        f"--WorkspaceContents.max_output_bytes={ctx.notebook_output_bytes}",
+    ]
     process = sandboxed(
         account,
-        [str(ctx.workspace_env / "bin" / "jupyterhub-singleuser")],
+        command,
         writable=[folder],
         readable=[extracts] if extracts.is_dir() else [],
         environment=env,
         cwd=folder,
+        network=enclave.inside,
         stdin=subprocess.DEVNULL,
     )
     _STARTED[process.pid] = process  # reaped when asked whether it runs (or by the helper)
-    return {"pid": process.pid, "account": account.name}
+    return {"pid": process.pid, "account": account.name, "address": enclave.address}
+
+
+def _loopback(env: Mapping[str, str], name: str) -> int:
+    """The port of ``env[name]``, an ``http://127.0.0.1:<port>`` URL (the enclave lets out to
+    that port alone)."""
+    parts = urlsplit(env.get(name, ""))
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != "http" or parts.hostname != "127.0.0.1" or not port:
+        raise ConfigError(
+            f"{name} is {env.get(name)!r}: a workspace's enclave reaches the hub and the portal "
+            "at http://127.0.0.1:<port> URLs only."
+        )
+    return port
+
+
+def _moved(url: str, host: str) -> str:
+    """``url`` on ``host`` (same scheme, port and path)."""
+    parts = urlsplit(url)
+    return parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host).geturl()
 
 
 #: The sandboxes this process started (when it is the one that runs them, not the helper).
@@ -503,9 +551,8 @@ def stop_workspace(ctx: Context, username: str, project: str) -> int:
 @operation(SERVICES, PROVISIONING)
 def revoke_access(ctx: Context, project: str, keep: list[str]) -> list[str]:
     """Every workspace account of ``project`` but those of ``keep`` (usernames): processes
-    killed, the project's group taken away (its extracts are then closed to it). Returns the
-    accounts revoked."""
-    del ctx
+    killed, the project's group taken away (its extracts are then closed to it), network
+    enclave removed. Returns the accounts revoked."""
     accounts.check_project_id(project)
     allowed = {accounts.workspace_account(accounts.check_username(u), project) for u in keep}
     revoked = []
@@ -516,6 +563,10 @@ def revoke_access(ctx: Context, project: str, keep: list[str]) -> list[str]:
             accounts.leave_project(name)  # then no process of it holds the group for long:
         _kill_account(name)  # every one is killed, and new ones no longer get it
         revoked.append(name)
+    if _as_root():
+        kept = set(keep)
+        gone = [m for p, m in enclaves.of_home(ctx.home) if p == project and m not in kept]
+        enclaves.remove(ctx.home, project, gone)
     return revoked
 
 

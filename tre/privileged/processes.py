@@ -252,10 +252,12 @@ def sandboxed(
     readable: Sequence[Path] = (),
     environment: dict[str, str],
     cwd: Path | None = None,
+    network: Callable[[list[str]], list[str]] | None = None,
     **popen: Any,
 ) -> subprocess.Popen:
     """Start ``command`` in :func:`sandboxed_command`'s sandbox, with the seccomp program of
-    :func:`no_user_namespaces` (as root)."""
+    :func:`no_user_namespaces` (as root); with ``network`` (e.g. an enclave's
+    :meth:`~tre.privileged.enclaves.Enclave.inside`), in the network namespace it enters."""
     program = no_user_namespaces()
     fd = None
     if program is not None:
@@ -264,6 +266,8 @@ def sandboxed(
         os.lseek(fd, 0, os.SEEK_SET)
     try:
         args = sandboxed_command(account, command, writable=writable, readable=readable, seccomp=fd)
+        if network is not None:
+            args = network(args)
         return subprocess.Popen(
             args,
             env=environment,
@@ -288,14 +292,17 @@ def sandboxed_command(
 ) -> list[str]:
     """``command`` run by bubblewrap (as root) in a sandbox, then by setpriv as ``account``:
     its own mount and PID namespaces; the root file system read-only, ``nosuid`` and
-    ``nodev``; a private ``/tmp`` and ``/dev/shm``; ``writable`` folders bound writable (still
-    nosuid, nodev); no new privileges; only ``account``'s own groups (or ``groups``); at most
-    :data:`SANDBOX_PROCESSES` processes; with ``seccomp`` (a descriptor of
-    :func:`no_user_namespaces`), no user namespace."""
+    ``nodev``; a private ``/tmp``, ``/dev/shm`` and ``/run`` (no service's Unix socket);
+    ``writable`` folders bound writable (still nosuid, nodev); no new privileges; only
+    ``account``'s own groups (or ``groups``); at most :data:`SANDBOX_PROCESSES` processes;
+    with ``seccomp`` (a descriptor of :func:`no_user_namespaces`), no user namespace."""
     args = [BWRAP, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     tmp = Path("/tmp")  # noqa: S108 - the sandbox's own, a tmpfs of its own
     shm = "/dev/shm"  # noqa: S108 - as /tmp
     args += ["--perms", "1777", "--tmpfs", str(tmp), "--perms", "1777", "--tmpfs", shm]
+    # The machine's /run holds its services' Unix sockets (a database's, the system bus):
+    # a network namespace does not separate those, an empty /run of its own does.
+    args += ["--perms", "0755", "--tmpfs", "/run"]
     made: list[Path] = []
     for folder in [*readable, *writable]:
         # Folders under /tmp (a test's home) would be hidden by the private /tmp: make their

@@ -326,6 +326,44 @@ def set_state(db: Database, project_id: str, action: str, by: Person, reason: st
     return project
 
 
+audit.declare_actions(
+    {
+        "workspace.file_refused": "A workspace's Jupyter server refused to hand a file of the "
+        "researcher's folder to the browser (data, or too large); its name and size are kept."
+    }
+)
+
+
+#: The most refusals one researcher's workspaces record per minute (past it, they are refused:
+#: the audit log is no place to flood).
+REFUSALS_PER_MINUTE = 60
+
+
+def record_refusal(db: Database, project_id: str, by: Person, file: str, size: int, why: str):
+    """A workspace's Jupyter server refused ``by`` a file of their folder (data, or too large):
+    recorded with its name and size, never its content."""
+    since = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    with db.write() as session:
+        project = _lock(session, project_id)
+        permissions.check_can_report_refusal(by, project)
+        recent = session.execute(
+            sa.select(sa.func.count())
+            .select_from(audit.AuditEventRow)
+            .where(
+                audit.AuditEventRow.action == "workspace.file_refused",
+                audit.AuditEventRow.actor == by.username,
+                audit.AuditEventRow.time >= since,
+            )
+        ).scalar_one()
+        if recent >= REFUSALS_PER_MINUTE:
+            raise InvalidInput(
+                f"More than {REFUSALS_PER_MINUTE} refusals a minute: the workspace's server "
+                "is not opening this many files on its own; try again in a minute."
+            )
+        details = {"file": file[-1000:], "bytes": size, "why": why}
+        audit.record(session, _event(by, "workspace.file_refused", project_id, details))
+
+
 def expire_due(db: Database, today: dt.date | None = None) -> list[str]:
     """Expire every live project past its end date. Any command touching projects calls it."""
     today = today or dt.date.today()

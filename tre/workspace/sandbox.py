@@ -102,22 +102,35 @@ _client = None
 
 
 def cluster():
-    """The kernel's Dask client, on a local cluster started the first time (loopback only, no
-    dashboard)."""
+    """The kernel's Dask client, on a local cluster started the first time: on the
+    enclave's loopback, no dashboard nor any other HTTP route, and TLS with both ends
+    authenticated by credentials made for this cluster alone and held in this kernel's memory
+    (no other process, even of the same enclave, joins it or sends it work)."""
     global _client
     with _cluster_lock:
         if _client is None or _client.status in ("closed", "closing"):
+            import dask
             from dask.distributed import Client, LocalCluster
+            from distributed.security import Security
 
             workers = max(1, min(DASK_WORKERS, os.cpu_count() or 1))
+            security = Security.temporary()
+            # Their HTTP servers (which TLS does not cover) serve nothing: no logs, task
+            # names, call stacks or metrics for another process of the machine to read.
+            dask.config.set(
+                {"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}
+            )
             _client = Client(
                 LocalCluster(
                     n_workers=workers,
                     threads_per_worker=1,
                     host="127.0.0.1",
+                    protocol="tls://",
+                    security=security,
                     dashboard_address=None,
                     local_directory=str(Path.home() / ".dask-tmp"),
-                )
+                ),
+                security=security,
             )
         return _client
 

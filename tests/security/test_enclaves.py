@@ -1,0 +1,443 @@
+"""Boundary: a project's network enclave, and what its workspaces' servers hand to the browser.
+
+Attacks, each from a real kernel of a real workspace (alice's, of the portal's project A):
+reach another project's workspace server or Dask scheduler, the TRE's PostgreSQL and
+Keycloak, the internet; join a co-member's Dask cluster; take data out through the contents
+API (a CSV the kernel wrote, Parquet renamed ``.ipynb``); undo the server's configuration from
+the researcher's own folder; read the server's memory. The "internet" is a listener in a
+network namespace this test makes, reached through forwarding turned on for the test (nothing
+here leaves the machine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import time
+from contextlib import closing
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import HUB_OTHER
+from tre import audit
+from tre.hub.kernels import Kernel, KernelError, start_workspace, stop_workspace, workspace_ready
+from tre.identity.tokens import hub_login
+from tre.privileged import enclaves
+
+pytestmark = [pytest.mark.hub, pytest.mark.keycloak]
+
+#: Run first in a kernel: ``reach(host, port)`` says what a TCP connection to it did.
+PROBE = """
+import os, socket
+
+def reach(host, port, seconds=2):
+    s = socket.socket()
+    s.settimeout(seconds)
+    try:
+        s.connect((host, port))
+        return "connected"
+    except socket.timeout:
+        return "timeout"
+    except OSError as e:
+        return type(e).__name__
+    finally:
+        s.close()
+
+def reach_unix(path):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(2)
+    try:
+        s.connect(path)
+        return "connected"
+    except OSError as e:
+        return type(e).__name__
+    finally:
+        s.close()
+"""
+
+
+@contextlib.contextmanager
+def _unix_listener():
+    """A service of the machine's listening on a Unix socket under /run, open to every
+    account (as a database's or a message bus's may be)."""
+    import socket
+
+    folder = Path("/run/tre-test-unix")
+    folder.mkdir(mode=0o755, exist_ok=True)
+    path = folder / "service.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    try:
+        path.unlink(missing_ok=True)
+        listener.bind(str(path))
+        path.chmod(0o777)
+        listener.listen()
+        yield path
+    finally:
+        listener.close()
+        path.unlink(missing_ok=True)
+        folder.rmdir()
+
+
+def _running(client, user: str, project: str) -> dict:
+    started = start_workspace(client, user, project)
+    assert started.status_code in (201, 202), started.text
+    return workspace_ready(client, user, project, poll=0.5)
+
+
+def _listening(enclave: enclaves.Enclave) -> list[int]:
+    """The TCP ports listening on the enclave's address (its workspace servers)."""
+    out = subprocess.run(
+        enclave.inside(["ss", "-Hltn"]), capture_output=True, text=True, check=True
+    ).stdout
+    return [
+        int(line.split()[3].rsplit(":", 1)[1])
+        for line in out.splitlines()
+        if enclave.address in line
+    ]
+
+
+@contextlib.contextmanager
+def _internet():
+    """A listener standing for the internet: in a namespace of the test's own, joined to the
+    machine by a veth pair, with forwarding on (as a router's would be) while it lasts."""
+    ns, link = "tre-test-inet", "tre-test-inet0"
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    forwarding = Path("/proc/sys/net/ipv4/ip_forward")
+    before = forwarding.read_text().strip()
+    listener = None
+    try:
+        for command in (
+            ["ip", "netns", "add", ns],
+            ["ip", "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", ns],
+            ["ip", "addr", "add", "10.251.0.1/30", "dev", link],
+            ["ip", "link", "set", link, "up"],
+            ["ip", "-n", ns, "addr", "add", "10.251.0.2/30", "dev", "eth0"],
+            ["ip", "-n", ns, "link", "set", "eth0", "up"],
+            ["ip", "-n", ns, "route", "add", "default", "via", "10.251.0.1"],
+        ):
+            subprocess.run(command, check=True, capture_output=True)
+        forwarding.write_text("1")
+        listener = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "python3",
+                "-m",
+                "http.server",
+                "8080",
+                "--bind",
+                "10.251.0.2",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(100):  # the machine reaches it: the route is there to be refused
+            curl = ["curl", "-s", "-m", "1", "http://10.251.0.2:8080/"]
+            if subprocess.run(curl, capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the test's internet did not answer the machine")
+        yield ("10.251.0.2", 8080)
+    finally:
+        if listener is not None:
+            listener.kill()
+            listener.wait()
+        forwarding.write_text(before)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", link], capture_output=True)
+
+
+@pytest.mark.postgres
+def test_a_kernel_reaches_its_hub_and_portal_and_nothing_else(hub, portal, keycloak, postgres_url):
+    home = portal.home.root
+    with (
+        closing(hub_login(hub.hub_url, "alice", "tre-demo")) as alice,
+        closing(hub_login(hub.hub_url, "bob", "tre-demo")) as bob,
+        _internet() as internet,
+        _unix_listener() as unix,
+    ):
+        server = _running(alice, "alice", portal.project)
+        other = _running(bob, "bob", HUB_OTHER)
+        mine = enclaves.find(home, portal.project, "alice")
+        theirs = enclaves.find(home, HUB_OTHER, "bob")
+        assert mine and theirs and mine.address != theirs.address
+        assert server["url"] and _listening(theirs), "B's server listens in B's enclave"
+        dropped = enclaves.dropped(mine)
+        with Kernel(bob, other["url"]) as b:
+            # B's Dask cluster (through tre.workspace), and a plain listener of B's on every
+            # address of its enclave, standing for an unauthenticated scheduler.
+            b.run("from tre.workspace import cluster; c = cluster()")
+            b_dask = int(b.value("c.scheduler.address").rsplit(":", 1)[1])
+            b.run(
+                "import socket; l = socket.socket(); l.bind(('0.0.0.0', 0)); l.listen(); "
+                "b_port = l.getsockname()[1]"
+            )
+            b_plain = b.value("b_port")
+            with Kernel(alice, server["url"]) as a:
+                a.run(PROBE)
+                pg = urlsplit(postgres_url)
+                keycloak_port = keycloak.settings.keycloak_port
+                targets = {
+                    "B's workspace server": [(theirs.address, p) for p in _listening(theirs)],
+                    "B's Dask scheduler": [(theirs.address, b_dask), ("127.0.0.1", b_dask)],
+                    "B's own listener": [(theirs.address, b_plain)],
+                    "PostgreSQL": [("127.0.0.1", pg.port), (mine.gateway, pg.port)],
+                    "Keycloak's admin API": [
+                        ("127.0.0.1", keycloak_port),
+                        (mine.gateway, keycloak_port),
+                    ],
+                    "the internet": [internet],
+                }
+                for what, addresses in targets.items():
+                    for host, port in addresses:
+                        assert a.value(f"reach({host!r}, {port})") != "connected", (what, host)
+                # Nor a service of the machine's on a Unix socket (the sandbox's /run is its own).
+                assert a.value(f"reach_unix({str(unix)!r})") != "connected"
+                # The metadata database is not reachable as a file either.
+                db_file = home / "db" / "tre.db"
+                assert a.value(f"reach({mine.gateway!r}, 5432)") != "connected"
+                with pytest.raises(KernelError):
+                    a.run(f"open({str(db_file)!r}, 'rb')")
+                # A's hub and workspace API are reachable, through the enclave's gateway.
+                a.run("import httpx; hub = os.environ['JUPYTERHUB_API_URL']")
+                assert mine.gateway in a.value("hub")
+                status = a.value(
+                    "httpx.get(hub + '/user', headers={'Authorization': "
+                    "'token ' + os.environ['JUPYTERHUB_API_TOKEN']}).status_code"
+                )
+                assert status == 200
+                a.run("from tre.workspace import api")
+                assert a.value("api.call('GET', '/me')['username']") == "alice"
+            b.run("c.close(); l.close()")
+        assert enclaves.dropped(mine) > dropped, "the refused attempts are counted"
+        assert stop_workspace(alice, "alice", portal.project).status_code in (202, 204)
+        assert stop_workspace(bob, "bob", HUB_OTHER).status_code in (202, 204)
+
+
+def test_a_dask_cluster_admits_its_own_kernel_alone(hub, portal):
+    with (
+        closing(hub_login(hub.hub_url, "alice", "tre-demo")) as alice,
+        closing(hub_login(hub.hub_url, "bob", "tre-demo")) as bob,
+    ):
+        a_server = _running(alice, "alice", portal.project)
+        b_server = _running(bob, "bob", portal.project)  # a co-member: an enclave of his own
+        mine = enclaves.find(portal.home.root, portal.project, "alice")
+        assert mine != enclaves.find(portal.home.root, portal.project, "bob")
+        with Kernel(alice, a_server["url"]) as a, Kernel(bob, b_server["url"]) as b:
+            a.run("from tre.workspace import cluster; c = cluster()")
+            address = a.value("c.scheduler.address")
+            assert address.startswith("tls://127.0.0.1:")
+            port = int(address.rsplit(":", 1)[1])
+            assert a.value("c.submit(sum, [1, 2]).result()") == 3
+            # Without the cluster's own credentials, not even from its own enclave.
+            a.run("from distributed import Client; from distributed.security import Security")
+            for attempt in (
+                f"Client({address!r}, timeout=5)",
+                f"Client({address.replace('tls', 'tcp')!r}, timeout=5)",
+                f"Client({address!r}, security=Security.temporary(), timeout=5)",
+            ):
+                with pytest.raises(KernelError):
+                    a.run(attempt)
+            # Its scheduler's and workers' HTTP servers serve nothing (no logs, task names,
+            # call stacks or metrics).
+            a.run(PROBE + "import httpx")
+            ports = a.value(
+                "[c.cluster.scheduler.http_server.port] + list(c.run("
+                "lambda dask_worker: dask_worker.http_server.port).values())"
+            )
+            for http in ports:
+                for route in ("health", "metrics", "info/main/workers.html"):
+                    got = a.value(f"httpx.get('http://127.0.0.1:{http}/{route}').status_code")
+                    assert got == 404, (http, route)
+            # A co-member's kernel does not reach it at all.
+            b.run(PROBE)
+            for host in (mine.address, "127.0.0.1"):
+                assert b.value(f"reach({host!r}, {port})") != "connected"
+            a.run("c.close()")
+        assert stop_workspace(alice, "alice", portal.project).status_code in (202, 204)
+        assert stop_workspace(bob, "bob", portal.project).status_code in (202, 204)
+
+
+#: Files the kernel writes in the researcher's folder: what the browser may then be handed.
+WRITE_FILES = """
+import json, os, duckdb
+with open("big.csv", "w") as f:
+    f.write("pupil,attainment8,sex\\n")
+    line = "0123456789abcdef0123456789abcdef,55.5,F\\n"
+    f.write(line * ((50 << 20) // len(line)))
+open("few.csv", "w").write("".join(f"p{i},{i}\\n" for i in range(30)))
+from tre.workspace import connect
+import pyarrow as pa, pyarrow.parquet as pq
+rows = connect().execute("SELECT * FROM pupils LIMIT 100").fetchdf()
+pq.write_table(pa.Table.from_pandas(rows), "pupils.parquet")
+os.rename("pupils.parquet", "analysis.ipynb")
+cell = {"cell_type": "code", "execution_count": 1, "metadata": {}, "source": "print(1)",
+        "outputs": [{"output_type": "stream", "name": "stdout", "text": "1\\n"}]}
+notebook = {"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+json.dump(notebook, open("normal.ipynb", "w"))
+loud = dict(cell, outputs=[{"output_type": "stream", "name": "stdout", "text": "x" * (1 << 20)}])
+json.dump(dict(notebook, cells=[loud]), open("loud.ipynb", "w"))
+open("code.py", "w").write("import os\\nprint(os.getcwd())\\n")
+"""
+
+
+#: Files JupyterLab's own APIs read from the researcher's folder, each carrying a CSV.
+LAB_FILES = """
+import json, os
+csv = "".join(f"p{i},{i},{'x' * 40}\\n" for i in range(10000))
+lab = os.path.expanduser("~/.jupyter/lab")
+os.makedirs(f"{lab}/workspaces", exist_ok=True)
+os.makedirs(f"{lab}/user-settings/@jupyterlab/apputils-extension", exist_ok=True)
+os.makedirs(os.path.expanduser("~/.jupyter/nbconfig"), exist_ok=True)
+json.dump({"data": {"csv": csv}, "metadata": {"id": "carried"}},
+          open(f"{lab}/workspaces/carried.jupyterlab-workspace", "w"))
+open(f"{lab}/user-settings/@jupyterlab/apputils-extension/themes.jupyterlab-settings", "w").write(
+    "// " + csv.replace("\\n", " ") + "\\n{}")
+json.dump({"csv": csv}, open(os.path.expanduser("~/.jupyter/nbconfig/carried.json"), "w"))
+"""
+
+
+def _refusals(portal, since: int) -> list[dict]:
+    with portal.db.read() as session:
+        found = audit.events(session, object_type="project", object_id=portal.project, after=since)
+        return [
+            {"actor": e["actor"], **e["details"]}
+            for e in found
+            if e["action"] == "workspace.file_refused"
+        ]
+
+
+def _last_seq(portal) -> int:
+    with portal.db.read() as session:
+        return session.execute(sa.select(sa.func.max(audit.AuditEventRow.seq))).scalar() or 0
+
+
+def test_the_contents_api_hands_over_notebooks_and_code_never_data(hub, portal):
+    since = _last_seq(portal)
+    with closing(hub_login(hub.hub_url, "alice", "tre-demo")) as alice:
+        server = _running(alice, "alice", portal.project)
+        api = f"{server['url']}api/contents/"
+        with Kernel(alice, server["url"]) as kernel:
+            kernel.run(WRITE_FILES)
+        for name, query in (
+            ("big.csv", "content=1"),
+            ("big.csv", "content=1&format=base64&type=file"),
+            ("few.csv", "content=1"),
+            ("analysis.ipynb", "content=1"),
+            ("analysis.ipynb", "content=1&type=notebook"),
+            ("analysis.ipynb", "content=1&type=file&format=base64"),
+        ):
+            answer = alice.get(f"{api}{name}?{query}")
+            assert answer.status_code == 403, (name, query, answer.status_code)
+            assert "airlock" in answer.text
+        normal = alice.get(f"{api}normal.ipynb?content=1&type=notebook")
+        assert normal.status_code == 200
+        assert normal.json()["content"]["cells"][0]["outputs"][0]["text"] == "1\n"
+        loud = alice.get(f"{api}loud.ipynb?content=1&type=notebook").json()
+        shown = json.dumps(loud["content"]["cells"][0]["outputs"])
+        assert "Output cut by the TRE" in shown and len(shown) < 64 << 10
+        assert alice.get(f"{api}code.py?content=1").json()["content"].startswith("import os")
+        listing = alice.get(f"{api}?content=1").json()
+        assert {"big.csv", "analysis.ipynb"} <= {f["name"] for f in listing["content"]}
+        assert alice.get(f"{server['url']}files/code.py").status_code == 403
+        # Opened as text, a notebook is what it is opened as a notebook: outputs cut.
+        as_text = alice.get(f"{api}loud.ipynb?content=1&type=file&format=text")
+        assert as_text.status_code == 200 and len(as_text.json()["content"]) < 64 << 10
+        # JupyterLab's settings and workspaces (files of the researcher's folder too) carry
+        # no file out, and terminals are off.
+        listing = alice.get(f"{server['url']}lab/api/settings")  # what JupyterLab loads
+        assert listing.status_code == 200, len(listing.content)
+        with Kernel(alice, server["url"]) as kernel:
+            kernel.run(LAB_FILES)
+        for route in (
+            "lab/api/settings",
+            "lab/api/workspaces",
+            "lab/api/settings/@jupyterlab/apputils-extension:themes",
+            "api/config/carried",
+        ):
+            assert alice.get(f"{server['url']}{route}").status_code == 403, route
+        assert alice.get(f"{server['url']}api/terminals").status_code == 404
+        assert stop_workspace(alice, "alice", portal.project).status_code in (202, 204)
+    refused = _refusals(portal, since)
+    assert {r["file"] for r in refused} == {"big.csv", "few.csv", "analysis.ipynb"}
+    assert all(r["actor"] == "alice" and r["bytes"] > 0 for r in refused)
+    assert not any("0123456789abcdef" in json.dumps(r) for r in refused), "never the content"
+
+
+#: Written into the researcher's folder: configuration that would undo the server's.
+UNDO_CONFIG = """
+import os, textwrap
+undo = textwrap.dedent('''
+    c.ServerApp.contents_manager_class = (
+        "jupyter_server.services.contents.largefilemanager.AsyncLargeFileManager"
+    )
+    c.ContentsManager.files_handler_class = "jupyter_server.files.handlers.FilesHandler"
+    c.ContentsManager.files_handler_params = {}
+''')
+os.makedirs(".jupyter", exist_ok=True)
+for path in (".jupyter/jupyter_server_config.py", "jupyter_server_config.py"):
+    open(path, "w").write(undo)
+site = os.path.expanduser("~/.local/lib/python3.11/site-packages")
+os.makedirs(site, exist_ok=True)
+open(os.path.join(site, "undo.pth"), "w").write("import os; os.environ['TRE_UNDONE'] = '1'\\n")
+open("data.csv", "w").write("".join(f"p{i},{i}\\n" for i in range(30)))
+"""
+
+
+def test_the_researchers_folder_cannot_undo_the_servers_configuration(hub, portal):
+    with closing(hub_login(hub.hub_url, "alice", "tre-demo")) as alice:
+        server = _running(alice, "alice", portal.project)
+        with Kernel(alice, server["url"]) as kernel:
+            kernel.run(UNDO_CONFIG)
+        assert stop_workspace(alice, "alice", portal.project).status_code in (202, 204)
+        time.sleep(1)
+        server = _running(alice, "alice", portal.project)
+        try:
+            assert alice.get(f"{server['url']}api/contents/data.csv?content=1").status_code == 403
+            assert alice.get(f"{server['url']}files/data.csv").status_code == 403
+            with Kernel(alice, server["url"]) as kernel:
+                kernel.run("import os")
+                # The server's memory and environment: not readable by its own kernels.
+                for what in ("mem", "environ"):
+                    with pytest.raises(KernelError) as refused:
+                        kernel.run(f"open(f'/proc/{{os.getppid()}}/{what}', 'rb').read(1)")
+                    assert refused.value.name == "PermissionError", what
+                kernel.run(
+                    "import shutil; shutil.rmtree('.jupyter'); shutil.rmtree('.local'); "
+                    "os.remove('jupyter_server_config.py')"
+                )
+        finally:
+            assert stop_workspace(alice, "alice", portal.project).status_code in (202, 204)
+
+
+def test_an_enclave_is_made_once_and_removed_whole(tmp_path):
+    home, ports = tmp_path / "home", [40001, 40002]
+    made = enclaves.ensure(home, "p-one", "alice", ports)
+    try:
+        again = enclaves.ensure(home, "p-one", "alice", [40003, 40002])
+        other = enclaves.ensure(home, "p-one", "bob", ports)
+        assert again == made and other.subnet != made.subnet
+        assert enclaves.of_home(home) == [("p-one", "alice"), ("p-one", "bob")]
+        assert (
+            "40003"
+            in subprocess.run(
+                ["nft", "list", "table", "inet", made.table], capture_output=True, text=True
+            ).stdout
+        )
+    finally:
+        assert enclaves.remove(home, "p-one", ["bob"]) == 1
+        assert enclaves.of_home(home) == [("p-one", "alice")]
+        assert enclaves.remove(home, "p-one") == 1
+    for e in (made, other):
+        assert not Path(f"/run/netns/{e.namespace}").exists()
+        assert subprocess.run(["ip", "link", "show", e.link], capture_output=True).returncode != 0
+        listed = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+        assert e.table not in listed
+    assert enclaves.of_home(home) == []

@@ -1,0 +1,197 @@
+"""What a workspace's files are, judged by their content (never by their name): what the
+Jupyter server may hand to the browser (:mod:`tre.workspace.contents`) and what it must not.
+
+Handed over: notebooks (their outputs cut past a size), text and code, and PNG, JPEG and GIF
+images, under a size. Never handed over: data, whatever its name. Binary formats are known by
+their signature (Parquet, Arrow and Feather, DuckDB, SQLite, pickles, NumPy, HDF5, Office files,
+archives and compressed files of every common kind); any other binary is refused too. Text is
+data when it is a table (most of ten or more lines split by the same number of one delimiter:
+CSV, TSV, ``|`` or ``;``), JSON lines, or a JSON array of records.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+from typing import Any
+
+#: (offset, signature, what it is) of the binary formats data comes in.
+DATA_SIGNATURES = (
+    (0, b"PAR1", "a Parquet file"),
+    (0, b"ARROW1", "an Arrow file"),
+    (0, b"\xff\xff\xff\xff", "an Arrow stream"),
+    (0, b"FEA1", "a Feather file"),
+    (8, b"DUCK", "a DuckDB database"),
+    (0, b"SQLite format 3\x00", "an SQLite database"),
+    (0, b"\x93NUMPY", "a NumPy array"),
+    (0, b"\x89HDF", "an HDF5 file"),
+    (0, b"ORC", "an ORC file"),
+    (0, b"Obj\x01", "an Avro file"),
+    (0, b"\xd0\xcf\x11\xe0", "an Office file"),
+    (0, b"PK\x03\x04", "a zip archive (or Office file)"),
+    (0, b"PK\x05\x06", "a zip archive"),
+    (0, b"\x1f\x8b", "a gzip file"),
+    (0, b"BZh", "a bzip2 file"),
+    (0, b"\xfd7zXZ\x00", "an xz file"),
+    (0, b"7z\xbc\xaf\x27\x1c", "a 7-zip archive"),
+    (0, b"\x28\xb5\x2f\xfd", "a Zstandard file"),
+    (0, b"\x04\x22\x4d\x18", "an LZ4 file"),
+    (257, b"ustar", "a tar archive"),
+)
+#: (signature, how the image ends, its MIME type): an image with bytes after its end is refused.
+IMAGES = (
+    (b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82", "image/png"),
+    (b"\xff\xd8\xff", b"\xff\xd9", "image/jpeg"),
+    (b"GIF87a", b"\x3b", "image/gif"),
+    (b"GIF89a", b"\x3b", "image/gif"),
+)
+#: A run this long of base64 or hexadecimal characters is encoded data, not text or code.
+ENCODED = re.compile(r"[A-Za-z0-9+/=_-]{4096}")
+DELIMITERS = ",\t;|"
+#: Fewer lines than this are never judged a table (a short text with commas is no extract).
+TABLE_LINES = 10
+#: The share of lines that must agree for a text to be a table.
+AGREEING = 0.8
+
+
+class Refused(Exception):
+    """The file is not handed over; the message says why (without its content)."""
+
+
+def image_type(data: bytes) -> str | None:
+    """The MIME type of the image ``data`` starts as; :class:`Refused` if bytes follow its
+    end (something carried behind an image)."""
+    for signature, end, kind in IMAGES:
+        if data.startswith(signature):
+            if not data.endswith(end):
+                raise Refused("it is not a whole image: bytes follow the image's end")
+            return kind
+    return None
+
+
+def judge(data: bytes, limit: int) -> str:
+    """What ``data`` (a whole file) may be handed over as: ``"notebook"``, ``"text"`` or an
+    image's MIME type. Raises :class:`Refused` for data, unknown binaries, and anything over
+    ``limit`` bytes (notebooks are judged again once their outputs are cut)."""
+    for offset, signature, what in DATA_SIGNATURES:
+        if data[offset : offset + len(signature)] == signature:
+            raise Refused(f"it is {what}: data never leaves the workspace but by the airlock")
+    if len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5:
+        raise Refused("it is a Python pickle: data never leaves the workspace but by the airlock")
+    kind = image_type(data)
+    if kind is not None:
+        if len(data) > limit:
+            raise Refused(too_large(len(data), limit))
+        return kind
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Refused("it is neither text, a notebook nor an image") from None
+    if "\x00" in text:
+        raise Refused("it is neither text, a notebook nor an image")
+    notebook = _notebook(text)
+    if notebook is not None:
+        for cell in notebook["cells"]:
+            source = cell.get("source", "") if isinstance(cell, dict) else ""
+            why = data_in(source if isinstance(source, str) else "".join(map(str, source)))
+            if why:
+                raise Refused(f"a cell holds {why}: data leaves the workspace by the airlock")
+        return "notebook"
+    if len(data) > limit:
+        raise Refused(too_large(len(data), limit))
+    why = data_in(text)
+    if why:
+        raise Refused(f"it is {why}: data never leaves the workspace but by the airlock")
+    return "text"
+
+
+def data_in(text: str) -> str:
+    """What data ``text`` holds (``""`` if none): a table, records, or encoded bytes."""
+    if ENCODED.search(text):
+        return "encoded data (a long run of base64 or hexadecimal)"
+    return tabular(text)
+
+
+def too_large(size: int, limit: int) -> str:
+    return (
+        f"it holds {size:,} bytes, more than the {limit:,} a workspace shows in the browser: "
+        "summaries leave through the airlock"
+    )
+
+
+def _notebook(text: str) -> dict[str, Any] | None:
+    if not text.lstrip().startswith("{"):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(value, dict) and isinstance(value.get("cells"), list) and "nbformat" in value:
+        return value
+    return None
+
+
+def tabular(text: str) -> str:
+    """What data ``text`` holds (``""`` if none): a delimited table, JSON lines or records."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) >= TABLE_LINES:
+        for delimiter in DELIMITERS:
+            counts = collections.Counter(line.count(delimiter) for line in lines)
+            columns, agreeing = counts.most_common(1)[0]
+            if columns and agreeing >= AGREEING * len(lines):
+                name = {",": "CSV", "\t": "TSV"}.get(delimiter, f"a table split by {delimiter!r}")
+                return f"{name} data ({len(lines):,} lines of {columns + 1} columns)"
+        records = sum(
+            1 for line in lines if line.lstrip()[:1] in "{[" and line.rstrip()[-1:] in "}]"
+        )
+        if records >= AGREEING * len(lines):
+            return f"JSON lines ({len(lines):,} records)"
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            value = json.loads(stripped)
+        except ValueError:
+            return ""
+        if isinstance(value, list) and len(value) >= TABLE_LINES:
+            return f"a JSON array of {len(value):,} records"
+    return ""
+
+
+def _output_text(output: dict[str, Any]) -> str:
+    text = output.get("text", "")
+    plain = (
+        output.get("data", {}).get("text/plain", "") if isinstance(output.get("data"), dict) else ""
+    )
+    parts = [t if isinstance(t, str) else "".join(map(str, t)) for t in (text, plain)]
+    return "".join(parts)
+
+
+def cut_outputs(notebook: dict[str, Any], limit: int) -> int:
+    """Cut, in place, every output of ``notebook`` larger than ``limit`` bytes (its text or any
+    of its representations), or whose text is data (:func:`tabular`: a CSV printed whole), to a
+    note that says so; how many were cut."""
+    cut = 0
+    for cell in notebook.get("cells", []):
+        for output in cell.get("outputs", []) if isinstance(cell, dict) else []:
+            if not isinstance(output, dict):
+                continue
+            size = len(json.dumps(output, default=str))
+            why = tabular(_output_text(output))
+            if size <= limit and not why:
+                continue
+            note = (
+                f"[Output cut by the TRE: {why}. Summaries leave through the airlock.]\n"
+                if why
+                else f"[Output cut by the TRE: {size:,} bytes, more than the {limit:,} a "
+                "notebook shows in the browser. Summaries leave through the airlock.]\n"
+            )
+            kept = {k: output[k] for k in ("execution_count",) if k in output}
+            output.clear()
+            output.update(kept)
+            if "execution_count" in kept:
+                output.update(output_type="execute_result", metadata={}, data={"text/plain": note})
+            else:
+                output.update(output_type="stream", name="stdout", text=note)
+            cut += 1
+    return cut
