@@ -90,8 +90,11 @@ def _tre_accounts() -> set[str]:
 @pytest.fixture(scope="session", autouse=True)
 def _remove_os_accounts_made_by_the_tests():
     """The OS accounts and groups the tests made (services, projects, workspaces) are removed
-    at the end of the session, their processes first; those there before are kept."""
-    before = _tre_accounts()
+    at the end of the session, their processes first, then the network enclaves the tests made;
+    those there before are kept."""
+    from tre.privileged import enclaves
+
+    before, enclaves_before = _tre_accounts(), set(enclaves.every())
     yield
     if os.geteuid() != 0:
         return
@@ -103,6 +106,8 @@ def _remove_os_accounts_made_by_the_tests():
     for name in sorted(made, key=lambda n: n in ("tre", "tre-ingest", "tre-provision")):
         _kill_account(name)
         os_accounts.remove(name)
+    for home, project, member in set(enclaves.every()) - enclaves_before:
+        enclaves.remove(home, project, [member])
 
 
 def pytest_sessionfinish(session, exitstatus):

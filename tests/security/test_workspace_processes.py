@@ -22,7 +22,7 @@ from tests.security.conftest import OTHER, PROJECT, another_project
 from tre import privileged
 from tre.exceptions import PermissionDenied
 from tre.people import local_person
-from tre.privileged import accounts, operations, processes
+from tre.privileged import accounts, enclaves, operations, processes
 from tre.privileged.processes import sandboxed_command
 from tre.projects import extracts
 
@@ -131,12 +131,16 @@ def test_a_removed_member_loses_the_extracts_and_their_processes(two_projects):
     alice, _ = _workspace(two_projects, "alice", PROJECT)
     _workspace(two_projects, "bob", PROJECT)
     sleeper = _in_sandbox(two_projects, "alice", PROJECT, "sleep 60", background=True)
+    home = two_projects.home.root
+    for member in ("alice", "bob"):  # as their workspaces' first starts make them
+        enclaves.ensure(home, PROJECT, member, [40001, 40002])
     try:
         time.sleep(0.5)
         assert operations._processes_of(alice.uid)
-        ctx = operations.Context(two_projects.home.root)
+        ctx = operations.Context(home)
         revoked = operations.revoke_access(ctx, PROJECT, keep=["bob"])
         assert revoked == [alice.name]
+        assert enclaves.of_home(home) == [(PROJECT, "bob")]  # hers is gone, his kept
         assert sleeper.wait(timeout=10) != 0
         assert not operations._processes_of(alice.uid)
         manifest = two_projects.extracts(PROJECT) / "manifest.json"
@@ -152,6 +156,7 @@ def test_a_removed_member_loses_the_extracts_and_their_processes(two_projects):
     finally:
         sleeper.kill()
         sleeper.wait()
+        enclaves.remove(home, PROJECT)
     # Starting her workspace again (she is a member once more) gives the group back.
     _workspace(two_projects, "alice", PROJECT)
     group = accounts.gid(privileged.project_group(PROJECT))
@@ -230,12 +235,16 @@ def test_a_folder_thousands_deep_does_not_stop_a_projects_closure(two_projects):
         os.close(fd)
         fd = inner
     os.close(fd)
+    enclave = enclaves.ensure(two_projects.home.root, project, "alice", [40001, 40002])
     certificate = extracts.close(
         two_projects.home, two_projects.db, project, local_person("ada"), "study finished"
     )
     assert "working_folders_left" not in certificate
     assert not (two_projects.home.projects / project).exists()
     assert not accounts.exists(privileged.workspace_account("alice", project))
+    # Its network enclave went with it.
+    assert (project, "alice") not in enclaves.of_home(two_projects.home.root)
+    assert not Path(f"/run/netns/{enclave.namespace}").exists()
 
 
 def test_a_process_whose_first_thread_exited_is_still_killed(two_projects):

@@ -309,8 +309,15 @@ def remove(home: Path | str, project: str, members: Sequence[str] | None = None)
     return removed
 
 
+def every() -> list[tuple[str, str, str]]:
+    """The (home, project, member) of each enclave on this machine (from the records)."""
+    return sorted(
+        (r["home"], r["project"], r["member"])
+        for r in _records().values()
+        if isinstance(r, dict) and {"home", "project", "member"} <= r.keys()
+    )
+
+
 def of_home(home: Path | str) -> list[tuple[str, str]]:
     """The (project, member) of each enclave of ``home`` on this machine (from the records)."""
-    return sorted(
-        (r["project"], r["member"]) for r in _records().values() if r.get("home") == str(home)
-    )
+    return [(project, member) for h, project, member in every() if h == str(home)]

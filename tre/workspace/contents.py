@@ -105,8 +105,10 @@ class WorkspaceContents(AsyncLargeFileManager):
         path = path.strip("/")
         os_path = self._get_os_path(path)
         if not content or os.path.isdir(os_path) or type == "directory":
-            return await super().get(path, content=content, type=type, format=format)
+            return await super().get(path, content, type, format, require_hash=require_hash)
         data, size = self._read(path, os_path)
+        # The hash, when asked for, is the file's on disk (JupyterLab compares it on saving).
+        hashed = self._get_hash(data) if require_hash and data is not None else {}
         try:
             if data is None:
                 raise files.Refused(files.too_large(size, self.max_file_bytes))
@@ -116,7 +118,7 @@ class WorkspaceContents(AsyncLargeFileManager):
                 # outputs cut, then no larger than any other file.
                 model = await self._notebook(path, data)
                 if type in (None, "notebook"):
-                    return model
+                    return {**model, **hashed}
                 data, kind = json.dumps(model["content"], indent=1).encode(), "text"
         except files.Refused as refused:
             await self._refuse(path, size, str(refused))
@@ -131,7 +133,7 @@ class WorkspaceContents(AsyncLargeFileManager):
                 content=base64.b64encode(data).decode(), format="base64", mimetype=mimetype
             )
         model["size"] = len(data)
-        return model
+        return {**model, **hashed}
 
     def _read(self, path: str, os_path: str) -> tuple[bytes | None, int]:
         """The file's bytes (None past what any file shown may hold) and its size."""
