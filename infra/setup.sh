@@ -110,6 +110,10 @@ with open("pyproject.toml", "rb") as f:
     "$workspace_env/etc/jupyter/jupyter_server_config.py"
   install -D -m 0644 infra/jupyterhub/workspace/page_config.json \
     "$workspace_env/etc/jupyter/labconfig/page_config.json"
+  # The servers' "user" configuration folder: empty (nothing read from the researcher's own),
+  # marked as migrated so that Jupyter never tries to write to it.
+  install -d -m 0755 "$workspace_env/etc/tre-user-config"
+  : > "$workspace_env/etc/tre-user-config/migrated"
   chmod -R a+rX "$workspace_env"
 fi
 echo "setup: done"

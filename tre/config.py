@@ -305,6 +305,40 @@ SETTINGS: tuple[Setting, ...] = (
         "256",
     ),
     Setting(
+        "dask_max_workers",
+        "TRE_DASK_MAX_WORKERS",
+        "4",
+        "The most Dask workers one researcher's cluster of a project may have (on the hub's "
+        "dask-gateway).",
+        _count_of("workers", 1024),
+        "16",
+    ),
+    Setting(
+        "dask_worker_cores",
+        "TRE_DASK_WORKER_CORES",
+        "1",
+        "The most cores (threads) a Dask worker may ask for.",
+        _count_of("cores", 256),
+        "4",
+    ),
+    Setting(
+        "dask_worker_memory_gb",
+        "TRE_DASK_WORKER_MEMORY_GB",
+        "4",
+        "The most memory a Dask worker may ask for, in GiB (Dask's own limit: it spills, then "
+        "restarts the worker, past it).",
+        _count_of("gibibytes", 4096),
+        "16",
+    ),
+    Setting(
+        "dask_idle_minutes",
+        "TRE_DASK_IDLE_MINUTES",
+        "30",
+        "How long a Dask cluster may sit idle (no task) before the gateway stops it.",
+        _count_of("minutes", 7 * 24 * 60),
+        "60",
+    ),
+    Setting(
         "output_cpu_seconds",
         "TRE_OUTPUT_CPU_SECONDS",
         "120",
@@ -403,6 +437,10 @@ class Settings:
     enclave_network: str
     workspace_file_max_mb: int
     notebook_output_kb: int
+    dask_max_workers: int
+    dask_worker_cores: int
+    dask_worker_memory_gb: int
+    dask_idle_minutes: int
     output_cpu_seconds: int
     output_memory_mb: int
     output_max_cells: int

@@ -173,8 +173,8 @@ def test_a_kernel_reaches_its_hub_and_portal_and_nothing_else(hub, portal, keycl
         with Kernel(bob, other["url"]) as b:
             # B's Dask cluster (through tre.workspace), and a plain listener of B's on every
             # address of its enclave, standing for an unauthenticated scheduler.
-            b.run("from tre.workspace import cluster; c = cluster()")
-            b_dask = int(b.value("c.scheduler.address").rsplit(":", 1)[1])
+            b.run("from tre.workspace import cluster, close_cluster; c = cluster(workers=1)")
+            b_dask = int(b.value("c.scheduler_info()['address']").rsplit(":", 1)[1])
             b.run(
                 "import socket; l = socket.socket(); l.bind(('0.0.0.0', 0)); l.listen(); "
                 "b_port = l.getsockname()[1]"
@@ -215,7 +215,7 @@ def test_a_kernel_reaches_its_hub_and_portal_and_nothing_else(hub, portal, keycl
                 assert status == 200
                 a.run("from tre.workspace import api")
                 assert a.value("api.call('GET', '/me')['username']") == "alice"
-            b.run("c.close(); l.close()")
+            b.run("close_cluster(); l.close()")
         assert enclaves.dropped(mine) > dropped, "the refused attempts are counted"
         assert stop_workspace(alice, "alice", portal.project).status_code in (202, 204)
         assert stop_workspace(bob, "bob", HUB_OTHER).status_code in (202, 204)
@@ -231,9 +231,10 @@ def test_a_dask_cluster_admits_its_own_kernel_alone(hub, portal):
         mine = enclaves.find(portal.home.root, portal.project, "alice")
         assert mine != enclaves.find(portal.home.root, portal.project, "bob")
         with Kernel(alice, a_server["url"]) as a, Kernel(bob, b_server["url"]) as b:
-            a.run("from tre.workspace import cluster; c = cluster()")
-            address = a.value("c.scheduler.address")
-            assert address.startswith("tls://127.0.0.1:")
+            # Her cluster on the hub's gateway: its scheduler listens in her enclave.
+            a.run("from tre.workspace import cluster, close_cluster; c = cluster(workers=1)")
+            address = a.value("c.scheduler_info()['address']")
+            assert address.startswith(f"tls://{mine.address}:")
             port = int(address.rsplit(":", 1)[1])
             assert a.value("c.submit(sum, [1, 2]).result()") == 3
             # Without the cluster's own credentials, not even from its own enclave.
@@ -249,18 +250,18 @@ def test_a_dask_cluster_admits_its_own_kernel_alone(hub, portal):
             # call stacks or metrics).
             a.run(PROBE + "import httpx")
             ports = a.value(
-                "[c.cluster.scheduler.http_server.port] + list(c.run("
-                "lambda dask_worker: dask_worker.http_server.port).values())"
+                "[c.run_on_scheduler(lambda dask_scheduler: dask_scheduler.http_server.port)]"
+                " + list(c.run(lambda dask_worker: dask_worker.http_server.port).values())"
             )
             for http in ports:
                 for route in ("health", "metrics", "info/main/workers.html"):
-                    got = a.value(f"httpx.get('http://127.0.0.1:{http}/{route}').status_code")
-                    assert got == 404, (http, route)
+                    url = f"http://{mine.address}:{http}/{route}"
+                    assert a.value(f"httpx.get({url!r}).status_code") == 404, url
             # A co-member's kernel does not reach it at all.
             b.run(PROBE)
             for host in (mine.address, "127.0.0.1"):
                 assert b.value(f"reach({host!r}, {port})") != "connected"
-            a.run("c.close()")
+            a.run("close_cluster()")
         assert stop_workspace(alice, "alice", portal.project).status_code in (202, 204)
         assert stop_workspace(bob, "bob", portal.project).status_code in (202, 204)
 
@@ -301,6 +302,11 @@ json.dump({"data": {"csv": csv}, "metadata": {"id": "carried"}},
 open(f"{lab}/user-settings/@jupyterlab/apputils-extension/themes.jupyterlab-settings", "w").write(
     "// " + csv.replace("\\n", " ") + "\\n{}")
 json.dump({"csv": csv}, open(os.path.expanduser("~/.jupyter/nbconfig/carried.json"), "w"))
+os.makedirs(os.path.expanduser("~/.jupyter/labconfig"), exist_ok=True)
+json.dump({"csv": csv}, open(os.path.expanduser("~/.jupyter/labconfig/page_config.json"), "w"))
+os.makedirs("names", exist_ok=True)
+for i in range(200):
+    open(f"names/p{i},{i},2019,F", "w").close()
 """
 
 
@@ -356,17 +362,22 @@ def test_the_contents_api_hands_over_notebooks_and_code_never_data(hub, portal):
         assert listing.status_code == 200, len(listing.content)
         with Kernel(alice, server["url"]) as kernel:
             kernel.run(LAB_FILES)
+        page = alice.get(f"{server['url']}lab")  # the page JupyterLab opens: not carrying it
+        assert page.status_code in (200, 403) and "xxxxxxxxxx" not in page.text
+        assert alice.get(f"{api}names?content=1").status_code == 403  # names that are rows
         for route in (
             "lab/api/settings",
             "lab/api/workspaces",
             "lab/api/settings/@jupyterlab/apputils-extension:themes",
-            "api/config/carried",
         ):
             assert alice.get(f"{server['url']}{route}").status_code == 403, route
+        # Configuration sections are not read from the researcher's folder at all.
+        section = alice.get(f"{server['url']}api/config/carried")
+        assert section.status_code == 200 and "xxxxxxxxxx" not in section.text
         assert alice.get(f"{server['url']}api/terminals").status_code == 404
         assert stop_workspace(alice, "alice", portal.project).status_code in (202, 204)
     refused = _refusals(portal, since)
-    assert {r["file"] for r in refused} == {"big.csv", "few.csv", "analysis.ipynb"}
+    assert {r["file"] for r in refused} == {"big.csv", "few.csv", "analysis.ipynb", "names"}
     assert all(r["actor"] == "alice" and r["bytes"] > 0 for r in refused)
     assert not any("0123456789abcdef" in json.dumps(r) for r in refused), "never the content"
 

@@ -115,7 +115,7 @@ def test_an_image_with_something_behind_it_is_refused():
 def test_a_notebook_with_data_in_a_cell_is_refused():
     csv = "".join(f"p{i},{i}\n" for i in range(30))
     notebook = {"cells": [{"cell_type": "markdown", "source": csv}], "nbformat": 4, "metadata": {}}
-    with pytest.raises(files.Refused, match="cell"):
+    with pytest.raises(files.Refused, match="holds CSV"):
         files.judge(json.dumps(notebook).encode(), LIMIT)
 
 
@@ -140,9 +140,34 @@ def test_outputs_past_the_limit_or_printing_a_table_are_cut():
         return {"cell_type": "code", "source": "", "outputs": [output]}
 
     csv = "".join(f"p{i},{i}\n" for i in range(30))
-    notebook = {"cells": [cell("42\n"), cell("x" * 100_000), cell(csv)]}
+    notebook = {"cells": [cell("42\n"), cell("x " * 50_000), cell(csv)]}
     assert files.cut_outputs(notebook, 64 << 10) == 2
     texts = [c["outputs"][0]["text"] for c in notebook["cells"]]
     assert texts[0] == "42\n"
     assert "more than the 65,536" in texts[1] and "CSV data" in texts[2]
+    assert "p29" not in json.dumps(notebook)
+
+
+def test_an_image_is_shown_as_its_pixels_alone():
+    csv = b"".join(b"p%d,%d\n" % (i, i) for i in range(30))
+    with pytest.raises(files.Refused, match="decode"):  # a PNG's ends around data
+        files.judge(_png()[:8] + csv + b"IEND\xaeB`\x82", LIMIT)
+    # A real image carrying data in a text chunk: shown, drawn again without it.
+    png = _png()
+    body = b"Comment\x00" + csv
+    crc = struct.pack(">I", zlib.crc32(b"tEXt" + body) & 0xFFFFFFFF)
+    text = struct.pack(">I", len(body)) + b"tEXt" + body + crc
+    carrying = png[:33] + text + png[33:]
+    assert files.judge(carrying, LIMIT) == "image/png"
+    assert b"p29" not in files.redrawn(carrying) and files.redrawn(carrying).startswith(png[:8])
+
+
+def test_a_notebook_carrying_data_in_its_metadata_or_an_html_output_is_cut_or_refused():
+    csv = "".join(f"p{i},{i}\n" for i in range(30))
+    carrying = {"cells": [], "nbformat": 4, "metadata": {"x": csv}}
+    with pytest.raises(files.Refused):
+        files.judge(json.dumps(carrying).encode(), LIMIT)
+    html = {"output_type": "display_data", "metadata": {}, "data": {"text/html": csv}}
+    notebook = {"cells": [{"cell_type": "code", "source": "", "outputs": [html]}]}
+    assert files.cut_outputs(notebook, 64 << 10) == 1
     assert "p29" not in json.dumps(notebook)

@@ -50,6 +50,8 @@ from tre.services import HomeServer, free_port
 
 HERE = Path(__file__).parent
 CONFIG = HERE.parents[1] / "infra" / "jupyterhub" / "jupyterhub_config.py"
+GATEWAY_CONFIG = CONFIG.with_name("dask_gateway_config.py")
+GATEWAY = "dask-gateway"
 HUB_TEMPLATES = HERE.parents[1] / "infra" / "jupyterhub" / "templates"
 START_TIMEOUT_S = 90
 SERVICE = "tre"
@@ -253,16 +255,28 @@ def configure(c, settings: Settings) -> None:
 
     # The TRE's own access to the hub's API: stopping a project's workspaces.
     # It is also the hub's sweeper (tre.hub.sweeper), a service the hub runs and restarts.
+    tre_environment = {
+        **{k: v for k, v in os.environ.items() if k.startswith("TRE_")},
+        "TRE_HOME": str(settings.home),
+    }
+    # Dask's multi-tenant engine (tre.hub.gateway), on a port of its own, free at start.
+    gateway_port = free_port()
     c.JupyterHub.services = [
         {
             "name": SERVICE,
             "api_token": api_token(Home(settings.home)),
             "command": [sys.executable, "-m", "tre.hub.sweeper"],
-            "environment": {
-                **{k: v for k, v in os.environ.items() if k.startswith("TRE_")},
-                "TRE_HOME": str(settings.home),
-            },
-        }
+            "environment": tre_environment,
+        },
+        {
+            "name": GATEWAY,
+            "command": [
+                str(Path(sys.executable).with_name("dask-gateway-server")),
+                "-f",
+                str(GATEWAY_CONFIG),
+            ],
+            "environment": {**tre_environment, "TRE_DASK_GATEWAY_PORT": str(gateway_port)},
+        },
     ]
     c.JupyterHub.load_roles = [
         {
@@ -282,7 +296,11 @@ def configure(c, settings: Settings) -> None:
     c.JupyterHub.allow_named_servers = True
     c.JupyterHub.named_server_limit_per_user = 0
     env = Path(settings.workspace_env)
-    needed = ("bin/jupyterhub-singleuser", "etc/jupyter/jupyter_server_config.py")
+    needed = (
+        "bin/jupyterhub-singleuser",
+        "etc/jupyter/jupyter_server_config.py",
+        "etc/tre-user-config/migrated",
+    )
     if not all((env / part).is_file() for part in needed):
         raise ServiceUnavailable(
             f"The workspace environment {env} is missing or incomplete: run `make setup` as "
@@ -304,6 +322,7 @@ def configure(c, settings: Settings) -> None:
     c.JupyterHub.spawner_class = "tre.hub.spawner.WorkspaceSpawner"
     c.WorkspaceSpawner.tre_home = str(settings.home)
     c.WorkspaceSpawner.portal_url = settings.portal_url
+    c.WorkspaceSpawner.gateway_url = f"http://127.0.0.1:{gateway_port}"
     # The helper runs the workspace environment's jupyterhub-singleuser, whatever cmd says.
     c.Spawner.cmd = [str(env / "bin" / "jupyterhub-singleuser")]
     c.Spawner.env_keep = ["LANG", "LC_ALL"]  # nothing of the hub's own environment

@@ -37,6 +37,9 @@ class WorkspaceSpawner(Spawner):
     portal_url = Unicode(help="The TRE's portal, whose API the workspace client calls.").tag(
         config=True
     )
+    gateway_url = Unicode(help="The hub's dask-gateway, where the workspace's Dask runs.").tag(
+        config=True
+    )
     pid = Integer(0, help="The process of the workspace's sandbox, once started.")
 
     def _call(self, operation: str, **args):
@@ -47,6 +50,8 @@ class WorkspaceSpawner(Spawner):
     def get_env(self) -> dict[str, str]:
         env = super().get_env()
         env["TRE_PORTAL_URL"] = self.portal_url
+        if self.gateway_url:
+            env["TRE_DASK_GATEWAY_URL"] = self.gateway_url
         return env
 
     async def start(self):

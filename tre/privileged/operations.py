@@ -63,7 +63,14 @@ SERVICES, PROVISIONING = "services", "provisioning"
 MAX_FILE_BYTES = 50 << 20
 #: Environment variables a workspace server may be given by the hub (besides those the helper
 #: sets itself).
-WORKSPACE_ENVIRONMENT = re.compile(r"(JUPYTERHUB_[A-Z_]+|JPY_[A-Z_]+|TRE_PORTAL_URL|LANG|LC_ALL)")
+WORKSPACE_ENVIRONMENT = re.compile(
+    r"(JUPYTERHUB_[A-Z_]+|JPY_[A-Z_]+|TRE_PORTAL_URL|TRE_DASK_GATEWAY_URL|LANG|LC_ALL)"
+)
+#: The workspace servers' "user" configuration folder: empty, in their environment (made by
+#: ``make setup``, with the marker that tells Jupyter there is nothing to migrate into it).
+USER_CONFIG = "etc/tre-user-config"
+#: A dask-gateway cluster's or worker's name (a UUID's hex digits).
+DASK_NAME = re.compile(r"[0-9a-f]{32}")
 EXTRACTS_TMP = re.compile(r"\.extracts-\d{1,10}")
 #: How much less an output worker gets of the processors than the portal and the hub.
 OUTPUT_NICE = 10
@@ -455,12 +462,20 @@ def start_workspace(
     env = {k: str(v) for k, v in environment.items() if WORKSPACE_ENVIRONMENT.fullmatch(k)}
     if any("\0" in v for v in env.values()):
         raise InvalidInput("An environment value holds a NUL byte.")
-    hub, portal = (_loopback(env, name) for name in ("JUPYTERHUB_API_URL", "TRE_PORTAL_URL"))
+    ports = [_loopback(env, name) for name in ("JUPYTERHUB_API_URL", "TRE_PORTAL_URL")]
+    gateway = _loopback(env, "TRE_DASK_GATEWAY_URL") if "TRE_DASK_GATEWAY_URL" in env else None
     account, folder = _workspace(ctx, username, project)
-    enclave = enclaves.ensure(ctx.home, project, username, [hub, portal], ctx.enclave_network)
+    enclave = enclaves.ensure(
+        ctx.home, project, username, [*ports, *([gateway] if gateway else [])], ctx.enclave_network
+    )
     # Seen from the enclave, the hub and the portal are at its gateway; the server listens on
     # the enclave's own address, where the hub's proxy reaches it.
-    for name in ("JUPYTERHUB_API_URL", "JUPYTERHUB_ACTIVITY_URL", "TRE_PORTAL_URL"):
+    for name in (
+        "JUPYTERHUB_API_URL",
+        "JUPYTERHUB_ACTIVITY_URL",
+        "TRE_PORTAL_URL",
+        "TRE_DASK_GATEWAY_URL",
+    ):
         if name in env:
             env[name] = _moved(env[name], enclave.gateway)
     if "JUPYTERHUB_SERVICE_URL" in env:
@@ -475,10 +490,21 @@ def start_workspace(
         TRE_PROJECT=project,
         TRE_EXTRACTS=str(extracts),
         # The server's configuration is the TRE's alone (its environment's etc/jupyter): none
-        # is read from the researcher's folder (~/.jupyter, ~/.local), where they could undo it.
+        # is read from the researcher's folder (~/.jupyter, ~/.local), where they could undo it
+        # (its "user" configuration folder is an empty one of the environment's); JupyterLab
+        # keeps the researcher's settings and layouts in their folder still.
         JUPYTERHUB_DISABLE_USER_CONFIG="1",
+        JUPYTER_CONFIG_DIR=str(ctx.workspace_env / USER_CONFIG),
+        JUPYTERLAB_SETTINGS_DIR=str(folder / ".jupyter" / "lab" / "user-settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(folder / ".jupyter" / "lab" / "workspaces"),
         PYTHONNOUSERSITE="1",
     )
+    if gateway:  # dask_gateway's client reads these (with the kernel's hub token)
+        env.update(
+            DASK_GATEWAY__ADDRESS=f"http://{enclave.gateway}:{gateway}",
+            DASK_GATEWAY__PROXY_ADDRESS=f"gateway://{enclave.gateway}:{gateway}",
+            DASK_GATEWAY__AUTH__TYPE="jupyterhub",
+        )
     command = [
         str(ctx.workspace_env / "bin" / "jupyterhub-singleuser"),
         f"--WorkspaceContents.max_file_bytes={ctx.file_max_bytes}",
@@ -496,6 +522,162 @@ def start_workspace(
     )
     _STARTED[process.pid] = process  # reaped when asked whether it runs (or by the helper)
     return {"pid": process.pid, "account": account.name, "address": enclave.address}
+
+
+# -- Dask clusters (for the hub's dask-gateway) --------------------------------------------
+
+
+@operation(SERVICES)
+def start_dask(ctx: Context, username: str, project: str, process: Mapping[str, Any]) -> dict:
+    """A Dask scheduler or worker of one of ``username``'s gateway clusters in ``project``: as
+    their workspace account, in its sandbox and enclave (which their workspace made), with the
+    cluster's TLS certificate and key written as that account into their folder. Every
+    command and address is built here from the request's checked values. Returns its pid."""
+    accounts.check_username(username)
+    accounts.check_project_id(project)
+    role, cluster = process.get("role"), str(process.get("cluster", ""))
+    if role not in ("scheduler", "worker") or not DASK_NAME.fullmatch(cluster):
+        raise InvalidInput("A Dask process is a scheduler or a worker of a named cluster.")
+    numbers = {
+        k: process.get(k) for k in ("gateway_port", "threads", "memory", "heartbeat", "idle")
+    }
+    if not all(isinstance(v, int | float) and v >= 0 for v in numbers.values()):
+        raise InvalidInput("A Dask process's ports, threads, memory and periods are numbers.")
+    if not 1024 <= int(numbers["gateway_port"]) < 65536:
+        raise InvalidInput("The gateway listens on an unprivileged port.")
+    enclave = enclaves.find(ctx.home, project, username, ctx.enclave_network)
+    name = accounts.workspace_account(username, project)
+    if enclave is None or not accounts.exists(name):
+        raise ServiceUnavailable(
+            f"{username} has no workspace of {project} yet: start it from the hub first."
+        )
+    account = accounts.Account.named(name)
+    folder = _member_folder(ctx, username, project, account)
+    certs = f".dask-gateway-{cluster}"
+    files = [[f"{certs}/dask.crt", process["tls_cert"]], [f"{certs}/dask.pem", process["tls_key"]]]
+    call_as(account, Limits(30, 1 << 30, 60), _write_secrets, str(folder), certs, files)
+    cert, key = str(folder / certs / "dask.crt"), str(folder / certs / "dask.pem")
+    dask = str(ctx.workspace_env / "bin" / "dask")
+    side = "SCHEDULER" if role == "scheduler" else "WORKER"
+    env = {
+        **_base_environment(),
+        "HOME": str(folder),
+        "USER": account.name,
+        "PATH": f"{ctx.workspace_env}/bin:/usr/bin:/bin",
+        "TRE_PROJECT": project,
+        "TRE_EXTRACTS": str(ctx.projects / project / "extracts"),
+        "PYTHONNOUSERSITE": "1",
+        "DASK_GATEWAY_API_URL": f"http://{enclave.gateway}:{int(numbers['gateway_port'])}/api",
+        "DASK_GATEWAY_API_TOKEN": str(process.get("token", "")),
+        "DASK_GATEWAY_CLUSTER_NAME": cluster,
+        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": cert,
+        f"DASK_DISTRIBUTED__COMM__TLS__{side}__CERT": cert,
+        f"DASK_DISTRIBUTED__COMM__TLS__{side}__KEY": key,
+        # No HTTP route: nothing of the cluster served without TLS.
+        "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES": "[]",
+        "DASK_DISTRIBUTED__WORKER__HTTP__ROUTES": "[]",
+    }
+    if role == "scheduler":
+        command = [dask, "scheduler", "--protocol", "tls", "--port", "0"]
+        command += ["--host", enclave.address, "--no-dashboard"]
+        command += ["--preload", "dask_gateway.scheduler_preload"]
+        command += ["--dg-api-address", f"{enclave.address}:0"]
+        command += ["--dg-heartbeat-period", str(float(numbers["heartbeat"]))]
+        command += ["--dg-adaptive-period", "3.0", "--dg-idle-timeout", str(float(numbers["idle"]))]
+    else:
+        worker, scheduler = str(process.get("worker", "")), str(process.get("scheduler", ""))
+        parts = urlsplit(scheduler)
+        if (
+            not DASK_NAME.fullmatch(worker)
+            or parts.scheme != "tls"
+            or parts.hostname != enclave.address
+        ):
+            raise InvalidInput("A worker joins its own cluster's scheduler, in its enclave.")
+        command = [dask, "worker", f"tls://{enclave.address}:{parts.port}", "--no-dashboard"]
+        command += ["--name", worker, "--nthreads", str(int(numbers["threads"]))]
+        command += ["--memory-limit", str(int(numbers["memory"]))]
+    if any("\0" in v for v in env.values()):
+        raise InvalidInput("An environment value holds a NUL byte.")
+    started = sandboxed(
+        account,
+        command,
+        writable=[folder],
+        readable=[ctx.projects / project / "extracts"],
+        environment=env,
+        cwd=folder,
+        network=enclave.inside,
+        stdin=subprocess.DEVNULL,
+    )
+    _STARTED[started.pid] = started
+    return {"pid": started.pid}
+
+
+def _write_secrets(folder: str, subfolder: str, files: list[list[str]]) -> None:
+    """In the workspace account's own process: ``subfolder`` (0700) and its files (0600), new,
+    never through a link."""
+    base = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folders.check_name(subfolder), 0o700, dir_fd=base)
+        for path, text in files:
+            name = path.rsplit("/", 1)[1]
+            with folders.walk(base, [subfolder]) as inner:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=inner)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                fd = os.open(folders.check_name(name), flags, 0o600, dir_fd=inner)
+                with os.fdopen(fd, "w") as out:
+                    out.write(text)
+    finally:
+        os.close(base)
+
+
+def _dask_process(username: str, project: str, pid: int) -> bool:
+    name = accounts.workspace_account(username, project)
+    if not isinstance(pid, int) or pid <= 1 or not accounts.exists(name):
+        return False
+    if pid in _STARTED and _STARTED[pid].poll() is not None:
+        del _STARTED[pid]
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return (
+        _alive(pid) and f"--reuid={accounts.uid(name)}".encode() in cmdline and b"dask" in cmdline
+    )
+
+
+@operation(SERVICES)
+def dask_running(ctx: Context, username: str, project: str, pid: int) -> bool:
+    """Whether ``pid`` is still the sandbox of a Dask process of ``username`` in ``project``."""
+    del ctx
+    accounts.check_username(username)
+    accounts.check_project_id(project)
+    return _dask_process(username, project, pid)
+
+
+@operation(SERVICES)
+def stop_dask(ctx: Context, username: str, project: str, pid: int) -> bool:
+    """Stop the sandbox ``pid`` of a Dask process of ``username`` in ``project`` (and all it
+    holds: the sandbox is its own PID namespace); whether it ran."""
+    del ctx
+    accounts.check_username(username)
+    accounts.check_project_id(project)
+    if not _dask_process(username, project, pid):
+        return False
+    # The sandbox's first process inside is its PID namespace's init: killed, the kernel
+    # kills every process of the namespace; then bubblewrap, which waited on it, ends.
+    with contextlib.suppress(OSError):
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(child), signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    if pid in _STARTED:
+        _STARTED.pop(pid).wait(timeout=10)
+    return True
 
 
 def _loopback(env: Mapping[str, str], name: str) -> int:

@@ -25,6 +25,16 @@ from __future__ import annotations
 
 from tre.workspace import dp, safe
 from tre.workspace.outputs import Output, request_export
-from tre.workspace.sandbox import cluster, connect, dask, tables
+from tre.workspace.sandbox import close_cluster, cluster, connect, dask, tables
 
-__all__ = ["Output", "cluster", "connect", "dask", "dp", "request_export", "safe", "tables"]
+__all__ = [
+    "Output",
+    "close_cluster",
+    "cluster",
+    "connect",
+    "dask",
+    "dp",
+    "request_export",
+    "safe",
+    "tables",
+]

@@ -33,11 +33,24 @@ from traitlets import Integer
 from tre.workspace import files
 
 _PR_SET_DUMPABLE = 4
-#: What the server reads from the researcher's folder besides the contents API, and hands over:
-#: JupyterLab's settings and workspaces, and the front end's configuration sections. A few KB
-#: in use; capped so that none carries a file out.
-CAPPED = ("/lab/api/settings", "/lab/api/workspaces", "/api/config")
+#: The routes (after the server's base URL) whose responses are not capped: the contents API
+#: (which judges what it serves, under its own limit) and the files of the workspace
+#: environment itself (JupyterLab's code, themes, translations, licences, kernels' logos),
+#: which no researcher writes. Every other response (pages, settings, workspaces,
+#: configuration sections, listings) is refused past :data:`CAPPED_BYTES`: the server reads
+#: some of them from the researcher's folder, and none needs more.
+UNCAPPED = (
+    "api/contents",
+    "static/",
+    "lab/static/",
+    "lab/extensions/",
+    "lab/api/themes",
+    "lab/api/translations",
+    "lab/api/licenses",
+    "kernelspecs/",
+)
 CAPPED_BYTES = 256 << 10
+_base_url = ["/"]
 #: How much larger than ``max_file_bytes`` a notebook may be on disk before its outputs are cut.
 NOTEBOOK_READ_FACTOR = 16
 log = logging.getLogger(__name__)
@@ -57,17 +70,20 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 def _load_jupyter_server_extension(serverapp) -> None:
     """Loaded by the workspace's server (its configuration enables it): responses of
     :data:`CAPPED` routes larger than :data:`CAPPED_BYTES` refused."""
+    _base_url[0] = serverapp.base_url
     serverapp.web_app.add_transform(CappedResponses)
 
 
 class CappedResponses(web.OutputTransform):
-    """A response of a :data:`CAPPED` route is refused (403) when its first part is larger
-    than :data:`CAPPED_BYTES`, and cut when the rest would take it past."""
+    """A response of a route not in :data:`UNCAPPED` is refused (403) when its first part is
+    larger than :data:`CAPPED_BYTES`, and cut when the rest would take it past."""
 
     def __init__(self, request: httputil.HTTPServerRequest):
         super().__init__(request)
         self.path = request.path or ""
-        self.capped = any(route in self.path for route in CAPPED)
+        base = _base_url[0]
+        route = self.path[len(base) :] if self.path.startswith(base) else None
+        self.capped = route is None or not route.startswith(UNCAPPED)
         self.sent = 0
 
     def transform_first_chunk(self, status_code, headers, chunk, finishing):
@@ -75,8 +91,8 @@ class CappedResponses(web.OutputTransform):
             log.warning("Refused a response of %d bytes to %s", len(chunk), self.path)
             message = json.dumps(
                 {
-                    "message": "Refused: larger than the TRE lets settings be (data leaves through "
-                    "the airlock)."
+                    "message": "Refused: larger than a workspace's server answers (data leaves "
+                    "through the airlock)."
                 }
             ).encode()
             headers["Content-Type"] = "application/json"
@@ -104,8 +120,11 @@ class WorkspaceContents(AsyncLargeFileManager):
     async def get(self, path, content=True, type=None, format=None, require_hash=False):
         path = path.strip("/")
         os_path = self._get_os_path(path)
-        if not content or os.path.isdir(os_path) or type == "directory":
+        if not content:
             return await super().get(path, content, type, format, require_hash=require_hash)
+        if os.path.isdir(os_path) or type == "directory":
+            # Asked for as a folder: the parent answers 400 if it has become a file since.
+            return await self._folder(path)
         data, size = self._read(path, os_path)
         # The hash, when asked for, is the file's on disk (JupyterLab compares it on saving).
         hashed = self._get_hash(data) if require_hash and data is not None else {}
@@ -129,11 +148,28 @@ class WorkspaceContents(AsyncLargeFileManager):
             model.update(content=data.decode("utf-8"), format="text", mimetype="text/plain")
         else:
             mimetype = kind if kind.startswith("image/") else "text/plain"
+            if kind.startswith("image/"):  # its pixels alone, encoded again
+                data = files.redrawn(data)
             model.update(
                 content=base64.b64encode(data).decode(), format="base64", mimetype=mimetype
             )
         model["size"] = len(data)
         return {**model, **hashed}
+
+    async def _folder(self, path: str) -> dict[str, Any]:
+        """A folder's listing, judged as a file is: its names may carry data too."""
+        model = await super().get(path, content=True, type="directory")
+        names = "\n".join(entry["name"] for entry in model["content"])
+        size = len(json.dumps(model, default=str))
+        try:
+            if size > self.max_file_bytes:
+                raise files.Refused(files.too_large(size, self.max_file_bytes))
+            why = files.data_in(names)
+            if why:
+                raise files.Refused(f"its file names are {why}")
+        except files.Refused as refused:
+            await self._refuse(path or ".", size, str(refused))
+        return model
 
     def _read(self, path: str, os_path: str) -> tuple[bytes | None, int]:
         """The file's bytes (None past what any file shown may hold) and its size."""

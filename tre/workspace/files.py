@@ -12,8 +12,10 @@ CSV, TSV, ``|`` or ``;``), JSON lines, or a JSON array of records.
 from __future__ import annotations
 
 import collections
+import io
 import json
 import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 #: (offset, signature, what it is) of the binary formats data comes in.
@@ -70,6 +72,32 @@ def image_type(data: bytes) -> str | None:
     return None
 
 
+#: The largest image shown (pixels each way): larger is no figure.
+IMAGE_SIDE = 8192
+
+
+def redrawn(data: bytes) -> bytes:
+    """The image ``data`` drawn again from its pixels alone, in its own format: whatever its
+    file carried besides (chunks, comments, metadata, bytes after its end) is left behind.
+    Raises :class:`Refused` if it does not decode as an image."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if max(image.size) > IMAGE_SIDE:
+                raise Refused(f"it is an image larger than {IMAGE_SIDE} pixels a side")
+            kind = image.format
+            image.load()
+            pixels = Image.frombytes(image.mode, image.size, image.tobytes())
+            if image.mode == "P" and image.getpalette():
+                pixels.putpalette(image.getpalette())
+    except (OSError, ValueError, SyntaxError) as e:
+        raise Refused(f"it does not decode as an image ({type(e).__name__})") from None
+    out = io.BytesIO()
+    pixels.save(out, format=kind)
+    return out.getvalue()
+
+
 def judge(data: bytes, limit: int) -> str:
     """What ``data`` (a whole file) may be handed over as: ``"notebook"``, ``"text"`` or an
     image's MIME type. Raises :class:`Refused` for data, unknown binaries, and anything over
@@ -83,6 +111,7 @@ def judge(data: bytes, limit: int) -> str:
     if kind is not None:
         if len(data) > limit:
             raise Refused(too_large(len(data), limit))
+        redrawn(data)  # it decodes as an image
         return kind
     try:
         text = data.decode("utf-8")
@@ -92,11 +121,12 @@ def judge(data: bytes, limit: int) -> str:
         raise Refused("it is neither text, a notebook nor an image")
     notebook = _notebook(text)
     if notebook is not None:
-        for cell in notebook["cells"]:
-            source = cell.get("source", "") if isinstance(cell, dict) else ""
-            why = data_in(source if isinstance(source, str) else "".join(map(str, source)))
+        # Everything but its outputs (cut, not refused: see cut_outputs): sources, metadata,
+        # attachments.
+        for value in strings(notebook, skip=lambda key: key == "outputs"):
+            why = data_in(value)
             if why:
-                raise Refused(f"a cell holds {why}: data leaves the workspace by the airlock")
+                raise Refused(f"it holds {why}: data leaves the workspace by the airlock")
         return "notebook"
     if len(data) > limit:
         raise Refused(too_large(len(data), limit))
@@ -158,13 +188,21 @@ def tabular(text: str) -> str:
     return ""
 
 
-def _output_text(output: dict[str, Any]) -> str:
-    text = output.get("text", "")
-    plain = (
-        output.get("data", {}).get("text/plain", "") if isinstance(output.get("data"), dict) else ""
-    )
-    parts = [t if isinstance(t, str) else "".join(map(str, t)) for t in (text, plain)]
-    return "".join(parts)
+def strings(value: Any, skip: Callable[[str], bool] = lambda key: False) -> Iterator[str]:
+    """Every text in a notebook's JSON ``value`` (a list of strings is one text: a source or
+    an output's lines), but under keys ``skip`` says to leave."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        if value and all(isinstance(v, str) for v in value):
+            yield "".join(value)
+        else:
+            for v in value:
+                yield from strings(v, skip)
+    elif isinstance(value, dict):
+        for key, v in value.items():
+            if not skip(str(key)):
+                yield from strings(v, skip)
 
 
 def cut_outputs(notebook: dict[str, Any], limit: int) -> int:
@@ -177,7 +215,9 @@ def cut_outputs(notebook: dict[str, Any], limit: int) -> int:
             if not isinstance(output, dict):
                 continue
             size = len(json.dumps(output, default=str))
-            why = tabular(_output_text(output))
+            # Its texts in every representation but images (drawn, they are what it shows).
+            texts = strings(output, skip=lambda key: key.startswith("image/"))
+            why = next((w for w in map(data_in, texts) if w), "")
             if size <= limit and not why:
                 continue
             note = (

@@ -99,40 +99,70 @@ def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
 
 _cluster_lock = threading.Lock()
 _client = None
+_gateway_cluster = None
+#: How long :func:`cluster` waits for its workers.
+WORKERS_TIMEOUT_S = 120
 
 
-def cluster():
-    """The kernel's Dask client, on a local cluster started the first time: on the
-    enclave's loopback, no dashboard nor any other HTTP route, and TLS with both ends
-    authenticated by credentials made for this cluster alone and held in this kernel's memory
-    (no other process, even of the same enclave, joins it or sends it work)."""
-    global _client
+def cluster(workers: int = DASK_WORKERS, cores: int = 1, memory_gb: float = 2):
+    """The kernel's Dask client, on a cluster started the first time.
+
+    In a workspace started by the hub, the cluster is the hub's dask-gateway's: ``workers``
+    workers of ``cores`` cores and ``memory_gb`` GiB each (within what the TRE allows), run as
+    this workspace's account in its network enclave, with TLS from credentials made for this
+    cluster; it stops when this kernel closes it or ends, or when idle. Elsewhere (outside a
+    hub), a local cluster on loopback, TLS with credentials of its own held in this kernel's
+    memory. Either way, no HTTP route is served and no other process joins it."""
+    global _client, _gateway_cluster
     with _cluster_lock:
-        if _client is None or _client.status in ("closed", "closing"):
-            import dask
-            from dask.distributed import Client, LocalCluster
-            from distributed.security import Security
+        if _client is not None and _client.status not in ("closed", "closing"):
+            return _client
+        if os.environ.get("DASK_GATEWAY__ADDRESS"):
+            from dask_gateway import Gateway
 
-            workers = max(1, min(DASK_WORKERS, os.cpu_count() or 1))
-            security = Security.temporary()
-            # Their HTTP servers (which TLS does not cover) serve nothing: no logs, task
-            # names, call stacks or metrics for another process of the machine to read.
-            dask.config.set(
-                {"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}
-            )
-            _client = Client(
-                LocalCluster(
-                    n_workers=workers,
-                    threads_per_worker=1,
-                    host="127.0.0.1",
-                    protocol="tls://",
-                    security=security,
-                    dashboard_address=None,
-                    local_directory=str(Path.home() / ".dask-tmp"),
-                ),
-                security=security,
-            )
+            _gateway_cluster = Gateway().new_cluster(worker_cores=cores, worker_memory=memory_gb)
+            _gateway_cluster.scale(workers)
+            _client = _gateway_cluster.get_client()
+            _client.wait_for_workers(workers, timeout=WORKERS_TIMEOUT_S)
+            return _client
+        _client = _local_cluster(max(1, min(workers, os.cpu_count() or 1)))
         return _client
+
+
+def _local_cluster(workers: int):
+    import dask
+    from dask.distributed import Client, LocalCluster
+    from distributed.security import Security
+
+    security = Security.temporary()
+    # Their HTTP servers (which TLS does not cover) serve nothing: no logs, task names, call
+    # stacks or metrics for another process of the machine to read.
+    dask.config.set({"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []})
+    return Client(
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            protocol="tls://",
+            security=security,
+            dashboard_address=None,
+            local_directory=str(Path.home() / ".dask-tmp"),
+        ),
+        security=security,
+    )
+
+
+def close_cluster() -> None:
+    """Stop the kernel's cluster (a gateway's is shut down, freeing its workers)."""
+    global _client, _gateway_cluster
+    with _cluster_lock:
+        if _client is not None:
+            _client.close()
+        if _gateway_cluster is not None:
+            _gateway_cluster.shutdown()
+        elif _client is not None and _client.cluster is not None:
+            _client.cluster.close()
+        _client = _gateway_cluster = None
 
 
 def dask(table: str, columns: list[str] | None = None):

@@ -1,0 +1,146 @@
+"""Boundary: the hub's dask-gateway, Dask's multi-tenant engine.
+
+Attacks from real kernels: a cluster's options above what the TRE allows; another researcher's
+cluster joined through the gateway, or its scheduler reached with another cluster's
+credentials; a token of the researcher's other project, or no workspace's token at all,
+presented from this workspace; a suspended project's workspace asking for a cluster. And the
+cluster itself: its scheduler and workers run as the workspace's account, in its enclave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import HUB_OTHER
+from tre import projects
+from tre.hub.kernels import Kernel, KernelError, start_workspace, stop_workspace, workspace_ready
+from tre.identity.tokens import hub_login
+from tre.people import local_person
+from tre.privileged import enclaves
+
+pytestmark = [pytest.mark.hub, pytest.mark.keycloak]
+
+
+def _running(client, user: str, project: str) -> dict:
+    started = start_workspace(client, user, project)
+    assert started.status_code in (201, 202), started.text
+    return workspace_ready(client, user, project, poll=0.5)
+
+
+def _mint(client, user: str, scopes: list[str]) -> str:
+    """A token the researcher makes for themselves on the hub (as JupyterHub lets them)."""
+    xsrf = next((c.value for c in client.cookies.jar if c.name == "_xsrf"), "")
+    made = client.post(
+        f"/hub/api/users/{user}/tokens",
+        json={"scopes": scopes, "note": "test", "expires_in": 600},
+        headers={"X-XSRFToken": xsrf},
+    )
+    assert made.status_code == 201, made.text
+    return made.json()["token"]
+
+
+def test_a_gateway_cluster_runs_as_the_workspace_in_its_enclave(hub, portal):
+    with closing(hub_login(hub.hub_url, "alice", "tre-demo")) as alice:
+        server = _running(alice, "alice", portal.project)
+        with Kernel(alice, server["url"]) as kernel:
+            kernel.run("import os; from tre.workspace import cluster, close_cluster")
+            kernel.run("c = cluster(workers=2)")
+            assert kernel.value("c.scheduler.address").startswith("gateway://")
+            assert kernel.value("c.submit(sum, [1, 2]).result()") == 3
+            mine = kernel.value("[os.getuid(), os.readlink('/proc/self/ns/net')]")
+            workers = kernel.value(
+                "list(c.run(lambda: [os.getuid(), os.readlink('/proc/self/ns/net')]).values())"
+            )
+            assert len(workers) == 2 and all(w == mine for w in workers)
+            # More than the TRE allows is refused before anything starts.
+            kernel.run("from dask_gateway import Gateway")
+            for options in ("worker_cores=2", "worker_memory=5"):
+                with pytest.raises(KernelError):
+                    kernel.run(f"Gateway().new_cluster({options})")
+            # Past the most workers it allows, a cluster is held at that most.
+            kernel.run("c.cluster.scale(1000); c.wait_for_workers(4, timeout=60)")
+            kernel.run("import time; time.sleep(3)")
+            assert kernel.value("len(c.scheduler_info()['workers'])") == 4
+            kernel.run("close_cluster()")
+        assert stop_workspace(alice, "alice", portal.project).status_code in (202, 204)
+
+
+def test_a_cluster_admits_its_own_researcher_and_project_alone(hub, portal):
+    with (
+        closing(hub_login(hub.hub_url, "alice", "tre-demo")) as alice,
+        closing(hub_login(hub.hub_url, "bob", "tre-demo")) as bob,
+    ):
+        a_server = _running(alice, "alice", portal.project)
+        b_server = _running(bob, "bob", portal.project)
+        other_token = _mint(bob, "bob", [f"access:servers!server=bob/{HUB_OTHER}"])
+        plain_token = _mint(bob, "bob", ["read:users:name!user"])
+        with Kernel(alice, a_server["url"]) as a, Kernel(bob, b_server["url"]) as b:
+            a.run("from tre.workspace import cluster, close_cluster; c = cluster(workers=1)")
+            name = a.value("c.cluster.name")
+            b.run("from dask_gateway import Gateway, JupyterHubAuth")
+            assert name not in b.value("[x.name for x in Gateway().list_clusters()]")
+            with pytest.raises(KernelError):  # a co-member: not his cluster
+                b.run(f"Gateway().connect({name!r})")
+            # His own cluster's credentials do not open hers (the proxy routes by name, her
+            # scheduler checks the certificate of its own cluster).
+            b.run("from tre.workspace import cluster; mine = cluster(workers=1)")
+            b.run("from distributed import Client")
+            address = a.value("c.scheduler.address")
+            with pytest.raises(KernelError):
+                b.run(f"Client({address!r}, security=mine.security, timeout=10)")
+            # A token of his for his other project, or one of no workspace, from here.
+            for token in (other_token, plain_token):
+                with pytest.raises(KernelError):
+                    b.run(f"Gateway(auth=JupyterHubAuth(api_token={token!r})).list_clusters()")
+            b.run("from tre.workspace import close_cluster; close_cluster()")
+            a.run("close_cluster()")
+        assert stop_workspace(alice, "alice", portal.project).status_code in (202, 204)
+        assert stop_workspace(bob, "bob", portal.project).status_code in (202, 204)
+
+
+def _gateway_port() -> int:
+    """The port of the hub's gateway (from its process's environment, as root reads it)."""
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and b"dask-gateway-server" in (entry / "cmdline").read_bytes():
+                environ = (entry / "environ").read_bytes().split(b"\0")
+                found = [v for v in environ if v.startswith(b"TRE_DASK_GATEWAY_PORT=")]
+                if found:
+                    return int(found[0].split(b"=", 1)[1])
+    pytest.fail("the hub's gateway is not running")
+
+
+def test_a_suspended_projects_workspace_gets_no_cluster(hub, portal):
+    """Asked from inside bob's enclave of the project (as his kernel would), with a token of
+    that workspace: answered while the project is provisioned. Suspending it removes the
+    enclave (no path to the gateway is left); one made again by hand, as if it had stayed, is
+    refused by the gateway itself."""
+    admin = local_person("ada")
+    home, port = portal.home.root, _gateway_port()
+    with closing(hub_login(hub.hub_url, "bob", "tre-demo")) as bob:
+        _running(bob, "bob", HUB_OTHER)
+        token = _mint(bob, "bob", [f"access:servers!server=bob/{HUB_OTHER}"])
+        enclave = enclaves.find(home, HUB_OTHER, "bob")
+        url = f"http://{enclave.gateway}:{port}/api/v1/clusters/"
+
+        def status() -> str:
+            curl = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "10"]
+            curl += ["-H", f"Authorization: jupyterhub {token}", url]
+            done = subprocess.run(enclave.inside(curl), capture_output=True, text=True)
+            return done.stdout or done.stderr
+
+        assert status() == "200"
+        projects.set_state(portal.db, HUB_OTHER, "suspend", admin, "test")
+        try:
+            assert enclaves.find(home, HUB_OTHER, "bob") is None
+            assert enclaves.ensure(home, HUB_OTHER, "bob", [port]) == enclave
+            assert status() in ("401", "403")
+        finally:
+            projects.set_state(portal.db, HUB_OTHER, "resume", admin, "test")
+        assert status() == "200"
+        stop_workspace(bob, "bob", HUB_OTHER)
