@@ -11,11 +11,12 @@ runs it). alice logs in through Keycloak's form, as a browser would.
   started again. Goal: median ≤ 3 s.
   Every start is inside the project's network enclave (its namespace and rules are made by
   the first start and rewritten by each).
-* **dask**: inside the kernel, ``tre.workspace.cluster()`` (2 workers, TLS with credentials
-  of its own) started and closed again, median time until both workers are ready; then the
-  same group-by over the ``pupils`` extract (``tre.workspace.dask``) on that cluster and on a
-  plain ``LocalCluster`` (2 workers, no TLS) in the same kernel, alternating, median of each:
-  the cost of the encryption and authentication.
+* **dask**: inside the kernel, ``tre.workspace.cluster(workers=2)`` (on the hub's
+  dask-gateway: scheduler and workers started by the privileged helper as the workspace's
+  account in its enclave, TLS) started and shut down again, median time until both workers
+  are ready (goal ≤ 5 s); then the same group-by over the ``pupils`` extract
+  (``tre.workspace.dask``) on that cluster and on a plain ``LocalCluster`` (2 workers, no TLS,
+  in the kernel) in turn, median of each (goal ≤ 1.2).
 * **query**: inside that workspace's kernel (its account, its environment), the same
   aggregate over the ``ks4`` and ``pupils`` extracts on a ``tre.workspace.connect()``
   connection and on a plain ``duckdb.connect()`` with the same views over the same Parquet
@@ -75,17 +76,15 @@ rows = plain.execute("SELECT (SELECT count(*) FROM ks4), (SELECT count(*) FROM p
 DASK_IN_THE_KERNEL = """
 import time, statistics
 from dask.distributed import Client, LocalCluster
-from tre.workspace import cluster, dask as extract
+from tre.workspace import cluster, close_cluster, dask as extract
 
 ready = []
 for _ in range({starts}):
     started = time.perf_counter()
-    tls = cluster()
-    tls.wait_for_workers(2)
+    cluster(workers=2)  # returns once both workers are there
     ready.append(time.perf_counter() - started)
-    tls.close(); tls.cluster.close()
-tls = cluster()
-tls.wait_for_workers(2)
+    close_cluster()
+tls = cluster(workers=2)
 plain = Client(LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
                             dashboard_address=None), set_as_default=False)
 frame = extract("pupils")
@@ -99,7 +98,7 @@ for _ in range({queries}):
         client.compute(query).result()
         group_by[kind].append(time.perf_counter() - started)
 dask_rows = int(len(frame))
-plain.close(); plain.cluster.close()
+plain.close(); plain.cluster.close(); close_cluster()
 """
 
 
@@ -196,10 +195,10 @@ def main() -> None:
         f"query over {rows[0]:,} ks4 and {rows[1]:,} pupils rows: sandboxed {sandboxed * 1000:.1f}"
         f" ms, plain {plain * 1000:.1f} ms, ratio {sandboxed / plain:.3f} (goal ≤ 1.05)"
     )
-    print(f"dask cluster of 2 workers ready: median {statistics.median(ready):.2f} s")
+    print(f"gateway cluster of 2 workers ready: median {statistics.median(ready):.2f} s (≤ 5 s)")
     print(
-        f"dask group-by over {dask_rows:,} pupils rows: TLS cluster {tls * 1000:.0f} ms, plain "
-        f"LocalCluster {untls * 1000:.0f} ms, ratio {tls / untls:.3f}"
+        f"dask group-by over {dask_rows:,} pupils rows: gateway cluster {tls * 1000:.0f} ms, "
+        f"plain LocalCluster {untls * 1000:.0f} ms, ratio {tls / untls:.3f} (goal ≤ 1.2)"
     )
     print(
         json.dumps(
@@ -213,7 +212,7 @@ def main() -> None:
                 "query_ratio": round(sandboxed / plain, 4),
                 "dask_ready_s": [round(s, 3) for s in ready],
                 "dask_rows": dask_rows,
-                "dask_tls_ms": round(tls * 1000, 1),
+                "dask_gateway_ms": round(tls * 1000, 1),
                 "dask_plain_ms": round(untls * 1000, 1),
                 "dask_ratio": round(tls / untls, 4),
             }
