@@ -114,6 +114,9 @@ with open("pyproject.toml", "rb") as f:
   # marked as migrated so that Jupyter never tries to write to it.
   install -d -m 0755 "$workspace_env/etc/tre-user-config"
   : > "$workspace_env/etc/tre-user-config/migrated"
+  # Dask's configuration folder for the gateway's schedulers and workers: empty (none read from
+  # the researcher's folder, where a configuration could run code in them).
+  install -d -m 0755 "$workspace_env/etc/tre-dask"
   chmod -R a+rX "$workspace_env"
 fi
 echo "setup: done"

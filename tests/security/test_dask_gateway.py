@@ -25,6 +25,46 @@ from tre.privileged import enclaves
 
 pytestmark = [pytest.mark.hub, pytest.mark.keycloak]
 
+PROBE = """
+import socket
+
+def reach(host, port, seconds=2):
+    s = socket.socket()
+    s.settimeout(seconds)
+    try:
+        s.connect((host, port))
+        return "connected"
+    except OSError as e:
+        return type(e).__name__
+    finally:
+        s.close()
+"""
+
+#: Run in a kernel with a gateway cluster ``c``: its own scheduler's token (code runs there),
+#: then a heartbeat naming another address, as a scheduler under the researcher's control could.
+FORGE = """
+import os, httpx, time
+from dask_gateway import Gateway
+from tre.workspace import cluster, sandbox
+c = cluster(workers=1)
+name = sandbox._gateway_cluster.name
+token = c.run_on_scheduler(lambda: os.environ["DASK_GATEWAY_API_TOKEN"])
+forged = {
+    "count": 1, "active_workers": [], "closing_workers": [], "closed_workers": [],
+    "scheduler_address": "tls://127.0.0.1:5432", "dashboard_address": "http://127.0.0.1:8081",
+    "api_address": "http://127.0.0.1:5432",
+}
+answer = httpx.post(
+    os.environ["DASK_GATEWAY__ADDRESS"] + f"/api/v1/clusters/{name}/heartbeat",
+    headers={"Authorization": f"token {token}"}, json=forged,
+)
+for _ in range(100):
+    if name not in [x.name for x in Gateway().list_clusters()]:
+        break
+    time.sleep(0.2)
+stopped = name not in [x.name for x in Gateway().list_clusters()]
+"""
+
 
 def _running(client, user: str, project: str) -> dict:
     started = start_workspace(client, user, project)
@@ -47,10 +87,11 @@ def _mint(client, user: str, scopes: list[str]) -> str:
 def test_a_gateway_cluster_runs_as_the_workspace_in_its_enclave(hub, portal):
     with closing(hub_login(hub.hub_url, "alice", "tre-demo")) as alice:
         server = _running(alice, "alice", portal.project)
+        mine = enclaves.find(portal.home.root, portal.project, "alice")
         with Kernel(alice, server["url"]) as kernel:
             kernel.run("import os; from tre.workspace import cluster, close_cluster")
             kernel.run("c = cluster(workers=2)")
-            assert kernel.value("c.scheduler.address").startswith("gateway://")
+            assert kernel.value("c.scheduler.address").startswith(f"tls://{mine.address}:")
             assert kernel.value("c.submit(sum, [1, 2]).result()") == 3
             mine = kernel.value("[os.getuid(), os.readlink('/proc/self/ns/net')]")
             workers = kernel.value(
@@ -62,8 +103,15 @@ def test_a_gateway_cluster_runs_as_the_workspace_in_its_enclave(hub, portal):
             for options in ("worker_cores=2", "worker_memory=5"):
                 with pytest.raises(KernelError):
                     kernel.run(f"Gateway().new_cluster({options})")
+            # Two clusters at once each, no more.
+            kernel.run("second = Gateway().new_cluster()")
+            with pytest.raises(KernelError) as refused:
+                kernel.run("Gateway().new_cluster()")
+            assert "2 Dask clusters running" in refused.value.value
+            kernel.run("second.shutdown()")
             # Past the most workers it allows, a cluster is held at that most.
-            kernel.run("c.cluster.scale(1000); c.wait_for_workers(4, timeout=60)")
+            kernel.run("from tre.workspace import sandbox")
+            kernel.run("sandbox._gateway_cluster.scale(1000); c.wait_for_workers(4, timeout=60)")
             kernel.run("import time; time.sleep(3)")
             assert kernel.value("len(c.scheduler_info()['workers'])") == 4
             kernel.run("close_cluster()")
@@ -81,35 +129,53 @@ def test_a_cluster_admits_its_own_researcher_and_project_alone(hub, portal):
         plain_token = _mint(bob, "bob", ["read:users:name!user"])
         with Kernel(alice, a_server["url"]) as a, Kernel(bob, b_server["url"]) as b:
             a.run("from tre.workspace import cluster, close_cluster; c = cluster(workers=1)")
-            name = a.value("c.cluster.name")
+            a.run("from tre.workspace import sandbox")
+            name = a.value("sandbox._gateway_cluster.name")
             b.run("from dask_gateway import Gateway, JupyterHubAuth")
             assert name not in b.value("[x.name for x in Gateway().list_clusters()]")
             with pytest.raises(KernelError):  # a co-member: not his cluster
                 b.run(f"Gateway().connect({name!r})")
-            # His own cluster's credentials do not open hers (the proxy routes by name, her
-            # scheduler checks the certificate of its own cluster).
-            b.run("from tre.workspace import cluster; mine = cluster(workers=1)")
+            # Her scheduler is in her enclave, which his kernel does not reach; nor does it
+            # reach the gateway's proxy's TLS routing (found by the review: with a cluster's
+            # credentials, it led into any enclave).
             b.run("from distributed import Client")
             address = a.value("c.scheduler.address")
             with pytest.raises(KernelError):
-                b.run(f"Client({address!r}, security=mine.security, timeout=10)")
+                b.run(f"Client({address!r}, timeout=10)")
+            b.run(PROBE)
+            gateway = enclaves.find(portal.home.root, portal.project, "bob").gateway
+            tls_port = _gateway_port("TRE_DASK_GATEWAY_TLS_PORT")
+            assert b.value(f"reach({gateway!r}, {tls_port})") != "connected"
             # A token of his for his other project, or one of no workspace, from here.
             for token in (other_token, plain_token):
                 with pytest.raises(KernelError):
                     b.run(f"Gateway(auth=JupyterHubAuth(api_token={token!r})).list_clusters()")
-            b.run("from tre.workspace import close_cluster; close_cluster()")
             a.run("close_cluster()")
         assert stop_workspace(alice, "alice", portal.project).status_code in (202, 204)
         assert stop_workspace(bob, "bob", portal.project).status_code in (202, 204)
 
 
-def _gateway_port() -> int:
-    """The port of the hub's gateway (from its process's environment, as root reads it)."""
+def test_a_heartbeat_naming_another_address_stops_the_cluster(hub, portal):
+    """Found by the review: the scheduler runs the researcher's code and holds its cluster's
+    token, so it can send any heartbeat; one naming addresses other than those the helper
+    gave it (another enclave, the machine's loopback, a dashboard) stops the cluster."""
+    with closing(hub_login(hub.hub_url, "alice", "tre-demo")) as alice:
+        server = _running(alice, "alice", portal.project)
+        with Kernel(alice, server["url"]) as kernel:
+            kernel.run(FORGE)
+            assert kernel.value("answer.status_code") in (200, 204)
+            assert kernel.value("stopped")
+            kernel.run("sandbox.close_cluster()")
+        assert stop_workspace(alice, "alice", portal.project).status_code in (202, 204)
+
+
+def _gateway_port(variable: str = "TRE_DASK_GATEWAY_PORT") -> int:
+    """A port of the hub's gateway (from its process's environment, as root reads it)."""
     for entry in Path("/proc").iterdir():
         with contextlib.suppress(OSError):
             if entry.name.isdigit() and b"dask-gateway-server" in (entry / "cmdline").read_bytes():
                 environ = (entry / "environ").read_bytes().split(b"\0")
-                found = [v for v in environ if v.startswith(b"TRE_DASK_GATEWAY_PORT=")]
+                found = [v for v in environ if v.startswith(f"{variable}=".encode())]
                 if found:
                     return int(found[0].split(b"=", 1)[1])
     pytest.fail("the hub's gateway is not running")

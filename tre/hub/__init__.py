@@ -275,7 +275,11 @@ def configure(c, settings: Settings) -> None:
                 "-f",
                 str(GATEWAY_CONFIG),
             ],
-            "environment": {**tre_environment, "TRE_DASK_GATEWAY_PORT": str(gateway_port)},
+            "environment": {
+                **tre_environment,
+                "TRE_DASK_GATEWAY_PORT": str(gateway_port),
+                "TRE_DASK_GATEWAY_TLS_PORT": str(free_port()),
+            },
         },
     ]
     c.JupyterHub.load_roles = [

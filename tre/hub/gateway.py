@@ -22,12 +22,11 @@ adds it to the enclave's rules).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from dask_gateway_server.auth import JupyterHubAuthenticator, User, unauthorized
+from dask_gateway_server.backends.base import PublicException
 from dask_gateway_server.backends.db_base import DBBackendBase
 from dask_gateway_server.options import Float, Integer, Options
 from traitlets import Unicode
@@ -36,6 +35,8 @@ from tre import privileged
 from tre.config import Settings
 
 SERVER_SCOPE = "access:servers!server="
+#: The most clusters one researcher may have running in one project at once.
+CLUSTERS_EACH = 2
 
 
 def _settings() -> Settings:
@@ -179,11 +180,19 @@ class WorkspaceBackend(DBBackendBase):
             "idle": float(cluster.config.idle_timeout),
         }
 
+    async def start_cluster(self, user, cluster_options):
+        """A new cluster, unless the researcher has :data:`CLUSTERS_EACH` running already."""
+        if len(await self.list_clusters(username=user.name)) >= CLUSTERS_EACH:
+            raise PublicException(
+                f"You have {CLUSTERS_EACH} Dask clusters running in this project already: shut "
+                "one down (tre.workspace.close_cluster()) first."
+            )
+        return await super().start_cluster(user, cluster_options)
+
     async def do_start_cluster(self, cluster):
-        started = await self._call(
-            cluster, "start_dask", process=self._process(cluster, "scheduler")
-        )
-        yield {"pid": started["pid"]}
+        process = self._process(cluster, "scheduler")
+        yield await self._call(cluster, "start_dask", process=process)
+        # (its pid, and the only addresses its heartbeats may report)
 
     async def do_check_clusters(self, clusters):
         return [await self._running(c, c.state) for c in clusters]
@@ -211,45 +220,39 @@ class WorkspaceBackend(DBBackendBase):
         return await self._call(cluster, "dask_running", pid=state["pid"])
 
     async def on_cluster_heartbeat(self, cluster_name, msg):
-        """A scheduler's heartbeat, believed only if every address it reports is its own
-        enclave's (the scheduler runs the researcher's code: it could name any address for
-        the gateway's proxy to connect to)."""
+        """A scheduler's heartbeat, believed only if the addresses it reports are those the
+        helper chose for it, in its own enclave (the scheduler runs the researcher's code: it
+        could name any address for the gateway's proxy to connect to)."""
         cluster = self.db.get_cluster(cluster_name)
         if cluster is not None:
-            username, project = self._owner(cluster)
-            own = await asyncio.to_thread(_enclave_address, self.tre_home, project, username)
-            for key in ("api_address", "scheduler_address", "dashboard_address"):
-                if msg.get(key) and not _at(msg[key], own):
-                    self.log.warning(
-                        "Cluster %s reported %s %s: stopped", cluster_name, key, msg[key]
-                    )
-                    await self.stop_cluster(cluster_name, failed=True)
-                    return
-        await super().on_cluster_heartbeat(cluster_name, msg)
+            state = cluster.state or {}
+            expected = {
+                "scheduler_address": state.get("scheduler"),
+                "api_address": state.get("api"),
+            }
+            wrong = [k for k, v in expected.items() if (msg.get(k) or "") != (v or "")]
+            if wrong or not state.get("scheduler"):
+                self.log.warning(
+                    "Cluster %s reported %s, not %s: stopped",
+                    cluster_name,
+                    {k: msg.get(k) for k in expected},
+                    expected,
+                )
+                await self.stop_cluster(cluster_name, failed=True)
+                return
+        # No dashboard is routed through the gateway's proxy, whatever the scheduler says (its
+        # HTTP server serves nothing; a route would let any enclave reach this one's address).
+        await super().on_cluster_heartbeat(cluster_name, {**msg, "dashboard_address": ""})
 
 
-def _at(address: str, host: str | None) -> bool:
-    """Whether ``address`` (``tls://h:p``, ``h:p`` or ``http://h:p``) is on ``host``, at an
-    unprivileged port."""
-    if host is None:
-        return False
-    parts = urlsplit(address if "://" in address else f"tcp://{address}")
-    try:
-        return (
-            parts.hostname is not None
-            and ipaddress.ip_address(parts.hostname) == ipaddress.ip_address(host)
-            and parts.port is not None
-            and parts.port >= 1024
-        )
-    except ValueError:
-        return False
-
-
-def configure(c: Any, settings: Settings, port: int) -> None:
-    """The gateway's configuration (``c``, dask-gateway-server's), for ``settings``' home."""
+def configure(c: Any, settings: Settings, port: int, tls_port: int) -> None:
+    """The gateway's configuration (``c``, dask-gateway-server's), for ``settings``' home:
+    its API at ``port`` (which enclaves reach), its proxy's TLS routing at ``tls_port`` (which
+    they do not: a kernel reaches its own scheduler directly, in its enclave, and no enclave
+    reaches another's through the proxy)."""
     c.DaskGateway.address = "127.0.0.1:0"  # its private API: the proxy in front of it
     c.Proxy.address = f"127.0.0.1:{port}"
-    c.Proxy.tcp_address = f"127.0.0.1:{port}"
+    c.Proxy.tcp_address = f"127.0.0.1:{tls_port}"
     c.DaskGateway.authenticator_class = "tre.hub.gateway.ProjectAuthenticator"
     c.ProjectAuthenticator.tre_home = str(settings.home)
     c.DaskGateway.backend_class = "tre.hub.gateway.WorkspaceBackend"

@@ -38,6 +38,7 @@ import contextlib
 import dataclasses
 import os
 import re
+import secrets
 import signal
 import stat
 import subprocess
@@ -69,6 +70,9 @@ WORKSPACE_ENVIRONMENT = re.compile(
 #: The workspace servers' "user" configuration folder: empty, in their environment (made by
 #: ``make setup``, with the marker that tells Jupyter there is nothing to migrate into it).
 USER_CONFIG = "etc/tre-user-config"
+#: Dask's configuration folder for the gateway's schedulers and workers (empty, in their
+#: environment: made by ``make setup``).
+DASK_CONFIG = "etc/tre-dask"
 #: A dask-gateway cluster's or worker's name (a UUID's hex digits).
 DASK_NAME = re.compile(r"[0-9a-f]{32}")
 EXTRACTS_TMP = re.compile(r"\.extracts-\d{1,10}")
@@ -502,7 +506,6 @@ def start_workspace(
     if gateway:  # dask_gateway's client reads these (with the kernel's hub token)
         env.update(
             DASK_GATEWAY__ADDRESS=f"http://{enclave.gateway}:{gateway}",
-            DASK_GATEWAY__PROXY_ADDRESS=f"gateway://{enclave.gateway}:{gateway}",
             DASK_GATEWAY__AUTH__TYPE="jupyterhub",
         )
     command = [
@@ -554,7 +557,12 @@ def start_dask(ctx: Context, username: str, project: str, process: Mapping[str, 
     account = accounts.Account.named(name)
     folder = _member_folder(ctx, username, project, account)
     certs = f".dask-gateway-{cluster}"
+    # The scheduler's ports are chosen here, and only these are believed of its heartbeats
+    # (the scheduler is the researcher's process: it could report any).
+    ports = secrets.SystemRandom().sample(range(20000, 60000), 2)
     files = [[f"{certs}/dask.crt", process["tls_cert"]], [f"{certs}/dask.pem", process["tls_key"]]]
+    if role == "scheduler":  # where the kernel's client finds it, in the same enclave
+        files.append([f"{certs}/scheduler", f"tls://{enclave.address}:{ports[0]}"])
     call_as(account, Limits(30, 1 << 30, 60), _write_secrets, str(folder), certs, files)
     cert, key = str(folder / certs / "dask.crt"), str(folder / certs / "dask.pem")
     dask = str(ctx.workspace_env / "bin" / "dask")
@@ -567,6 +575,9 @@ def start_dask(ctx: Context, username: str, project: str, process: Mapping[str, 
         "TRE_PROJECT": project,
         "TRE_EXTRACTS": str(ctx.projects / project / "extracts"),
         "PYTHONNOUSERSITE": "1",
+        # Dask's configuration is the environment's (empty) folder's and these variables,
+        # never ~/.config/dask in the researcher's folder.
+        "DASK_CONFIG": str(ctx.workspace_env / DASK_CONFIG),
         "DASK_GATEWAY_API_URL": f"http://{enclave.gateway}:{int(numbers['gateway_port'])}/api",
         "DASK_GATEWAY_API_TOKEN": str(process.get("token", "")),
         "DASK_GATEWAY_CLUSTER_NAME": cluster,
@@ -579,10 +590,10 @@ def start_dask(ctx: Context, username: str, project: str, process: Mapping[str, 
         "DASK_DISTRIBUTED__WORKER__HTTP__ROUTES": "[]",
     }
     if role == "scheduler":
-        command = [dask, "scheduler", "--protocol", "tls", "--port", "0"]
+        command = [dask, "scheduler", "--protocol", "tls", "--port", str(ports[0])]
         command += ["--host", enclave.address, "--no-dashboard"]
         command += ["--preload", "dask_gateway.scheduler_preload"]
-        command += ["--dg-api-address", f"{enclave.address}:0"]
+        command += ["--dg-api-address", f"{enclave.address}:{ports[1]}"]
         command += ["--dg-heartbeat-period", str(float(numbers["heartbeat"]))]
         command += ["--dg-adaptive-period", "3.0", "--dg-idle-timeout", str(float(numbers["idle"]))]
     else:
@@ -610,6 +621,12 @@ def start_dask(ctx: Context, username: str, project: str, process: Mapping[str, 
         stdin=subprocess.DEVNULL,
     )
     _STARTED[started.pid] = started
+    if role == "scheduler":
+        return {
+            "pid": started.pid,
+            "scheduler": f"tls://{enclave.address}:{ports[0]}",
+            "api": f"http://{enclave.address}:{ports[1]}",
+        }
     return {"pid": started.pid}
 
 

@@ -118,11 +118,15 @@ def cluster(workers: int = DASK_WORKERS, cores: int = 1, memory_gb: float = 2):
         if _client is not None and _client.status not in ("closed", "closing"):
             return _client
         if os.environ.get("DASK_GATEWAY__ADDRESS"):
+            from dask.distributed import Client
             from dask_gateway import Gateway
 
             _gateway_cluster = Gateway().new_cluster(worker_cores=cores, worker_memory=memory_gb)
             _gateway_cluster.scale(workers)
-            _client = _gateway_cluster.get_client()
+            # Its scheduler is in this workspace's enclave (where it said, in the folder the
+            # TRE keeps its certificate in): reached directly, with the cluster's credentials.
+            where = Path.home() / f".dask-gateway-{_gateway_cluster.name}" / "scheduler"
+            _client = Client(where.read_text().strip(), security=_gateway_cluster.security)
             _client.wait_for_workers(workers, timeout=WORKERS_TIMEOUT_S)
             return _client
         _client = _local_cluster(max(1, min(workers, os.cpu_count() or 1)))
