@@ -65,6 +65,13 @@ def api_matrix(p) -> list[tuple[str, str, dict | None, dict[str, int]]]:
         ("POST", f"/projects/{p.project}/outputs", table, only(201, "alice", "bob")),
         ("GET", f"/projects/{p.project}/budget", None, VIEWERS),
         ("POST", f"/projects/{p.project}/dp/plan", dp, only(200, "alice", "bob")),
+        # A workspace's refusal to show a file, recorded for its researcher (a member).
+        (
+            "POST",
+            f"/projects/{p.project}/workspace/refusals",
+            {"file": "matrix.csv", "bytes": 10, "why": "the matrix test"},
+            only(201, "alice", "bob"),
+        ),
         # An extract the project does not have: refused after the permission check, nothing spent.
         (
             "POST",
