@@ -17,7 +17,8 @@ operation                   who may ask          what it does
 ``prepare_workspace``       services             a researcher's account and 0700 folder, the
                                                  templates copied as that account
 ``start_workspace``         services             the same, then the server started in its
-                                                 sandbox
+                                                 sandbox, in the researcher's network enclave
+                                                 (:mod:`tre.privileged.enclaves`)
 ``workspace_running``       services             whether that server still runs
 ``stop_workspace``          services             every process of that account killed
 ``revoke_access``           services, provis.    accounts no longer allowed: processes killed,
@@ -28,6 +29,11 @@ operation                   who may ask          what it does
                                                  run as the provisioning account
 ``read_workspace_files``    services             files of a researcher's folder, read as their
                                                  account, no symlink followed
+``start_dask``              services             a Dask scheduler or worker of the hub's
+                                                 gateway, as the workspace account, in its
+                                                 sandbox and enclave, ports chosen here
+``dask_running``            services             whether that process still runs
+``stop_dask``               services             that process's sandbox killed whole
 ==========================  ===================  =================================================
 """
 
