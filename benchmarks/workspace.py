@@ -137,7 +137,7 @@ def main() -> None:
     from tre.hub.kernels import Kernel
     from tre.identity import KeycloakServer
     from tre.identity.tokens import hub_login
-    from tre.privileged import Helper
+    from tre.privileged import Helper, enclaves
     from tre.services import free_port
 
     # /var/tmp, opened for passing through: workspace accounts must reach the project folders.
@@ -187,6 +187,8 @@ def main() -> None:
             hub.stop()
             keycloak.stop()
             helper.stop()
+            for project, member in enclaves.of_home(settings.home):  # the throw-away home's
+                enclaves.remove(settings.home, project, [member])
     sandboxed, plain = (statistics.median(times[k]) for k in ("sandboxed", "plain"))
     spawn_median = statistics.median(spawns)
     tls, untls = (statistics.median(group_by[k]) for k in ("tls", "plain"))
