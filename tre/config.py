@@ -88,7 +88,9 @@ def _text(value: str) -> str:
     return value
 
 
-def _private_network(value: str) -> str:
+def private_network(value: str) -> str:
+    """``value`` as a private IPv4 network of at least 16 addresses (what the enclaves' /30s
+    are taken from), written canonically; ValueError otherwise."""
     import ipaddress
 
     try:
@@ -283,7 +285,7 @@ SETTINGS: tuple[Setting, ...] = (
         "10.213.0.0/16",
         "The private IPv4 network the projects' network enclaves take their addresses from (a "
         "/30 each): keep it for them, unused by anything else on the machine.",
-        _private_network,
+        private_network,
         "10.90.0.0/16",
     ),
     Setting(

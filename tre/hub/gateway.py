@@ -22,6 +22,7 @@ adds it to the enclave's rules).
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,18 @@ SERVER_SCOPE = "access:servers!server="
 CLUSTERS_EACH = 2
 
 
+@functools.cache
 def _settings() -> Settings:
+    """The gateway process's settings, read once (each request is checked against them)."""
     return Settings.from_environ()
+
+
+@functools.cache
+def _database():
+    """The metadata database, opened once for the gateway process's lifetime."""
+    from tre.db import Database
+
+    return Database(_settings().metadata_url)
 
 
 class ProjectAuthenticator(JupyterHubAuthenticator):
@@ -99,14 +110,9 @@ def _enclave_address(home: str, project: str, username: str) -> str | None:
 
 
 def _refusal(project: str, username: str) -> str | None:
-    from tre.db import Database
     from tre.hub import refusal
 
-    db = Database(_settings().metadata_url)
-    try:
-        return refusal(db, username, project)
-    finally:
-        db.dispose()
+    return refusal(_database(), username, project)
 
 
 def _options() -> Options:

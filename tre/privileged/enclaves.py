@@ -147,16 +147,12 @@ def find(
 
 
 def _network(value: str) -> ipaddress.IPv4Network:
+    from tre.config import private_network  # the setting's own check
+
     try:
-        network = ipaddress.IPv4Network(value)
-    except ValueError:
-        network = None
-    if network is None or not network.is_private or network.prefixlen > 28:
-        raise ConfigError(
-            f"TRE_ENCLAVE_NETWORK={value!r} is not a private IPv4 network of at least 16 "
-            "addresses (e.g. 10.213.0.0/16)."
-        )
-    return network
+        return ipaddress.IPv4Network(private_network(value))
+    except ValueError as e:
+        raise ConfigError(f"TRE_ENCLAVE_NETWORK={value!r}: {e}.") from None
 
 
 def ensure(

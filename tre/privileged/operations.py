@@ -656,20 +656,21 @@ def _write_secrets(folder: str, subfolder: str, files: list[list[str]]) -> None:
         os.close(base)
 
 
-def _dask_process(username: str, project: str, pid: int) -> bool:
-    name = accounts.workspace_account(username, project)
-    if not isinstance(pid, int) or pid <= 1 or not accounts.exists(name):
-        return False
+def _sandbox_of(username: str, project: str, pid: int, command: bytes = b"") -> bool:
+    """Whether ``pid`` is still a sandbox this helper starts for ``username``'s workspace
+    account in ``project`` (running ``command``, when given), one thread of it alive."""
     if pid in _STARTED and _STARTED[pid].poll() is not None:
         del _STARTED[pid]
+        return False
+    name = accounts.workspace_account(username, project)
+    if not isinstance(pid, int) or pid <= 1 or not accounts.exists(name):
         return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return (
-        _alive(pid) and f"--reuid={accounts.uid(name)}".encode() in cmdline and b"dask" in cmdline
-    )
+    mine = f"--reuid={accounts.uid(name)}".encode() in cmdline and command in cmdline
+    return mine and _alive(pid)
 
 
 @operation(SERVICES)
@@ -678,7 +679,7 @@ def dask_running(ctx: Context, username: str, project: str, pid: int) -> bool:
     del ctx
     accounts.check_username(username)
     accounts.check_project_id(project)
-    return _dask_process(username, project, pid)
+    return _sandbox_of(username, project, pid, b"dask")
 
 
 @operation(SERVICES)
@@ -688,7 +689,7 @@ def stop_dask(ctx: Context, username: str, project: str, pid: int) -> bool:
     del ctx
     accounts.check_username(username)
     accounts.check_project_id(project)
-    if not _dask_process(username, project, pid):
+    if not _sandbox_of(username, project, pid, b"dask"):
         return False
     # The sandbox's first process inside is its PID namespace's init: killed, the kernel
     # kills every process of the namespace; then bubblewrap, which waited on it, ends.
@@ -733,17 +734,7 @@ _STARTED: dict[int, subprocess.Popen] = {}
 def workspace_running(ctx: Context, username: str, project: str, pid: int) -> bool:
     """Whether ``pid`` is still the sandbox of ``username``'s workspace of ``project``."""
     del ctx
-    if pid in _STARTED and _STARTED[pid].poll() is not None:
-        del _STARTED[pid]
-        return False
-    account = accounts.workspace_account(username, project)
-    if not isinstance(pid, int) or pid <= 1 or not accounts.exists(account):
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return _alive(pid) and f"--reuid={accounts.uid(account)}".encode() in cmdline
+    return _sandbox_of(username, project, pid)
 
 
 @operation(SERVICES)
