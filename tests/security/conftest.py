@@ -67,3 +67,45 @@ def can_open(path: str) -> str:
         return "read"
     except OSError as e:
         return type(e).__name__
+
+
+# -- from a real kernel of a real workspace (the hub's tests) ---------------------------------
+
+#: Run first in a kernel: ``reach(host, port)`` and ``reach_unix(path)`` say what a connection
+#: to it did.
+PROBE = """
+import os, socket
+
+def reach(host, port, seconds=2):
+    s = socket.socket()
+    s.settimeout(seconds)
+    try:
+        s.connect((host, port))
+        return "connected"
+    except socket.timeout:
+        return "timeout"
+    except OSError as e:
+        return type(e).__name__
+    finally:
+        s.close()
+
+def reach_unix(path):
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(2)
+    try:
+        s.connect(path)
+        return "connected"
+    except OSError as e:
+        return type(e).__name__
+    finally:
+        s.close()
+"""
+
+
+def running_workspace(client, user: str, project: str) -> dict:
+    """Start ``user``'s workspace of ``project`` through the hub; its server once ready."""
+    from tre.hub.kernels import start_workspace, workspace_ready
+
+    started = start_workspace(client, user, project)
+    assert started.status_code in (201, 202), started.text
+    return workspace_ready(client, user, project, poll=0.5)

@@ -17,28 +17,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import HUB_OTHER
+from tests.security.conftest import PROBE, running_workspace
 from tre import projects
-from tre.hub.kernels import Kernel, KernelError, start_workspace, stop_workspace, workspace_ready
+from tre.hub.kernels import Kernel, KernelError, stop_workspace
 from tre.identity.tokens import hub_login
 from tre.people import local_person
 from tre.privileged import enclaves
 
 pytestmark = [pytest.mark.hub, pytest.mark.keycloak]
-
-PROBE = """
-import socket
-
-def reach(host, port, seconds=2):
-    s = socket.socket()
-    s.settimeout(seconds)
-    try:
-        s.connect((host, port))
-        return "connected"
-    except OSError as e:
-        return type(e).__name__
-    finally:
-        s.close()
-"""
 
 #: Run in a kernel with a gateway cluster ``c``: its own scheduler's token (code runs there),
 #: then a heartbeat naming another address, as a scheduler under the researcher's control could.
@@ -66,12 +52,6 @@ stopped = name not in [x.name for x in Gateway().list_clusters()]
 """
 
 
-def _running(client, user: str, project: str) -> dict:
-    started = start_workspace(client, user, project)
-    assert started.status_code in (201, 202), started.text
-    return workspace_ready(client, user, project, poll=0.5)
-
-
 def _mint(client, user: str, scopes: list[str]) -> str:
     """A token the researcher makes for themselves on the hub (as JupyterHub lets them)."""
     xsrf = next((c.value for c in client.cookies.jar if c.name == "_xsrf"), "")
@@ -86,7 +66,7 @@ def _mint(client, user: str, scopes: list[str]) -> str:
 
 def test_a_gateway_cluster_runs_as_the_workspace_in_its_enclave(hub, portal):
     with closing(hub_login(hub.hub_url, "alice", "tre-demo")) as alice:
-        server = _running(alice, "alice", portal.project)
+        server = running_workspace(alice, "alice", portal.project)
         mine = enclaves.find(portal.home.root, portal.project, "alice")
         with Kernel(alice, server["url"]) as kernel:
             kernel.run("import os; from tre.workspace import cluster, close_cluster")
@@ -123,8 +103,8 @@ def test_a_cluster_admits_its_own_researcher_and_project_alone(hub, portal):
         closing(hub_login(hub.hub_url, "alice", "tre-demo")) as alice,
         closing(hub_login(hub.hub_url, "bob", "tre-demo")) as bob,
     ):
-        a_server = _running(alice, "alice", portal.project)
-        b_server = _running(bob, "bob", portal.project)
+        a_server = running_workspace(alice, "alice", portal.project)
+        b_server = running_workspace(bob, "bob", portal.project)
         other_token = _mint(bob, "bob", [f"access:servers!server=bob/{HUB_OTHER}"])
         plain_token = _mint(bob, "bob", ["read:users:name!user"])
         with Kernel(alice, a_server["url"]) as a, Kernel(bob, b_server["url"]) as b:
@@ -160,7 +140,7 @@ def test_a_heartbeat_naming_another_address_stops_the_cluster(hub, portal):
     token, so it can send any heartbeat; one naming addresses other than those the helper
     gave it (another enclave, the machine's loopback, a dashboard) stops the cluster."""
     with closing(hub_login(hub.hub_url, "alice", "tre-demo")) as alice:
-        server = _running(alice, "alice", portal.project)
+        server = running_workspace(alice, "alice", portal.project)
         with Kernel(alice, server["url"]) as kernel:
             kernel.run(FORGE)
             assert kernel.value("answer.status_code") in (200, 204)
@@ -189,7 +169,7 @@ def test_a_suspended_projects_workspace_gets_no_cluster(hub, portal):
     admin = local_person("ada")
     home, port = portal.home.root, _gateway_port()
     with closing(hub_login(hub.hub_url, "bob", "tre-demo")) as bob:
-        _running(bob, "bob", HUB_OTHER)
+        running_workspace(bob, "bob", HUB_OTHER)
         token = _mint(bob, "bob", [f"access:servers!server=bob/{HUB_OTHER}"])
         enclave = enclaves.find(home, HUB_OTHER, "bob")
         url = f"http://{enclave.gateway}:{port}/api/v1/clusters/"

@@ -23,41 +23,13 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import HUB_OTHER
+from tests.security.conftest import PROBE, running_workspace
 from tre import audit
-from tre.hub.kernels import Kernel, KernelError, start_workspace, stop_workspace, workspace_ready
+from tre.hub.kernels import Kernel, KernelError, stop_workspace
 from tre.identity.tokens import hub_login
 from tre.privileged import enclaves
 
 pytestmark = [pytest.mark.hub, pytest.mark.keycloak]
-
-#: Run first in a kernel: ``reach(host, port)`` says what a TCP connection to it did.
-PROBE = """
-import os, socket
-
-def reach(host, port, seconds=2):
-    s = socket.socket()
-    s.settimeout(seconds)
-    try:
-        s.connect((host, port))
-        return "connected"
-    except socket.timeout:
-        return "timeout"
-    except OSError as e:
-        return type(e).__name__
-    finally:
-        s.close()
-
-def reach_unix(path):
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(2)
-    try:
-        s.connect(path)
-        return "connected"
-    except OSError as e:
-        return type(e).__name__
-    finally:
-        s.close()
-"""
 
 
 @contextlib.contextmanager
@@ -80,12 +52,6 @@ def _unix_listener():
         listener.close()
         path.unlink(missing_ok=True)
         folder.rmdir()
-
-
-def _running(client, user: str, project: str) -> dict:
-    started = start_workspace(client, user, project)
-    assert started.status_code in (201, 202), started.text
-    return workspace_ready(client, user, project, poll=0.5)
 
 
 def _listening(enclave: enclaves.Enclave) -> list[int]:
@@ -163,8 +129,8 @@ def test_a_kernel_reaches_its_hub_and_portal_and_nothing_else(hub, portal, keycl
         _internet() as internet,
         _unix_listener() as unix,
     ):
-        server = _running(alice, "alice", portal.project)
-        other = _running(bob, "bob", HUB_OTHER)
+        server = running_workspace(alice, "alice", portal.project)
+        other = running_workspace(bob, "bob", HUB_OTHER)
         mine = enclaves.find(home, portal.project, "alice")
         theirs = enclaves.find(home, HUB_OTHER, "bob")
         assert mine and theirs and mine.address != theirs.address
@@ -226,8 +192,10 @@ def test_a_dask_cluster_admits_its_own_kernel_alone(hub, portal):
         closing(hub_login(hub.hub_url, "alice", "tre-demo")) as alice,
         closing(hub_login(hub.hub_url, "bob", "tre-demo")) as bob,
     ):
-        a_server = _running(alice, "alice", portal.project)
-        b_server = _running(bob, "bob", portal.project)  # a co-member: an enclave of his own
+        a_server = running_workspace(alice, "alice", portal.project)
+        b_server = running_workspace(
+            bob, "bob", portal.project
+        )  # a co-member: an enclave of his own
         mine = enclaves.find(portal.home.root, portal.project, "alice")
         assert mine != enclaves.find(portal.home.root, portal.project, "bob")
         with Kernel(alice, a_server["url"]) as a, Kernel(bob, b_server["url"]) as b:
@@ -310,6 +278,16 @@ for i in range(200):
 """
 
 
+#: What the test above wrote in alice's folder, removed (the hub's tests share her folder).
+FORGET_FILES = """
+import os, shutil
+for name in ("big.csv", "few.csv", "analysis.ipynb", "normal.ipynb", "loud.ipynb", "code.py"):
+    os.remove(name)
+shutil.rmtree("names")
+shutil.rmtree(".jupyter")
+"""
+
+
 def _refusals(portal, since: int) -> list[dict]:
     with portal.db.read() as session:
         found = audit.events(session, object_type="project", object_id=portal.project, after=since)
@@ -328,7 +306,7 @@ def _last_seq(portal) -> int:
 def test_the_contents_api_hands_over_notebooks_and_code_never_data(hub, portal):
     since = _last_seq(portal)
     with closing(hub_login(hub.hub_url, "alice", "tre-demo")) as alice:
-        server = _running(alice, "alice", portal.project)
+        server = running_workspace(alice, "alice", portal.project)
         api = f"{server['url']}api/contents/"
         with Kernel(alice, server["url"]) as kernel:
             kernel.run(WRITE_FILES)
@@ -375,6 +353,8 @@ def test_the_contents_api_hands_over_notebooks_and_code_never_data(hub, portal):
         section = alice.get(f"{server['url']}api/config/carried")
         assert section.status_code == 200 and "xxxxxxxxxx" not in section.text
         assert alice.get(f"{server['url']}api/terminals").status_code == 404
+        with Kernel(alice, server["url"]) as kernel:  # her folder as the other tests expect it
+            kernel.run(FORGET_FILES)
         assert stop_workspace(alice, "alice", portal.project).status_code in (202, 204)
     refused = _refusals(portal, since)
     assert {r["file"] for r in refused} == {"big.csv", "few.csv", "analysis.ipynb", "names"}
@@ -404,12 +384,12 @@ open("data.csv", "w").write("".join(f"p{i},{i}\\n" for i in range(30)))
 
 def test_the_researchers_folder_cannot_undo_the_servers_configuration(hub, portal):
     with closing(hub_login(hub.hub_url, "alice", "tre-demo")) as alice:
-        server = _running(alice, "alice", portal.project)
+        server = running_workspace(alice, "alice", portal.project)
         with Kernel(alice, server["url"]) as kernel:
             kernel.run(UNDO_CONFIG)
         assert stop_workspace(alice, "alice", portal.project).status_code in (202, 204)
         time.sleep(1)
-        server = _running(alice, "alice", portal.project)
+        server = running_workspace(alice, "alice", portal.project)
         try:
             assert alice.get(f"{server['url']}api/contents/data.csv?content=1").status_code == 403
             assert alice.get(f"{server['url']}files/data.csv").status_code == 403
