@@ -10,10 +10,12 @@ open at all is decided by the operating system (see docs/workspaces.md).
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -99,38 +101,80 @@ def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
 
 _cluster_lock = threading.Lock()
 _client = None
-_gateway_cluster = None
-#: How long :func:`cluster` waits for its workers.
+#: The name of the kernel's gateway cluster, while it has one.
+_gateway_cluster: str | None = None
+#: How long :func:`cluster` waits for its scheduler, then for its workers.
 WORKERS_TIMEOUT_S = 120
 
 
-def cluster(workers: int = DASK_WORKERS, cores: int = 1, memory_gb: float = 2):
+def cluster(workers: int = DASK_WORKERS, cores: int | None = None, memory_gb: float | None = None):
     """The kernel's Dask client, on a cluster started the first time.
 
     In a workspace started by the hub, the cluster is the hub's dask-gateway's: ``workers``
-    workers of ``cores`` cores and ``memory_gb`` GiB each (within what the TRE allows), run as
-    this workspace's account in its network enclave, with TLS from credentials made for this
+    workers of ``cores`` cores and ``memory_gb`` GiB each (unset: 1 core, 2 GiB or the most
+    the project's approval grants, if less; more than it grants is refused), run as this
+    workspace's account in its network enclave, with TLS from credentials made for this
     cluster; it stops when this kernel closes it or ends, or when idle. Elsewhere (outside a
     hub), a local cluster on loopback, TLS with credentials of its own held in this kernel's
     memory. Either way, no HTTP route is served and no other process joins it."""
-    global _client, _gateway_cluster
+    global _client
     with _cluster_lock:
         if _client is not None and _client.status not in ("closed", "closing"):
             return _client
         if os.environ.get("DASK_GATEWAY__ADDRESS"):
-            from dask.distributed import Client
-            from dask_gateway import Gateway
-
-            _gateway_cluster = Gateway().new_cluster(worker_cores=cores, worker_memory=memory_gb)
-            _gateway_cluster.scale(workers)
-            # Its scheduler is in this workspace's enclave (where it said, in the folder the
-            # TRE keeps its certificate in): reached directly, with the cluster's credentials.
-            where = Path.home() / f".dask-gateway-{_gateway_cluster.name}" / "scheduler"
-            _client = Client(where.read_text().strip(), security=_gateway_cluster.security)
-            _client.wait_for_workers(workers, timeout=WORKERS_TIMEOUT_S)
-            return _client
-        _client = _local_cluster(max(1, min(workers, os.cpu_count() or 1)))
+            _client = _gateway_client(workers, cores, memory_gb)
+        else:
+            _client = _local_cluster(max(1, min(workers, os.cpu_count() or 1)))
         return _client
+
+
+def _gateway_client(workers: int, cores: int | None, memory_gb: float | None):
+    """A client of a new gateway cluster. Not dask-gateway's ``GatewayCluster``: it connects
+    through the gateway's TLS proxy, which no enclave reaches (it waits out Dask's connect
+    timeout, 30 s, then carries on). The scheduler is in this workspace's enclave, where it
+    said (in the folder the TRE keeps its certificate in): reached directly, with the cluster's
+    credentials."""
+    global _gateway_cluster
+    from dask.distributed import Client
+    from dask_gateway import Gateway
+    from dask_gateway.client import ClusterStatus
+
+    with Gateway() as gateway:
+        asked = {"worker_cores": cores, "worker_memory": memory_gb}
+        name = gateway.submit(**{k: v for k, v in asked.items() if v is not None})
+        _gateway_cluster = name
+        try:
+            deadline = time.monotonic() + WORKERS_TIMEOUT_S
+            report = gateway.get_cluster(name, wait=True)
+            while report.status is not ClusterStatus.RUNNING:
+                if report.status in (ClusterStatus.FAILED, ClusterStatus.STOPPED):
+                    raise ConfigError(f"The Dask cluster {name} failed to start: ask for help.")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"The Dask cluster {name} did not start in time.")
+                time.sleep(0.1)
+                report = gateway.get_cluster(name, wait=True)
+            gateway.scale_cluster(name, workers)
+            where = Path.home() / f".dask-gateway-{name}" / "scheduler"
+            client = Client(where.read_text().strip(), security=report.security)
+            client.wait_for_workers(workers, timeout=WORKERS_TIMEOUT_S)
+            return client
+        except BaseException:
+            _stop_gateway_cluster()
+            raise
+
+
+def _stop_gateway_cluster() -> None:
+    global _gateway_cluster
+    if _gateway_cluster is not None:
+        from dask_gateway import Gateway
+
+        with Gateway() as gateway:
+            gateway.stop_cluster(_gateway_cluster)
+        _gateway_cluster = None
+
+
+# A kernel that ends with its cluster running stops it (the gateway's idle timeout would too).
+atexit.register(_stop_gateway_cluster)
 
 
 def _local_cluster(workers: int):
@@ -158,15 +202,14 @@ def _local_cluster(workers: int):
 
 def close_cluster() -> None:
     """Stop the kernel's cluster (a gateway's is shut down, freeing its workers)."""
-    global _client, _gateway_cluster
+    global _client
     with _cluster_lock:
         if _client is not None:
             _client.close()
-        if _gateway_cluster is not None:
-            _gateway_cluster.shutdown()
-        elif _client is not None and _client.cluster is not None:
-            _client.cluster.close()
-        _client = _gateway_cluster = None
+            if _gateway_cluster is None and _client.cluster is not None:
+                _client.cluster.close()
+        _stop_gateway_cluster()
+        _client = None
 
 
 def dask(table: str, columns: list[str] | None = None):
