@@ -30,7 +30,7 @@ from tre.config import Settings
 from tre.db import Database
 from tre.home import Home
 from tre.people import local_person
-from tre.projects import extracts, spec
+from tre.projects import approvals, extracts, spec
 from tre.services import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -361,11 +361,11 @@ def example_application(project_id: str, days: int = 100, **changes) -> spec.Pro
     )
 
 
-def provision_project(home, db, application, applicant) -> None:
+def provision_project(home, db, application, applicant, dfe_conditions=None) -> None:
     """Submit ``application`` (of the DfE and NHS data) as ``applicant``; both custodians
-    approve it and an administrator provisions it."""
+    approve it (the DfE with ``dfe_conditions``) and an administrator provisions it."""
     projects.submit(db, application, applicant)
-    projects.decide(db, application.id, "dfe", DORA, approve=True)
+    projects.decide(db, application.id, "dfe", DORA, approve=True, conditions=dfe_conditions)
     projects.decide(db, application.id, "nhs", HUGH, approve=True)
     extracts.provision(home, db, application.id, ADA)
 
@@ -432,11 +432,18 @@ def start_portal(keycloak, synthetic, folder: Path, url: str, sync: bool = True)
     today = dt.date.today()
     asthma = spec.load(REPO / "projects" / "asthma-ks4.yaml")
     application = dataclasses.replace(
-        asthma, id="portal-project", start=today, end=today + dt.timedelta(days=100), cohort=()
+        asthma,
+        id="portal-project",
+        start=today,
+        end=today + dt.timedelta(days=100),
+        cohort=(),
+        compute=spec.Compute(workers=3, worker_cores=1, worker_memory_gb=3),
     )
+    # The DfE grants smaller Dask workers than asked (the gateway's tests hold it to them).
+    smaller = approvals.Conditions(compute=spec.Compute(worker_memory_gb=2.5))
     projects.install_access_hooks(lambda: settings)  # groups follow when ``sync``
     try:
-        provision_project(home, db, application, people["alice"])
+        provision_project(home, db, application, people["alice"], smaller)
     finally:
         projects.ACCESS_HOOKS.clear()
     pending = dataclasses.replace(

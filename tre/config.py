@@ -311,7 +311,8 @@ SETTINGS: tuple[Setting, ...] = (
         "TRE_DASK_MAX_WORKERS",
         "4",
         "The most Dask workers one researcher's cluster of a project may have (on the hub's "
-        "dask-gateway).",
+        "dask-gateway), when the project's application asks for no other (its compute.workers, "
+        "which custodians may lower).",
         _count_of("workers", 1024),
         "16",
     ),
@@ -319,7 +320,8 @@ SETTINGS: tuple[Setting, ...] = (
         "dask_worker_cores",
         "TRE_DASK_WORKER_CORES",
         "1",
-        "The most cores (threads) a Dask worker may ask for.",
+        "The most cores (threads) a Dask worker may ask for, when the project's application asks "
+        "for no other (compute.worker_cores).",
         _count_of("cores", 256),
         "4",
     ),
@@ -327,8 +329,9 @@ SETTINGS: tuple[Setting, ...] = (
         "dask_worker_memory_gb",
         "TRE_DASK_WORKER_MEMORY_GB",
         "4",
-        "The most memory a Dask worker may ask for, in GiB (Dask's own limit: it spills, then "
-        "restarts the worker, past it).",
+        "The most memory a Dask worker may ask for, in GiB, when the project's application asks "
+        "for no other (compute.worker_memory_gb). Dask's own limit: it spills, then restarts "
+        "the worker, past it.",
         _count_of("gibibytes", 4096),
         "16",
     ),

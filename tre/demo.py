@@ -11,7 +11,7 @@ Each step is skipped when already done, so running it again changes nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from tre import audit, catalog, custodians, home, people, privileged, projects, synth
@@ -22,6 +22,7 @@ from tre.ingest import ingest
 from tre.linkage import report as linkage_report
 from tre.projects import extracts, spec
 from tre.projects.lifecycle import State
+from tre.projects.spec import ProjectSpec
 
 DEFAULT_PUPILS = 2000
 SEED = 42
@@ -91,13 +92,15 @@ def prepare_data(
         db.dispose()
 
 
-def prepare_projects(settings: Settings, say: Callable[[str], None] = print) -> None:
-    """The example applications submitted, approved and provisioned (provisioning's part: it
-    reads the master key)."""
+def prepare_projects(
+    settings: Settings, say: Callable[[str], None] = print, more: Iterable[ProjectSpec] = ()
+) -> None:
+    """The example applications (and ``more``) submitted, approved and provisioned
+    (provisioning's part: it reads the master key)."""
     db = Database(settings.metadata_url)
     try:
-        for spec_file in EXAMPLE_PROJECTS:
-            _project_through_approval(Home(settings.home), db, spec.load(spec_file), say)
+        for application in [*(spec.load(f) for f in EXAMPLE_PROJECTS), *more]:
+            _project_through_approval(Home(settings.home), db, application, say)
     finally:
         db.dispose()
 

@@ -513,3 +513,30 @@ def test_a_login_ended_in_keycloak_ends_the_portal_session(portal):
             assert session.get(PortalSession, token) is None
     finally:
         client.close()
+
+
+def test_custodians_grant_smaller_dask_clusters_in_the_page_and_the_api(portal, sessions):
+    application = dataclasses.replace(
+        projects.get(portal.db, portal.pending).spec_object(), id="compute-project"
+    )
+    projects.submit(portal.db, application, local_person("bob"))
+    page = f"/projects/{application.id}"
+    dora = sessions["dora"]
+    form = {"csrf": dora.csrf, "custodian": "dfe", "decision": "approve"}
+    form |= {f"columns.{d}": list(application.datasets[d]) for d in application.datasets_of("dfe")}
+    bad = dora.post(f"{page}/decision", data={**form, "compute.workers": "lots"})
+    assert bad.status_code == 422 and "whole numbers" in bad.text
+    wider = dora.post(f"{page}/decision", data={**form, "compute.workers": "9"})
+    assert wider.status_code == 422 and "only lower the Dask clusters" in wider.text
+    assert projects.decisions(portal.db, application.id) == []  # nothing half-decided
+    done = dora.post(f"{page}/decision", data={**form, "compute.workers": "3"})
+    assert done.status_code in (200, 303), done.text
+    with portal.api("hugh") as hugh:
+        answer = hugh.post(f"{page}/decision", json={"approve": True, "dask_worker_memory_gb": 1.5})
+        assert answer.status_code == 200, answer.text
+    granted = projects.get(portal.db, application.id).approved().compute
+    assert (granted.workers, granted.worker_memory_gb) == (3, 1.5)
+    assert granted.worker_cores == application.compute.worker_cores
+    shown = sessions["bob"].get(page).text
+    assert "each of at most 3 workers, 1 core and 1.5 GiB each" in shown
+    assert "Dask clusters of at most 1.5 GiB each" in shown  # hugh's condition

@@ -247,7 +247,7 @@ def test_one_rejection_rejects_with_reasons(world):
         projects.decide(db, "p-reject", "dfe", DORA, approve=True)
 
 
-def test_an_approval_that_narrows_columns_cohort_end_and_budget(world):
+def test_an_approval_that_narrows_columns_cohort_end_budget_and_compute(world):
     home, db = world.home, world.db
     projects.submit(db, application("p-narrow"), ALICE)
     request = projects.get(db, "p-narrow").spec_object()
@@ -256,10 +256,15 @@ def test_an_approval_that_narrows_columns_cohort_end_and_budget(world):
         cohort=(approvals.parse_cohort_condition(request, "pupils:academic_year gte 2020"),),
         end=request.end - dt.timedelta(days=30),
         privacy_budget=0.5,
+        compute=spec.Compute(workers=2),
     )
     projects.decide(db, "p-narrow", "dfe", DORA, approve=True, conditions=conditions)
-    project = projects.decide(db, "p-narrow", "nhs", HUGH, approve=True)
+    smaller = approvals.Conditions(compute=spec.Compute(workers=3, worker_memory_gb=1.5))
+    project = projects.decide(db, "p-narrow", "nhs", HUGH, approve=True, conditions=smaller)
     effective = project.approved()
+    # Each custodian's smaller limit holds; what neither lowered stays as asked.
+    assert request.compute == spec.Compute(workers=4, worker_cores=1, worker_memory_gb=2)
+    assert effective.compute == spec.Compute(workers=2, worker_cores=1, worker_memory_gb=1.5)
     assert effective.datasets["pupils"] == ("sex", "fsm_eligible", "academic_year", "nc_year")
     assert effective.datasets["ks4"] == request.datasets["ks4"]
     assert effective.privacy_budget == 0.5 and effective.end == conditions.end
@@ -278,6 +283,8 @@ def test_an_approval_that_narrows_columns_cohort_end_and_budget(world):
         (approvals.Conditions(columns={"pupils": ("birth_month",)}), "were not requested"),
         (approvals.Conditions(columns={"hes_apc": ("age_band",)}), "own datasets"),
         (approvals.Conditions(privacy_budget=5.0), "only lower the privacy budget"),
+        (approvals.Conditions(compute=spec.Compute(workers=8)), "clusters' workers, from 4"),
+        (approvals.Conditions(compute=spec.Compute(worker_cores=0)), "compute.worker_cores"),
         (
             approvals.Conditions(end=dt.date.today() + dt.timedelta(days=3650)),
             "only bring the end forward",

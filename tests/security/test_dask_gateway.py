@@ -33,7 +33,7 @@ import os, httpx, time
 from dask_gateway import Gateway
 from tre.workspace import cluster, sandbox
 c = cluster(workers=1)
-name = sandbox._gateway_cluster.name
+name = sandbox._gateway_cluster
 token = c.run_on_scheduler(lambda: os.environ["DASK_GATEWAY_API_TOKEN"])
 forged = {
     "count": 1, "active_workers": [], "closing_workers": [], "closed_workers": [],
@@ -78,22 +78,25 @@ def test_a_gateway_cluster_runs_as_the_workspace_in_its_enclave(hub, portal):
                 "list(c.run(lambda: [os.getuid(), os.readlink('/proc/self/ns/net')]).values())"
             )
             assert len(workers) == 2 and all(w == mine for w in workers)
-            # More than the TRE allows is refused before anything starts.
+            # More than the project's approval grants is refused before anything starts: it
+            # asked for workers of 3 GiB, the DfE granted 2.5 (the TRE's default is 4).
             kernel.run("from dask_gateway import Gateway")
-            for options in ("worker_cores=2", "worker_memory=5"):
+            for options in ("worker_cores=2", "worker_memory=3", "worker_memory=5"):
                 with pytest.raises(KernelError):
-                    kernel.run(f"Gateway().new_cluster({options})")
+                    kernel.run(f"Gateway().submit({options})")
             # Two clusters at once each, no more.
-            kernel.run("second = Gateway().new_cluster()")
+            kernel.run("second = Gateway().submit()")
             with pytest.raises(KernelError) as refused:
-                kernel.run("Gateway().new_cluster()")
+                kernel.run("Gateway().submit()")
             assert "2 Dask clusters running" in refused.value.value
-            kernel.run("second.shutdown()")
-            # Past the most workers it allows, a cluster is held at that most.
+            kernel.run("Gateway().stop_cluster(second)")
+            kernel.run("Gateway().stop_cluster(Gateway().submit(worker_memory=2.5))")
+            # Past the workers the approval grants (3), a cluster is held at that most.
             kernel.run("from tre.workspace import sandbox")
-            kernel.run("sandbox._gateway_cluster.scale(1000); c.wait_for_workers(4, timeout=60)")
+            kernel.run("Gateway().scale_cluster(sandbox._gateway_cluster, 1000)")
+            kernel.run("c.wait_for_workers(3, timeout=60)")
             kernel.run("import time; time.sleep(3)")
-            assert kernel.value("len(c.scheduler_info()['workers'])") == 4
+            assert kernel.value("len(c.scheduler_info()['workers'])") == 3
             kernel.run("close_cluster()")
         assert stop_workspace(alice, "alice", portal.project).status_code in (202, 204)
 
@@ -110,7 +113,7 @@ def test_a_cluster_admits_its_own_researcher_and_project_alone(hub, portal):
         with Kernel(alice, a_server["url"]) as a, Kernel(bob, b_server["url"]) as b:
             a.run("from tre.workspace import cluster, close_cluster; c = cluster(workers=1)")
             a.run("from tre.workspace import sandbox")
-            name = a.value("sandbox._gateway_cluster.name")
+            name = a.value("sandbox._gateway_cluster")
             b.run("from dask_gateway import Gateway, JupyterHubAuth")
             assert name not in b.value("[x.name for x in Gateway().list_clusters()]")
             with pytest.raises(KernelError):  # a co-member: not his cluster

@@ -94,6 +94,12 @@ def example() -> dict:
         ({"output_rules": {"threshold": float("nan")}}, "output_rules.threshold", "finite"),
         ({"output_rules": {"threshold": float("inf")}}, "output_rules.threshold", "finite"),
         ({"id": "apply"}, "id", "names a page of the portal"),
+        ({"compute": 4}, "compute", "a mapping of workers"),
+        ({"compute": {"gpus": 1}}, "compute.gpus", "unknown"),
+        ({"compute": {"workers": 0}}, "compute.workers", "a whole number from 1 to 64"),
+        ({"compute": {"worker_cores": 1.5}}, "compute.worker_cores", "a whole number"),
+        ({"compute": {"worker_memory_gb": 1000}}, "compute.worker_memory_gb", "0.25 to 256"),
+        ({"compute": {"workers": True}}, "compute.workers", "a whole number"),
     ],
 )
 def test_each_bad_field_is_named_with_what_to_do(change, field, says):
@@ -139,3 +145,15 @@ def test_a_missing_file_and_bad_yaml_are_reported(tmp_path):
     bad.write_text("id: [unclosed")
     with pytest.raises(InvalidInput, match="is not valid YAML"):
         spec.load(bad)
+
+
+def test_compute_unset_is_the_settings_and_narrowing_keeps_the_smaller():
+    from tre.config import Settings
+
+    settings = Settings.from_environ({"TRE_DASK_MAX_WORKERS": "6"})
+    asked = spec.ProjectSpec.from_dict({**example(), "compute": {"worker_cores": 2}})
+    granted = asked.compute.granted(settings)
+    assert (granted.workers, granted.worker_cores) == (6, 2)
+    assert granted.worker_memory_gb == settings.dask_worker_memory_gb
+    narrowed = asked.compute.narrowed(spec.Compute(workers=3, worker_cores=4))
+    assert narrowed == spec.Compute(workers=3, worker_cores=2)

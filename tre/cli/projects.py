@@ -174,14 +174,29 @@ def project_risk(ctx: Context, project_id: str, actor: str | None) -> None:
 )
 @click.option("--end", type=click.DateTime(["%Y-%m-%d"]), help="Bring the end date forward.")
 @click.option("--privacy-budget", type=float, help="Lower the privacy budget ε.")
+@click.option("--dask-workers", type=int, help="Fewer workers per Dask cluster.")
+@click.option("--dask-worker-cores", type=int, help="Fewer cores per Dask worker.")
+@click.option("--dask-worker-memory-gb", type=float, help="Less memory per Dask worker (GiB).")
 @click.option("--note", default="", help="A note for the applicant.")
 @pass_context
 def project_approve(
-    ctx, project_id, actor, custodian, columns, where, end, privacy_budget, note
+    ctx,
+    project_id,
+    actor,
+    custodian,
+    columns,
+    where,
+    end,
+    privacy_budget,
+    dask_workers,
+    dask_worker_cores,
+    dask_worker_memory_gb,
+    note,
 ) -> None:
     """Approve, as a custodian, the use of your datasets (optionally narrowed)."""
     from tre import projects
     from tre.projects import approvals
+    from tre.projects.spec import Compute
 
     db = ctx.database()
     person = _person(actor)
@@ -199,6 +214,7 @@ def project_approve(
         cohort=tuple(approvals.parse_cohort_condition(spec, w) for w in where),
         end=end.date() if end else None,
         privacy_budget=privacy_budget,
+        compute=Compute(dask_workers, dask_worker_cores, dask_worker_memory_gb),
         note=note,
     )
     project = projects.decide(

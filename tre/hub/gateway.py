@@ -16,7 +16,9 @@ adds it to the enclave's rules).
   (``start_dask``) as the workspace's account, in its sandbox and enclave, with the cluster's
   own TLS certificate and key (made by the gateway, written by the helper as that account).
   What a scheduler reports of its addresses is believed only when they are its enclave's.
-  Options (cores and memory per worker, workers) are capped by the settings; idle clusters stop.
+  Options (cores and memory per worker, workers) are capped by what the project's approval
+  grants (``compute`` in its specification, narrowed by custodians; unset: the settings);
+  idle clusters stop.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from traitlets import Unicode
 
 from tre import privileged
 from tre.config import Settings
+from tre.projects.spec import Compute
 
 SERVER_SCOPE = "access:servers!server="
 #: The most clusters one researcher may have running in one project at once.
@@ -115,30 +118,35 @@ def _refusal(project: str, username: str) -> str | None:
     return refusal(_database(), username, project)
 
 
-def _options() -> Options:
-    settings = _settings()
+def _granted(project: str) -> Compute:
+    """The Dask clusters the project's approval grants (the settings where it says nothing)."""
+    from tre import projects
+
+    return projects.get(_database(), project).approved().compute.granted(_settings())
+
+
+async def options_for(user: User) -> Options:
+    """The options of a cluster of ``user`` (``<researcher>/<project>``), each capped by what
+    the project's approval grants."""
+    granted = await asyncio.to_thread(_granted, user.name.partition("/")[2])
 
     def handler(options: Any) -> dict[str, Any]:
         return {
             "worker_cores": options.worker_cores,
             "worker_threads": options.worker_cores,
             "worker_memory": int(options.worker_memory * 2**30),
-            "cluster_max_workers": settings.dask_max_workers,
+            "cluster_max_workers": granted.workers,
         }
 
     return Options(
         Integer(
-            "worker_cores",
-            default=1,
-            min=1,
-            max=settings.dask_worker_cores,
-            label="Cores per worker",
+            "worker_cores", default=1, min=1, max=granted.worker_cores, label="Cores per worker"
         ),
         Float(
             "worker_memory",
-            default=min(2, settings.dask_worker_memory_gb),
+            default=min(2.0, granted.worker_memory_gb),
             min=0.25,
-            max=settings.dask_worker_memory_gb,
+            max=granted.worker_memory_gb,
             label="Memory per worker (GiB)",
         ),
         handler=handler,
@@ -266,6 +274,5 @@ def configure(c: Any, settings: Settings, port: int, tls_port: int) -> None:
     c.WorkspaceBackend.gateway_port = str(port)
     c.WorkspaceBackend.db_url = "sqlite://"  # in memory: clusters stop with the gateway
     c.WorkspaceBackend.stop_clusters_on_shutdown = True
-    c.WorkspaceBackend.cluster_options = _options()
+    c.WorkspaceBackend.cluster_options = options_for
     c.ClusterConfig.idle_timeout = settings.dask_idle_minutes * 60
-    c.ClusterConfig.cluster_max_workers = settings.dask_max_workers

@@ -18,6 +18,7 @@ from tre.people import Person
 from tre.portal import dcat, views
 from tre.portal.computing import computing, quickly
 from tre.projects import approvals, extracts, risk, spec
+from tre.projects.spec import Compute
 
 router = APIRouter(prefix="/api/v1")
 
@@ -44,6 +45,9 @@ class Decision(BaseModel):
     cohort: list[str] = Field(default_factory=list, description="'DATASET:COLUMN OP VALUE'")
     end: dt.date | None = None
     privacy_budget: float | None = Field(default=None, gt=0)
+    dask_workers: int | None = Field(default=None, description="Fewer Dask workers per cluster")
+    dask_worker_cores: int | None = Field(default=None, description="Fewer cores per worker")
+    dask_worker_memory_gb: float | None = Field(default=None, description="Less memory (GiB)")
     note: str = ""
     reasons: str = ""
 
@@ -148,6 +152,11 @@ def project_decide(
         ),
         end=body.end,
         privacy_budget=body.privacy_budget,
+        compute=Compute(
+            workers=body.dask_workers,
+            worker_cores=body.dask_worker_cores,
+            worker_memory_gb=body.dask_worker_memory_gb,
+        ),
         note=body.note,
     )
     project = projects.decide(

@@ -20,6 +20,7 @@ from tre.portal.api import MAX_ID, Id
 from tre.portal.auth import LOGIN_COOKIE, SESSION_COOKIE
 from tre.portal.computing import computing, quickly
 from tre.projects import approvals, extracts, risk, spec
+from tre.projects.spec import MAX_COMPUTE, Compute
 
 router = APIRouter(include_in_schema=False)
 
@@ -215,8 +216,17 @@ def project_page(request: Request, project_id: str) -> Response:
     state = request.app.state
     project = projects.get(state.db, project_id, person)
     detail = views.project_detail(state, project)
+    for decision in detail["decisions"]:
+        decision["compute"] = Compute(**decision["conditions"].get("compute", {})).describe()
     application = project.spec_object()
-    context: dict[str, Any] = {"project": detail, "application": application}
+    context: dict[str, Any] = {
+        "project": detail,
+        "application": application,
+        # What was asked, the TRE's defaults where it asked nothing.
+        "compute": application.compute.granted(state.settings),
+    }
+    if project.approved_spec is not None:
+        context["granted_compute"] = project.approved().compute.granted(state.settings)
     concerned = sorted(person.custodian_of & set(application.custodians))
     decided = {d["custodian"] for d in detail["decisions"]}
     context["deciding"] = (
@@ -252,15 +262,22 @@ async def decide(request: Request, project_id: str) -> Response:
         if set(chosen) != set(application.datasets[dataset]):
             columns[dataset] = tuple(chosen)
     end, budget = str(form.get("end", "")), str(form.get("privacy_budget", ""))
+    sizes = {k: str(form.get(f"compute.{k}", "")).strip() for k in MAX_COMPUTE}
     try:
         conditions = approvals.Conditions(
             columns=columns,
             end=dt.date.fromisoformat(end) if end else None,
             privacy_budget=float(budget) if budget else None,
+            compute=Compute(
+                **{k: (float(v) if "memory" in k else int(v)) for k, v in sizes.items() if v}
+            ),
             note=str(form.get("note", "")),
         )
     except ValueError:
-        raise InvalidInput("The end date is YYYY-MM-DD and the budget a number.") from None
+        raise InvalidInput(
+            "The end date is YYYY-MM-DD, the budget and memory numbers, workers and cores whole "
+            "numbers."
+        ) from None
     projects.decide(
         state.db,
         project_id,

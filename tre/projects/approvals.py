@@ -1,7 +1,8 @@
 """Custodians' conditions, and the project they add up to.
 
 A custodian approving may only *narrow* what was asked of their own datasets: keep fewer
-columns, add cohort conditions on their datasets, end sooner, allow a smaller privacy budget.
+columns, add cohort conditions on their datasets, end sooner, allow a smaller privacy budget,
+smaller Dask clusters.
 The approved project is the application narrowed by every custodian's conditions.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 
 from tre import catalog
 from tre.exceptions import InvalidInput
-from tre.projects.spec import CohortClause, Condition, ProjectSpec, _Reader
+from tre.projects.spec import CohortClause, Compute, Condition, ProjectSpec, _Reader
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Conditions:
     cohort: tuple[CohortClause, ...] = ()
     end: dt.date | None = None
     privacy_budget: float | None = None
+    compute: Compute = dataclasses.field(default_factory=Compute)
     note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -37,6 +39,7 @@ class Conditions:
             ],
             "end": self.end.isoformat() if self.end else None,
             "privacy_budget": self.privacy_budget,
+            "compute": self.compute.as_dict(),
             "note": self.note,
         }
 
@@ -52,6 +55,7 @@ class Conditions:
             cohort=tuple(cohort),
             end=dt.date.fromisoformat(data["end"]) if data.get("end") else None,
             privacy_budget=data.get("privacy_budget"),
+            compute=Compute(**data.get("compute", {})),
             note=data.get("note", ""),
         )
 
@@ -62,6 +66,8 @@ class Conditions:
             out.append(f"end by {self.end}")
         if self.privacy_budget is not None:
             out.append(f"privacy budget ε = {self.privacy_budget}")
+        if self.compute != Compute():
+            out.append(f"Dask clusters of at most {self.compute.describe()}")
         if self.note:
             out.append(f"note: {self.note}")
         return out
@@ -121,13 +127,26 @@ def check_narrows(spec: ProjectSpec, custodian: str, conditions: Conditions) -> 
         raise InvalidInput(
             f"Approval may only lower the privacy budget, from ε = {spec.privacy_budget}."
         )
+    reader = _Reader({}, "the approval")
+    reader.errors.clear()
+    reader.compute(conditions.compute.as_dict(), "compute")
+    if reader.errors:
+        raise InvalidInput("; ".join(reader.errors))
+    for name, value in conditions.compute.as_dict().items():
+        asked = getattr(spec.compute, name)
+        if asked is not None and value > asked:
+            raise InvalidInput(
+                f"Approval may only lower the Dask clusters' {name.replace('_', ' ')}, from "
+                f"{asked:g}."
+            )
 
 
 def effective(spec: ProjectSpec, all_conditions: list[Conditions]) -> ProjectSpec:
     datasets = dict(spec.datasets)
     cohort = list(spec.cohort)
-    end, budget = spec.end, spec.privacy_budget
+    end, budget, compute = spec.end, spec.privacy_budget, spec.compute
     for conditions in all_conditions:
+        compute = compute.narrowed(conditions.compute)
         for dataset, columns in conditions.columns.items():
             datasets[dataset] = tuple(c for c in datasets[dataset] if c in columns)
         cohort += conditions.cohort
@@ -136,5 +155,10 @@ def effective(spec: ProjectSpec, all_conditions: list[Conditions]) -> ProjectSpe
         if conditions.privacy_budget is not None:
             budget = min(budget, conditions.privacy_budget)
     return dataclasses.replace(
-        spec, datasets=datasets, cohort=tuple(cohort), end=end, privacy_budget=budget
+        spec,
+        datasets=datasets,
+        cohort=tuple(cohort),
+        end=end,
+        privacy_budget=budget,
+        compute=compute,
     )

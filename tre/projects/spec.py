@@ -19,6 +19,10 @@ cohort:                        # who is in: persons with a row matching every co
       - {column: nc_year, op: eq, value: 11}
 output_rules:                  # optional, only stricter than the defaults
   threshold: 20
+compute:                       # optional: each of a researcher's Dask clusters at most has
+  workers: 4                   # (unset: the TRE's defaults, TRE_DASK_*)
+  worker_cores: 1
+  worker_memory_gb: 4
 ```
 
 A cohort is never SQL: each condition names a released column, an operator from
@@ -52,6 +56,8 @@ RESERVED_IDS = frozenset({"apply"})
 USERNAME = accounts.USERNAME
 MAX_EPSILON = 10.0
 MAX_YEARS = 5
+#: The most a project may ask for in ``compute`` (its Dask clusters' size).
+MAX_COMPUTE: dict[str, float] = {"workers": 64, "worker_cores": 32, "worker_memory_gb": 256}
 
 
 #: Output rules a project may tighten, their defaults, and which way is stricter.
@@ -71,6 +77,47 @@ class CohortClause:
 
 
 @dataclasses.dataclass(frozen=True)
+class Compute:
+    """The largest Dask cluster each of a project's researchers may start: workers, and cores
+    and memory (GiB) per worker. ``None``: the TRE's default (its ``dask_*`` settings)."""
+
+    workers: int | None = None
+    worker_cores: int | None = None
+    worker_memory_gb: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    def narrowed(self, other: Compute) -> Compute:
+        """The smaller of each of both's limits (an unset limit yields to a set one)."""
+
+        def least(a, b):
+            return b if a is None else a if b is None else min(a, b)
+
+        names = [f.name for f in dataclasses.fields(self)]
+        return Compute(**{n: least(getattr(self, n), getattr(other, n)) for n in names})
+
+    def granted(self, settings: Any) -> Compute:
+        """Every limit set: those unset from the TRE's settings."""
+        return Compute(
+            workers=self.workers or settings.dask_max_workers,
+            worker_cores=self.worker_cores or settings.dask_worker_cores,
+            worker_memory_gb=self.worker_memory_gb or float(settings.dask_worker_memory_gb),
+        )
+
+    def describe(self) -> str:
+        """In words: "3 workers, 1 core and 1.5 GiB each" (only what is set)."""
+
+        def count(n: float, word: str) -> str:
+            return f"{n:g} {word}{'' if n == 1 else 's'}"
+
+        each = [count(self.worker_cores, "core")] if self.worker_cores else []
+        each += [f"{self.worker_memory_gb:g} GiB"] if self.worker_memory_gb else []
+        parts = [count(self.workers, "worker")] if self.workers else []
+        return ", ".join(parts + ([" and ".join(each) + " each"] if each else []))
+
+
+@dataclasses.dataclass(frozen=True)
 class ProjectSpec:
     id: str
     title: str
@@ -85,6 +132,7 @@ class ProjectSpec:
     datasets: Mapping[str, tuple[str, ...]]
     cohort: tuple[CohortClause, ...] = ()
     output_rules: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    compute: Compute = dataclasses.field(default_factory=Compute)
 
     @property
     def custodians(self) -> tuple[str, ...]:
@@ -115,6 +163,7 @@ class ProjectSpec:
                 for c in self.cohort
             ],
             "output_rules": dict(self.output_rules),
+            "compute": self.compute.as_dict(),
         }
 
     @classmethod
@@ -214,6 +263,7 @@ class _Reader:
             privacy_budget=float(budget),
             datasets=self.datasets(),
             output_rules=self.output_rules(),
+            compute=self.compute(self.data.get("compute"), "compute"),
         )
         spec = dataclasses.replace(spec, cohort=self.cohort(spec.datasets))
         if self.errors:
@@ -301,6 +351,35 @@ class _Reader:
                 self.error(field, f"value {v!r} for {column.released_name}: {problem}")
                 return None
         return Condition(column.released_name, op, value)
+
+    def compute(self, raw: Any, field: str) -> Compute:
+        """A ``compute`` mapping (workers, worker_cores, worker_memory_gb), each optional."""
+        if raw is None:
+            return Compute()
+        if not isinstance(raw, Mapping):
+            self.error(field, f"a mapping of {', '.join(MAX_COMPUTE)} is required")
+            return Compute()
+        values: dict[str, Any] = {}
+        for name, value in raw.items():
+            if name not in MAX_COMPUTE:
+                self.error(f"{field}.{name}", f"unknown; known: {', '.join(MAX_COMPUTE)}")
+                continue
+            if value is None:
+                continue
+            whole = name != "worker_memory_gb"
+            least = 1 if whole else 0.25
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int if whole else int | float)
+                or not (least <= value <= MAX_COMPUTE[name])
+            ):
+                kind = "a whole number" if whole else "a number"
+                self.error(
+                    f"{field}.{name}", f"{kind} from {least:g} to {MAX_COMPUTE[name]:g} is required"
+                )
+                continue
+            values[name] = value if whole else float(value)
+        return Compute(**values)
 
     def output_rules(self) -> dict[str, float]:
         raw = self.data.get("output_rules") or {}
