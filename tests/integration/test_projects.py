@@ -436,3 +436,23 @@ def test_the_database_holds_what_the_functions_say(world):
             sa.text("SELECT custodian, decision FROM approvals WHERE project_id = 'p-db'")
         ).all()
     assert sorted(rows) == [("dfe", "approved"), ("nhs", "approved")]
+
+
+def test_a_flood_of_refusals_is_itself_recorded_once_a_minute(world):
+    """Found by the fourth review: a kernel posting refusals of its own could drown the
+    server's genuine ones (past the limit they were dropped unrecorded)."""
+    home, db = world.home, world.db
+    approved(db, "p-refusals")
+    extracts.provision(home, db, "p-refusals", ADA)
+    for n in range(projects.REFUSALS_PER_MINUTE):
+        projects.record_refusal(db, "p-refusals", ALICE, f"fake-{n}.csv", 1, "a flood")
+    for _ in range(3):
+        with pytest.raises(InvalidInput, match="recorded together"):
+            projects.record_refusal(db, "p-refusals", ALICE, "big.csv", 50 << 20, "real")
+    with db.read() as session:
+        actions = [
+            e["action"]
+            for e in audit.events(session, object_type="project", object_id="p-refusals")
+        ]
+    assert actions.count("workspace.file_refused") == projects.REFUSALS_PER_MINUTE
+    assert actions.count("workspace.refusals_throttled") == 1

@@ -52,6 +52,19 @@ stopped = name not in [x.name for x in Gateway().list_clusters()]
 """
 
 
+#: Six clusters asked for at once, from six threads.
+AT_ONCE = """
+from concurrent.futures import ThreadPoolExecutor
+def one(_):
+    try:
+        return Gateway().submit()
+    except Exception:
+        return None
+with ThreadPoolExecutor(6) as pool:
+    names = [n for n in pool.map(one, range(6)) if n]
+"""
+
+
 def _mint(client, user: str, scopes: list[str]) -> str:
     """A token the researcher makes for themselves on the hub (as JupyterHub lets them)."""
     xsrf = next((c.value for c in client.cookies.jar if c.name == "_xsrf"), "")
@@ -70,7 +83,21 @@ def test_a_gateway_cluster_runs_as_the_workspace_in_its_enclave(hub, portal):
         mine = enclaves.find(portal.home.root, portal.project, "alice")
         with Kernel(alice, server["url"]) as kernel:
             kernel.run("import os; from tre.workspace import cluster, close_cluster")
+            # Dask configuration of the researcher's folder: read by the kernel, by no
+            # scheduler or worker (found by the review: it ran before the gateway's preload).
+            kernel.run(
+                "os.makedirs(os.path.expanduser('~/.config/dask'), exist_ok=True); "
+                "open(os.path.expanduser('~/.config/dask/carried.yaml'), 'w')"
+                ".write('tre-marker: carried')"
+            )
             kernel.run("c = cluster(workers=2)")
+            kernel.run("import dask, shutil")
+            assert kernel.value("dask.config.get('tre-marker', None)") == "carried"
+            assert kernel.value("c.run_on_scheduler(dask.config.get, 'tre-marker', None)") is None
+            assert set(
+                kernel.value("list(c.run(dask.config.get, 'tre-marker', None).values())")
+            ) == {None}
+            kernel.run("shutil.rmtree(os.path.expanduser('~/.config/dask'))")
             assert kernel.value("c.scheduler.address").startswith(f"tls://{mine.address}:")
             assert kernel.value("c.submit(sum, [1, 2]).result()") == 3
             mine = kernel.value("[os.getuid(), os.readlink('/proc/self/ns/net')]")
@@ -98,6 +125,12 @@ def test_a_gateway_cluster_runs_as_the_workspace_in_its_enclave(hub, portal):
             kernel.run("import time; time.sleep(3)")
             assert kernel.value("len(c.scheduler_info()['workers'])") == 3
             kernel.run("close_cluster()")
+            # Six asked for at once are counted one after the other: two at most (found by the
+            # review: each was counted before any was made).
+            kernel.run(AT_ONCE)
+            assert 1 <= kernel.value("len(names)") <= 2
+            assert len(kernel.value("[x.name for x in Gateway().list_clusters()]")) <= 2
+            kernel.run("[Gateway().stop_cluster(n) for n in names]")
         assert stop_workspace(alice, "alice", portal.project).status_code in (202, 204)
 
 

@@ -180,7 +180,15 @@ def test_a_kernel_reaches_its_hub_and_portal_and_nothing_else(hub, portal, keycl
                 )
                 assert status == 200
                 a.run("from tre.workspace import api")
-                assert a.value("api.call('GET', '/me')['username']") == "alice"
+                plan = {
+                    "name": "n",
+                    "kind": "dp",
+                    "dataset": "pupils",
+                    "query": "count",
+                    "epsilon": 0.1,
+                }
+                plan_call = f"api.call('POST', '/projects/{portal.project}/dp/plan', {plan!r})"
+                assert a.value(f"sorted({plan_call})")  # as tre.workspace calls it
             b.run("close_cluster(); l.close()")
         assert enclaves.dropped(mine) > dropped, "the refused attempts are counted"
         assert stop_workspace(alice, "alice", portal.project).status_code in (202, 204)
@@ -360,6 +368,105 @@ def test_the_contents_api_hands_over_notebooks_and_code_never_data(hub, portal):
     assert {r["file"] for r in refused} == {"big.csv", "few.csv", "analysis.ipynb", "names"}
     assert all(r["actor"] == "alice" and r["bytes"] > 0 for r in refused)
     assert not any("0123456789abcdef" in json.dumps(r) for r in refused), "never the content"
+
+
+#: Run in alice's kernel of project A: the portal's API with her own token, as a kernel could
+#: call it to carry rows out in free text, or to fetch another project's results.
+PORTAL_CALLS = """
+import httpx, os
+from tre.workspace import api
+portal = os.environ["TRE_PORTAL_URL"]
+headers = {{"Authorization": "Bearer " + api.access_token()}}
+rows = "p1,55,F\\n" * 20000
+def status(method, path, body=None):
+    return httpx.request(method, portal + path, json=body, headers=headers, timeout=30).status_code
+answers = {{
+    "me": status("GET", "/api/v1/me"),
+    "application": status("POST", "/api/v1/projects", {{"id": "carried", "lay_summary": rows}}),
+    "other project's request": status(
+        "POST", "/api/v1/requests", {{"project": {other!r}, "title": "x" * 10}}
+    ),
+    "other project's outputs": status("GET", "/api/v1/projects/{other}/outputs"),
+    "an output": status("GET", "/api/v1/outputs/{output}"),
+    "a page": status("GET", "/"),
+    "own project's request, rows as title": status(
+        "POST", "/api/v1/requests", {{"project": {own!r}, "title": rows}}
+    ),
+}}
+"""
+
+
+def test_a_kernel_calls_the_portal_for_its_own_project_only(hub, portal):
+    """Found by the fourth review: the kernel holds the researcher's token for the portal,
+    whose free text (a request's title, an application) carried rows out unchecked."""
+    with closing(hub_login(hub.hub_url, "alice", "tre-demo")) as alice:
+        server = running_workspace(alice, "alice", portal.project)
+        with Kernel(alice, server["url"]) as kernel:
+            kernel.run(
+                PORTAL_CALLS.format(own=portal.project, other=portal.pending, output=portal.output)
+            )
+            answers = kernel.value("answers")
+        assert stop_workspace(alice, "alice", portal.project).status_code in (202, 204)
+    rows_as_title = answers.pop("own project's request, rows as title")
+    assert answers == dict.fromkeys(answers, 403), answers
+    assert rows_as_title == 422  # its own project's call, but no title is that long
+    with portal.api("alice") as outside:  # from home: the same limit, whatever the address
+        made = outside.post("/requests", json={"project": portal.project, "title": "x" * 201})
+        assert made.status_code == 422 and "at most 200" in made.text
+
+
+#: Found by the fourth review: rows printed as pandas prints them, a kernel specification of
+#: the researcher's own (whose folder the ``kernelspecs/`` route serves file by file), and a
+#: JupyterLab workspace small enough to pass the size cap.
+PRINTED_FILES = """
+import json, os
+from tre.workspace import connect
+rows = connect().execute("SELECT * FROM pupils LIMIT 40").fetchdf()
+open("rows.txt", "w").write(rows.to_string())
+cell = {"cell_type": "code", "execution_count": 1, "metadata": {}, "source": "rows",
+        "outputs": [{"output_type": "execute_result", "execution_count": 1, "metadata": {},
+                     "data": {"text/html": rows.to_html(), "text/plain": "a table"}}]}
+json.dump({"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5},
+          open("shown.ipynb", "w"))
+for folder in ("~/.ipython/kernels/leak", "~/.local/share/jupyter/kernels/leak2"):
+    folder = os.path.expanduser(folder)
+    os.makedirs(folder, exist_ok=True)
+    json.dump({"argv": ["python3", "-c", "0"], "display_name": "leak", "language": "python"},
+              open(f"{folder}/kernel.json", "w"))
+    rows.to_csv(f"{folder}/rows.csv")
+lab = os.path.expanduser("~/.jupyter/lab/workspaces")
+os.makedirs(lab, exist_ok=True)
+json.dump({"data": {"rows": rows.to_string()}, "metadata": {"id": "small"}},
+          open(f"{lab}/small.jupyterlab-workspace", "w"))
+"""
+
+
+def test_rows_printed_or_hidden_in_a_kernel_specification_are_not_handed_over(hub, portal):
+    with closing(hub_login(hub.hub_url, "alice", "tre-demo")) as alice:
+        server = running_workspace(alice, "alice", portal.project)
+        url = server["url"]
+        with Kernel(alice, url) as kernel:
+            kernel.run(PRINTED_FILES)
+        try:
+            assert alice.get(f"{url}api/contents/rows.txt?content=1").status_code == 403
+            shown = alice.get(f"{url}api/contents/shown.ipynb?content=1&type=notebook")
+            outputs = json.dumps(shown.json()["content"]["cells"][0]["outputs"])
+            assert "Output cut by the TRE" in outputs and "<tr" not in outputs
+            for name in ("leak", "leak2"):
+                assert alice.get(f"{url}kernelspecs/{name}/rows.csv").status_code == 404, name
+                assert alice.get(f"{url}kernelspecs/{name}/kernel.json").status_code == 404
+            assert set(alice.get(f"{url}api/kernelspecs").json()["kernelspecs"]) == {"python3"}
+            assert alice.get(f"{url}kernelspecs/python3/logo-64x64.png").status_code == 200
+            small = alice.get(f"{url}lab/api/workspaces")  # lists every one, whole
+            assert small.status_code == 403 and "columns aligned" in small.text
+        finally:
+            with Kernel(alice, url) as kernel:
+                kernel.run(
+                    "import os, shutil; os.remove('rows.txt'); os.remove('shown.ipynb'); "
+                    "[shutil.rmtree(os.path.expanduser(f)) for f in "
+                    "('~/.ipython', '~/.local', '~/.jupyter')]"
+                )
+            assert stop_workspace(alice, "alice", portal.project).status_code in (202, 204)
 
 
 #: Written into the researcher's folder: configuration that would undo the server's.

@@ -157,3 +157,8 @@ def test_compute_unset_is_the_settings_and_narrowing_keeps_the_smaller():
     assert granted.worker_memory_gb == settings.dask_worker_memory_gb
     narrowed = asked.compute.narrowed(spec.Compute(workers=3, worker_cores=4))
     assert narrowed == spec.Compute(workers=3, worker_cores=2)
+    # A custodian's "narrowing" of what the application left to the TRE's default (6
+    # workers) never takes it past that default (found by the review).
+    wider = asked.compute.narrowed(spec.Compute(workers=10))
+    assert wider.granted(settings, asked.compute).workers == 6
+    assert spec.Compute(workers=3).granted(settings, asked.compute).workers == 3

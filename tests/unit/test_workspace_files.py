@@ -106,6 +106,39 @@ def test_tables_records_and_encoded_bytes_in_text_are_refused():
             files.judge(text.encode(), LIMIT)
 
 
+def test_tables_printed_as_pandas_prints_them_are_refused():
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {"pupil": [f"{i * 7919:016x}" for i in range(30)], "sex": ["F", "M"] * 15},
+    )
+    frame["attainment8"] = [40.5 + i for i in range(30)]
+    for text, says in (
+        (frame.to_string(), "columns aligned by spaces"),
+        (frame[["sex"]].to_string(), "columns aligned by spaces"),
+        (frame.to_html(), "an HTML table"),
+    ):
+        with pytest.raises(files.Refused, match=says):
+            files.judge(text.encode(), LIMIT)
+    # Prose has no gutter of spaces through every line, even when its lines count alike.
+    words = [
+        "cohort",
+        "pupils",
+        "admitted",
+        "asthma",
+        "attainment",
+        "eleven",
+        "hospital",
+        "year",
+        "linked",
+        "data",
+    ]
+    prose = "".join(
+        " ".join(words[(i + j * 3) % len(words)] for j in range(6)) + "\n" for i in range(12)
+    )
+    assert files.judge(prose.encode(), LIMIT) == "text"
+
+
 def test_an_image_with_something_behind_it_is_refused():
     assert files.judge(_png(), LIMIT) == "image/png"
     with pytest.raises(files.Refused, match="whole image"):

@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from tre import audit, outputs, permissions
+from tre import audit, outputs, permissions, texts
 from tre.airlock.lifecycle import State, transition
 from tre.db import Base, Database
 from tre.exceptions import IntegrityError, InvalidInput, NotFound, PermissionDenied
@@ -383,6 +383,7 @@ def create(db: Database, project_id: str, title: str, by: Person) -> ExportReque
     permissions.check_can_request_export(by, project)
     if len(title.strip()) < 3:
         raise InvalidInput("Give the request a title (what the outputs are for).")
+    title = texts.at_most(title, "title", texts.TITLE)
     with db.write() as session:
         stamp = now()
         request = ExportRequest(
@@ -433,6 +434,7 @@ def put_output(
         _releasable(output)
         if len(description.strip()) < 10:
             raise InvalidInput("Describe each output (what it shows, at least 10 characters).")
+        texts.at_most(description, "description")
         existing = (
             session.execute(sa.select(RequestOutput).where(RequestOutput.request_id == request_id))
             .scalars()
@@ -541,6 +543,7 @@ def review(
             raise InvalidInput(f"A comment is visible to one of: {', '.join(VISIBILITY)}.")
         if vote != "approve" and len(comment.strip()) < 10:
             raise InvalidInput("Say why (at least 10 characters): the researcher needs to know.")
+        texts.at_most(comment, "comment")
         transition(request.status, "review")
         slot = session.execute(
             sa.select(RequestOutput).where(
@@ -684,6 +687,7 @@ def revoke(home: Home, db: Database, request_id: int, by: Person, reason: str) -
     permissions.check_can_revoke(by)
     if len(reason.strip()) < 10:
         raise InvalidInput("Say why the release is revoked (at least 10 characters).")
+    texts.at_most(reason, "reason")
     with db.write() as session:
         request = _lock(session, request_id)
         _move(session, request, "revoke", by, {"reason": reason.strip()})

@@ -41,6 +41,8 @@ from tre.projects.spec import Compute
 SERVER_SCOPE = "access:servers!server="
 #: The most clusters one researcher may have running in one project at once.
 CLUSTERS_EACH = 2
+#: One lock per gateway user (researcher/project) around counting and making clusters.
+_STARTING: dict[str, asyncio.Lock] = {}
 
 
 @functools.cache
@@ -122,7 +124,8 @@ def _granted(project: str) -> Compute:
     """The Dask clusters the project's approval grants (the settings where it says nothing)."""
     from tre import projects
 
-    return projects.get(_database(), project).approved().compute.granted(_settings())
+    found = projects.get(_database(), project)
+    return found.approved().compute.granted(_settings(), found.spec_object().compute)
 
 
 async def options_for(user: User) -> Options:
@@ -195,13 +198,16 @@ class WorkspaceBackend(DBBackendBase):
         }
 
     async def start_cluster(self, user, cluster_options):
-        """A new cluster, unless the researcher has :data:`CLUSTERS_EACH` running already."""
-        if len(await self.list_clusters(username=user.name)) >= CLUSTERS_EACH:
-            raise PublicException(
-                f"You have {CLUSTERS_EACH} Dask clusters running in this project already: shut "
-                "one down (tre.workspace.close_cluster()) first."
-            )
-        return await super().start_cluster(user, cluster_options)
+        """A new cluster, unless the researcher has :data:`CLUSTERS_EACH` running already
+        (counted and made under one lock per researcher and project: requests sent at once
+        are counted one after the other, found by the review)."""
+        async with _STARTING.setdefault(user.name, asyncio.Lock()):
+            if len(await self.list_clusters(username=user.name)) >= CLUSTERS_EACH:
+                raise PublicException(
+                    f"You have {CLUSTERS_EACH} Dask clusters running in this project already: "
+                    "shut one down (tre.workspace.close_cluster()) first."
+                )
+            return await super().start_cluster(user, cluster_options)
 
     async def do_start_cluster(self, cluster):
         process = self._process(cluster, "scheduler")
@@ -213,25 +219,31 @@ class WorkspaceBackend(DBBackendBase):
 
     async def do_stop_cluster(self, cluster):
         if cluster.state.get("pid"):
-            await self._call(cluster, "stop_dask", pid=cluster.state["pid"])
+            await self._call(cluster, "stop_dask", **self._which(cluster.state))
 
     async def do_start_worker(self, worker):
         cluster = worker.cluster
         process = self._process(cluster, "worker", worker.name, cluster.scheduler_address)
         started = await self._call(cluster, "start_dask", process=process)
-        yield {"pid": started["pid"]}
+        yield {"pid": started["pid"], "started": started["started"]}
 
     async def do_check_workers(self, workers):
         return [await self._running(w.cluster, w.state) for w in workers]
 
     async def do_stop_worker(self, worker):
         if worker.state.get("pid"):
-            await self._call(worker.cluster, "stop_dask", pid=worker.state["pid"])
+            await self._call(worker.cluster, "stop_dask", **self._which(worker.state))
+
+    @staticmethod
+    def _which(state) -> dict[str, int]:
+        """A Dask process as the helper knows it: its pid and when it started (a pid reused
+        since is another process)."""
+        return {"pid": int(state["pid"]), "started": int(state.get("started") or 0)}
 
     async def _running(self, cluster, state) -> bool:
         if not state.get("pid"):
             return False
-        return await self._call(cluster, "dask_running", pid=state["pid"])
+        return await self._call(cluster, "dask_running", **self._which(state))
 
     async def on_cluster_heartbeat(self, cluster_name, msg):
         """A scheduler's heartbeat, believed only if the addresses it reports are those the

@@ -121,7 +121,7 @@ def _secrets(settings: Settings, home: Home) -> tuple[str, str, bytes]:
 
 def create_app(settings: Settings) -> FastAPI:
     from tre import projects
-    from tre.portal import api, auth, pages
+    from tre.portal import api, auth, pages, workspaces
 
     home = Home(settings.home)
     home.check()
@@ -195,6 +195,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def login_required(request: Request, error: pages.LoginRequired) -> Response:
         return RedirectResponse(f"/login?next={quote(error.next_url)}", status_code=303)
 
+    app.add_middleware(workspaces.PagesRefused)
     app.add_middleware(SecurityHeaders, headers=security_headers(settings))
     return app
 

@@ -15,12 +15,13 @@ from tre import airlock, audit, catalog, outputs, permissions, projects
 from tre.exceptions import InvalidInput, NotFound
 from tre.outputs import privacy, specs
 from tre.people import Person
-from tre.portal import dcat, views
+from tre.portal import dcat, views, workspaces
 from tre.portal.computing import computing, quickly
 from tre.projects import approvals, extracts, risk, spec
 from tre.projects.spec import Compute
 
-router = APIRouter(prefix="/api/v1")
+# From a workspace's enclave, only the calls tre.workspace makes, for its own project.
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(workspaces.scope)])
 
 MAX_ID = 2**31 - 1
 #: Identifiers of outputs, requests and slots in paths: positive, and within a database integer.

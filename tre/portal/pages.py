@@ -226,7 +226,9 @@ def project_page(request: Request, project_id: str) -> Response:
         "compute": application.compute.granted(state.settings),
     }
     if project.approved_spec is not None:
-        context["granted_compute"] = project.approved().compute.granted(state.settings)
+        context["granted_compute"] = project.approved().compute.granted(
+            state.settings, application.compute
+        )
     concerned = sorted(person.custodian_of & set(application.custodians))
     decided = {d["custodian"] for d in detail["decisions"]}
     context["deciding"] = (

@@ -42,6 +42,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import fcntl
 import os
 import re
 import secrets
@@ -49,7 +50,7 @@ import signal
 import stat
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -128,6 +129,23 @@ class Context:
 
 def _as_root() -> bool:
     return accounts.running_as_root()
+
+
+#: Where the helper's per-project locks are (root's alone).
+PROJECT_LOCKS = Path("/run/tre/projects")
+
+
+@contextlib.contextmanager
+def _project_locked(project: str) -> Iterator[None]:
+    """One change of a project's members' processes at a time, across the helper's children
+    (each request is handled in a child of its own): a Dask start against a revocation."""
+    if not _as_root():  # no workspace accounts: nothing to race
+        yield
+        return
+    PROJECT_LOCKS.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(PROJECT_LOCKS / f"{accounts.check_project_id(project)}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _provisioning_uid() -> int:
@@ -554,12 +572,29 @@ def start_dask(ctx: Context, username: str, project: str, process: Mapping[str, 
         raise InvalidInput("A Dask process's ports, threads, memory and periods are numbers.")
     if not 1024 <= int(numbers["gateway_port"]) < 65536:
         raise InvalidInput("The gateway listens on an unprivileged port.")
+    # Under the project's lock, which a revocation holds while it takes members out: no Dask
+    # process starts for a researcher being revoked, nor after (found by the review).
+    with _project_locked(project):
+        return _start_dask(ctx, username, project, process, role, cluster, numbers)
+
+
+def _start_dask(
+    ctx: Context,
+    username: str,
+    project: str,
+    process: Mapping[str, Any],
+    role: str,
+    cluster: str,
+    numbers: Mapping[str, Any],
+) -> dict:
     enclave = enclaves.find(ctx.home, project, username, ctx.enclave_network)
     name = accounts.workspace_account(username, project)
     if enclave is None or not accounts.exists(name):
         raise ServiceUnavailable(
             f"{username} has no workspace of {project} yet: start it from the hub first."
         )
+    if name not in accounts.project_members(project):
+        raise PermissionDenied(f"{username} is no longer a member of {project}.")
     account = accounts.Account.named(name)
     folder = _member_folder(ctx, username, project, account)
     certs = f".dask-gateway-{cluster}"
@@ -575,14 +610,15 @@ def start_dask(ctx: Context, username: str, project: str, process: Mapping[str, 
     side = "SCHEDULER" if role == "scheduler" else "WORKER"
     env = {
         **_base_environment(),
-        "HOME": str(folder),
+        # Not the researcher's folder: Dask reads ~/.config/dask whatever DASK_CONFIG says
+        # (found by the review); the sandbox's /tmp is its own, empty at start.
+        "HOME": "/tmp",  # noqa: S108 - the sandbox's own
         "USER": account.name,
         "PATH": f"{ctx.workspace_env}/bin:/usr/bin:/bin",
         "TRE_PROJECT": project,
         "TRE_EXTRACTS": str(ctx.projects / project / "extracts"),
         "PYTHONNOUSERSITE": "1",
-        # Dask's configuration is the environment's (empty) folder's and these variables,
-        # never ~/.config/dask in the researcher's folder.
+        # Dask's configuration is the environment's (empty) folder's and these variables.
         "DASK_CONFIG": str(ctx.workspace_env / DASK_CONFIG),
         "DASK_GATEWAY_API_URL": f"http://{enclave.gateway}:{int(numbers['gateway_port'])}/api",
         "DASK_GATEWAY_API_TOKEN": str(process.get("token", "")),
@@ -627,13 +663,14 @@ def start_dask(ctx: Context, username: str, project: str, process: Mapping[str, 
         stdin=subprocess.DEVNULL,
     )
     _STARTED[started.pid] = started
+    found = {"pid": started.pid, "started": _start_time(started.pid)}
     if role == "scheduler":
         return {
-            "pid": started.pid,
+            **found,
             "scheduler": f"tls://{enclave.address}:{ports[0]}",
             "api": f"http://{enclave.address}:{ports[1]}",
         }
-    return {"pid": started.pid}
+    return found
 
 
 def _write_secrets(folder: str, subfolder: str, files: list[list[str]]) -> None:
@@ -656,9 +693,13 @@ def _write_secrets(folder: str, subfolder: str, files: list[list[str]]) -> None:
         os.close(base)
 
 
-def _sandbox_of(username: str, project: str, pid: int, command: bytes = b"") -> bool:
+def _sandbox_of(
+    username: str, project: str, pid: int, command: str = "", started: int | None = None
+) -> bool:
     """Whether ``pid`` is still a sandbox this helper starts for ``username``'s workspace
-    account in ``project`` (running ``command``, when given), one thread of it alive."""
+    account in ``project`` (bubblewrap, as root, with that account's ``--reuid`` and, when
+    given, ``command`` among its arguments, and started at ``started``, in clock ticks since
+    boot: a pid reused since is not it), one thread of it alive."""
     if pid in _STARTED and _STARTED[pid].poll() is not None:
         del _STARTED[pid]
         return False
@@ -666,30 +707,45 @@ def _sandbox_of(username: str, project: str, pid: int, command: bytes = b"") -> 
     if not isinstance(pid, int) or pid <= 1 or not accounts.exists(name):
         return False
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        owner = os.stat(f"/proc/{pid}").st_uid
     except OSError:
         return False
-    mine = f"--reuid={accounts.uid(name)}".encode() in cmdline and command in cmdline
+    mine = (
+        owner == 0
+        and Path(argv[0].decode(errors="replace")).name == "bwrap"
+        and f"--reuid={accounts.uid(name)}".encode() in argv
+        and (not command or command.encode() in argv)
+        and (started is None or _start_time(pid) == started)
+    )
     return mine and _alive(pid)
 
 
-@operation(SERVICES)
-def dask_running(ctx: Context, username: str, project: str, pid: int) -> bool:
-    """Whether ``pid`` is still the sandbox of a Dask process of ``username`` in ``project``."""
-    del ctx
-    accounts.check_username(username)
-    accounts.check_project_id(project)
-    return _sandbox_of(username, project, pid, b"dask")
+def _start_time(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat``'s 22nd field)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 @operation(SERVICES)
-def stop_dask(ctx: Context, username: str, project: str, pid: int) -> bool:
-    """Stop the sandbox ``pid`` of a Dask process of ``username`` in ``project`` (and all it
-    holds: the sandbox is its own PID namespace); whether it ran."""
-    del ctx
+def dask_running(ctx: Context, username: str, project: str, pid: int, started: int) -> bool:
+    """Whether ``pid`` (started at ``started``) is still the sandbox of a Dask process of
+    ``username`` in ``project``."""
     accounts.check_username(username)
     accounts.check_project_id(project)
-    if not _sandbox_of(username, project, pid, b"dask"):
+    dask = str(ctx.workspace_env / "bin" / "dask")
+    return _sandbox_of(username, project, pid, dask, started)
+
+
+@operation(SERVICES)
+def stop_dask(ctx: Context, username: str, project: str, pid: int, started: int) -> bool:
+    """Stop the sandbox ``pid`` (started at ``started``) of a Dask process of ``username`` in
+    ``project`` (and all it holds: the sandbox is its own PID namespace); whether it ran."""
+    accounts.check_username(username)
+    accounts.check_project_id(project)
+    if not _sandbox_of(username, project, pid, str(ctx.workspace_env / "bin" / "dask"), started):
         return False
     # The sandbox's first process inside is its PID namespace's init: killed, the kernel
     # kills every process of the namespace; then bubblewrap, which waited on it, ends.
@@ -750,6 +806,11 @@ def revoke_access(ctx: Context, project: str, keep: list[str]) -> list[str]:
     killed, the project's group taken away (its extracts are then closed to it), network
     enclave removed. Returns the accounts revoked."""
     accounts.check_project_id(project)
+    with _project_locked(project):
+        return _revoke_access(ctx, project, keep)
+
+
+def _revoke_access(ctx: Context, project: str, keep: list[str]) -> list[str]:
     allowed = {accounts.workspace_account(accounts.check_username(u), project) for u in keep}
     revoked = []
     for name in accounts.project_members(project):

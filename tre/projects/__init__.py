@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from tre import audit, permissions
+from tre import audit, permissions, texts
 from tre.db import Base, Database
 from tre.exceptions import InvalidInput, NotFound, PermissionDenied
 from tre.people import SYSTEM, Person
@@ -271,6 +271,8 @@ def decide(
             approvals.check_narrows(spec, custodian, conditions)
         elif len(reasons.strip()) < 10:
             raise InvalidInput("Say why the application is rejected (at least 10 characters).")
+        texts.at_most(reasons, "reasons")
+        texts.at_most(conditions.note, "note")
         session.add(
             Approval(
                 project_id=project_id,
@@ -318,6 +320,7 @@ def _others_approved(session: Session, project: Project, custodian: str) -> bool
 def set_state(db: Database, project_id: str, action: str, by: Person, reason: str = "") -> Project:
     """Suspend or resume (administrators)."""
     permissions.check_can_administer(by, f"{action} a project")
+    texts.at_most(reason, "reason")
     expire_due(db)
     with db.write() as session:
         project = _lock(session, project_id)
@@ -329,7 +332,10 @@ def set_state(db: Database, project_id: str, action: str, by: Person, reason: st
 audit.declare_actions(
     {
         "workspace.file_refused": "A workspace's Jupyter server refused to hand a file of the "
-        "researcher's folder to the browser (data, or too large); its name and size are kept."
+        "researcher's folder to the browser (data, or too large); its name and size are kept.",
+        "workspace.refusals_throttled": "More refusals were reported for a researcher than a "
+        "workspace's server makes in a minute: those past the limit that minute are not "
+        "itemised (recorded once a minute).",
     }
 )
 
@@ -355,13 +361,29 @@ def record_refusal(db: Database, project_id: str, by: Person, file: str, size: i
                 audit.AuditEventRow.time >= since,
             )
         ).scalar_one()
-        if recent >= REFUSALS_PER_MINUTE:
-            raise InvalidInput(
-                f"More than {REFUSALS_PER_MINUTE} refusals a minute: the workspace's server "
-                "is not opening this many files on its own; try again in a minute."
+        if recent < REFUSALS_PER_MINUTE:
+            details = {"file": file[-1000:], "bytes": size, "why": why}
+            audit.record(session, _event(by, "workspace.file_refused", project_id, details))
+            return
+        # Past the limit (a kernel posting refusals of its own, say, to drown the server's):
+        # the flood itself is recorded, once a minute, so no refusal goes unseen.
+        throttled = session.execute(
+            sa.select(sa.func.count())
+            .select_from(audit.AuditEventRow)
+            .where(
+                audit.AuditEventRow.action == "workspace.refusals_throttled",
+                audit.AuditEventRow.actor == by.username,
+                audit.AuditEventRow.object_id == project_id,
+                audit.AuditEventRow.time >= since,
             )
-        details = {"file": file[-1000:], "bytes": size, "why": why}
-        audit.record(session, _event(by, "workspace.file_refused", project_id, details))
+        ).scalar_one()
+        if not throttled:
+            details = {"per_minute": REFUSALS_PER_MINUTE}
+            audit.record(session, _event(by, "workspace.refusals_throttled", project_id, details))
+    raise InvalidInput(
+        f"More than {REFUSALS_PER_MINUTE} refusals a minute: the workspace's server is not "
+        "opening this many files on its own; those past it are recorded together."
+    )
 
 
 def expire_due(db: Database, today: dt.date | None = None) -> list[str]:

@@ -28,7 +28,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from tre import catalog, curated, keys, privileged, pseudonyms
+from tre import catalog, curated, keys, privileged, pseudonyms, texts
 from tre.db import Database
 from tre.exceptions import InvalidInput, InvalidTransition, TREError
 from tre.home import Home
@@ -277,6 +277,7 @@ def close(home: Home, db: Database, project_id: str, by: Person, reason: str) ->
     permissions.check_can_administer(by, "close a project")
     if len(reason.strip()) < 5:
         raise InvalidInput("Say why the project is closed (it goes into the deletion certificate).")
+    texts.at_most(reason, "reason")
     expire_due(db)
     base = folder(home, project_id)
     with db.write() as session:

@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from tre import catalog
+from tre import catalog, texts
 from tre.catalog import Transform, Type
 from tre.conditions import OPERATORS, Condition
 from tre.exceptions import InvalidInput
@@ -97,13 +97,21 @@ class Compute:
         names = [f.name for f in dataclasses.fields(self)]
         return Compute(**{n: least(getattr(self, n), getattr(other, n)) for n in names})
 
-    def granted(self, settings: Any) -> Compute:
-        """Every limit set: those unset from the TRE's settings."""
-        return Compute(
-            workers=self.workers or settings.dask_max_workers,
-            worker_cores=self.worker_cores or settings.dask_worker_cores,
-            worker_memory_gb=self.worker_memory_gb or float(settings.dask_worker_memory_gb),
+    def granted(self, settings: Any, asked: Compute | None = None) -> Compute:
+        """Every limit set: those unset from the TRE's settings. With ``asked`` (the
+        application's), a limit the application left unset is at most the TRE's default,
+        whatever a custodian wrote (a condition only narrows)."""
+        defaults = Compute(
+            settings.dask_max_workers,
+            settings.dask_worker_cores,
+            float(settings.dask_worker_memory_gb),
         )
+        out = {}
+        for name in ("workers", "worker_cores", "worker_memory_gb"):
+            default, value = getattr(defaults, name), getattr(self, name)
+            unasked = asked is not None and getattr(asked, name) is None
+            out[name] = min(value, default) if value and unasked else value or default
+        return Compute(**out)
 
     def describe(self) -> str:
         """In words: "3 workers, 1 core and 1.5 GiB each" (only what is set)."""
@@ -194,10 +202,13 @@ class _Reader:
     def error(self, field: str, message: str) -> None:
         self.errors.append(f"{field}: {message}")
 
-    def text(self, field: str, min_length: int = 1) -> str:
+    def text(self, field: str, min_length: int = 1, max_length: int = texts.TEXT) -> str:
         value = self.data.get(field)
         if not isinstance(value, str) or len(value.strip()) < min_length:
             self.error(field, f"a text of at least {min_length} characters is required")
+            return ""
+        if len(value.strip()) > max_length:
+            self.error(field, f"a text of at most {max_length:,} characters is required")
             return ""
         return " ".join(value.split())
 
@@ -252,7 +263,7 @@ class _Reader:
             budget = 0.0
         spec = ProjectSpec(
             id=project_id,
-            title=self.text("title", 5),
+            title=self.text("title", 5, texts.TITLE),
             lay_summary=self.text("lay_summary", 40),
             purpose=self.text("purpose", 20),
             legal_basis=self.text("legal_basis", 5),

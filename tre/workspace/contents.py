@@ -24,8 +24,10 @@ import json
 import logging
 import os
 import stat
+import sys
 from typing import Any
 
+from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
 from tornado import httputil, web
 from traitlets import Integer
@@ -47,7 +49,6 @@ UNCAPPED = (
     "lab/api/themes",
     "lab/api/translations",
     "lab/api/licenses",
-    "kernelspecs/",
 )
 CAPPED_BYTES = 256 << 10
 _base_url = ["/"]
@@ -76,7 +77,9 @@ def _load_jupyter_server_extension(serverapp) -> None:
 
 class CappedResponses(web.OutputTransform):
     """A response of a route not in :data:`UNCAPPED` is refused (403) when its first part is
-    larger than :data:`CAPPED_BYTES`, and cut when the rest would take it past."""
+    larger than :data:`CAPPED_BYTES` or holds data (:func:`tre.workspace.files.data_in`, on
+    each text of a JSON answer: JupyterLab's settings and workspaces are files of the
+    researcher's folder, found by the review), and cut when the rest would take it past."""
 
     def __init__(self, request: httputil.HTTPServerRequest):
         super().__init__(request)
@@ -87,13 +90,14 @@ class CappedResponses(web.OutputTransform):
         self.sent = 0
 
     def transform_first_chunk(self, status_code, headers, chunk, finishing):
-        if self.capped and len(chunk) > CAPPED_BYTES:
-            log.warning("Refused a response of %d bytes to %s", len(chunk), self.path)
+        why = ""
+        if self.capped:
+            why = "larger than a workspace's server answers" if len(chunk) > CAPPED_BYTES else ""
+            why = why or _data_in_answer(chunk)
+        if why:
+            log.warning("Refused a response of %d bytes to %s: %s", len(chunk), self.path, why)
             message = json.dumps(
-                {
-                    "message": "Refused: larger than a workspace's server answers (data leaves "
-                    "through the airlock)."
-                }
+                {"message": f"Refused: {why} (data leaves through the airlock)."}
             ).encode()
             headers["Content-Type"] = "application/json"
             headers["Content-Length"] = str(len(message))
@@ -106,7 +110,31 @@ class CappedResponses(web.OutputTransform):
         if not self.capped:
             return chunk
         self.sent += len(chunk)
-        return chunk if self.sent <= CAPPED_BYTES else b""
+        return chunk if self.sent <= CAPPED_BYTES and not _data_in_answer(chunk) else b""
+
+
+def _data_in_answer(body: bytes) -> str:
+    """What data a (capped) answer holds: in each of its texts if it is JSON, else in it
+    whole (``""``: none, or it is no text)."""
+    try:
+        text = bytes(body).decode("utf-8")
+    except UnicodeDecodeError:
+        return ""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return files.data_in(text)
+    return next((w for w in map(files.data_in, files.strings(value)) if w), "")
+
+
+class EnvironmentKernels(KernelSpecManager):
+    """Kernel specifications from the workspace environment's own folder alone: never from
+    the researcher's (``~/.ipython/kernels``, ``~/.local/share/jupyter/kernels``), whose
+    files the ``kernelspecs/`` route would serve one by one (found by the fourth review;
+    ``kernel_dirs`` is not a setting, hence this class)."""
+
+    def _kernel_dirs_default(self) -> list[str]:
+        return [os.path.join(sys.prefix, "share", "jupyter", "kernels")]
 
 
 class WorkspaceContents(AsyncLargeFileManager):

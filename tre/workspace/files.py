@@ -6,7 +6,9 @@ images, under a size. Never handed over: data, whatever its name. Binary formats
 their signature (Parquet, Arrow and Feather, DuckDB, SQLite, pickles, NumPy, HDF5, Office files,
 archives and compressed files of every common kind); any other binary is refused too. Text is
 data when it is a table (most of ten or more lines split by the same number of one delimiter:
-CSV, TSV, ``|`` or ``;``), JSON lines, or a JSON array of records.
+CSV, TSV, ``|`` or ``;``; or into the same number of words in columns aligned by spaces, as
+pandas prints a DataFrame), an HTML table of ten or more rows, JSON lines, or a JSON array of
+records.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ DELIMITERS = ",\t;|"
 TABLE_LINES = 10
 #: The share of lines that must agree for a text to be a table.
 AGREEING = 0.8
+#: How many of a text's agreeing lines are looked at for columns aligned by spaces.
+ALIGNED_SAMPLE = 200
+HTML_ROW = re.compile(r"<tr[\s>]", re.IGNORECASE)
 
 
 class Refused(Exception):
@@ -177,6 +182,12 @@ def tabular(text: str) -> str:
         )
         if records >= AGREEING * len(lines):
             return f"JSON lines ({len(lines):,} records)"
+        aligned = _aligned_columns(lines)
+        if aligned:
+            return f"a table of {aligned} columns aligned by spaces ({len(lines):,} lines)"
+    rows = len(HTML_ROW.findall(text))
+    if rows >= TABLE_LINES:
+        return f"an HTML table ({rows:,} rows)"
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
@@ -186,6 +197,26 @@ def tabular(text: str) -> str:
         if isinstance(value, list) and len(value) >= TABLE_LINES:
             return f"a JSON array of {len(value):,} records"
     return ""
+
+
+def _aligned_columns(lines: list[str]) -> int:
+    """How many columns ``lines`` have when most of them split into the same number (2 or
+    more) of words, and at least one position holds a space between words in every one of
+    them (a gutter between columns, as a fixed-width table has; prose and code have none);
+    0 when they do not."""
+    counts = collections.Counter(len(line.split()) for line in lines)
+    fields, agreeing = counts.most_common(1)[0]
+    if fields < 2 or agreeing < AGREEING * len(lines):
+        return 0
+    rows = [line.rstrip() for line in lines if len(line.split()) == fields][:ALIGNED_SAMPLE]
+    width = min(len(row) for row in rows)
+    for position in range(1, width - 1):
+        if all(
+            row[position] == " " and row[:position].strip() and row[position + 1 :].strip()
+            for row in rows
+        ):
+            return fields
+    return 0
 
 
 def strings(value: Any, skip: Callable[[str], bool] = lambda key: False) -> Iterator[str]:
