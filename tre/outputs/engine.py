@@ -176,7 +176,8 @@ def compute(
         )
         if hide_also:
             result = results.check_table(table, rule_set, more, hide_also=hide_also)
-        return _describe(result, description)
+        reviewed = _to_review(result.cells, linked.unchecked(with_them, rule_set))
+        return _describe(dataclasses.replace(result, cells=reviewed), description)
     if spec.kind == "summary":
         return _summary(con, relation, columns, where, spec, rule_set, description, releases)
     if spec.kind == "model":
@@ -339,6 +340,23 @@ def _summary(
     )
 
 
+def _to_review(cells: Sequence[results.CheckedCell], why: str) -> tuple[results.CheckedCell, ...]:
+    """``cells``, each shown one sent to review for ``why`` (nothing, when ``why`` is empty)."""
+    if not why:
+        return tuple(cells)
+    return tuple(
+        dataclasses.replace(
+            c,
+            status=R.REVIEW if c.status == R.PASS else c.status,
+            reasons=(*c.reasons, why),
+            rules=(*c.rules, "linked_tables"),
+        )
+        if c.value is not None
+        else c
+        for c in cells
+    )
+
+
 def _summary_linked(con, relation, columns, where, spec, rule_set, cells, releases, table_of):
     """A summary's rows that would give away, with earlier releases, a count or sum they hide
     are hidden whole (its counts and sums are tables: :func:`linked.releases_of`;
@@ -348,12 +366,14 @@ def _summary_linked(con, relation, columns, where, spec, rule_set, cells, releas
     label = "this summary"
     views = linked.releases_of(label, spec, [c.as_dict() for c in cells])
     rows: dict[tuple[str, ...], str] = {}
+    unchecked = ""
     for view in views:
         table, alone = table_of(view.spec.statistic)
         published = {tuple(c["row"]): c["value"] for c in view.cells}
         shown = [dataclasses.replace(c, value=published.get(c.row)) for c in alone.cells]
         result = dataclasses.replace(alone, cells=tuple(shown))
         with_them = _linked_releases(con, relation, columns, view.spec, releases)
+        unchecked = unchecked or linked.unchecked(with_them, rule_set)
         for key, earlier in _linked(
             con, relation, columns, where, view.spec, table, result, with_them, rule_set
         ).items():
@@ -369,4 +389,4 @@ def _summary_linked(con, relation, columns, where, spec, rule_set, cells, releas
                 cell, value=None, suppression="secondary", reasons=(*cell.reasons, reason)
             )
         out.append(cell)
-    return out
+    return list(_to_review(out, unchecked))

@@ -93,6 +93,20 @@ def linked(
     ]
 
 
+def unchecked(releases: Sequence[Release], rules: R.RuleSet) -> str:
+    """Why the new table's cells cannot be protected together with ``releases`` (``""`` if
+    they can): with rounding on, released cells are not exact sums, so :func:`hide` does not
+    build its program. The output then goes to review with this reason: it never passes
+    silently (issue #21)."""
+    if releases and rules.rounding_base > 1:
+        labels = ", ".join(sorted({r.label for r in releases}))
+        return (
+            f"it adds up with the earlier release {labels}; with rounding on, the TRE does not "
+            "work out what the two reveal together: a checker must"
+        )
+    return ""
+
+
 def hide(
     con: Connection,
     relation: str,

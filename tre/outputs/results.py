@@ -101,7 +101,7 @@ def check_table(
     ``hide_also`` names more cells to hide, with the earlier releases that require it (from
     :func:`tre.outputs.linked.hide`)."""
     findings = {
-        cell.key: R.cell_findings(cell.stats, table.statistic, rule_set)
+        cell.key: R.cell_findings(cell.stats, table.statistic, rule_set, table.quantile)
         + list((more or {}).get(cell.key, []))
         for cell in table.cells
     }

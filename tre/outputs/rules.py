@@ -98,6 +98,7 @@ class CellStats:
     top: tuple[float, ...] = ()  # the largest per-unit contributions, largest first
     negatives: bool = False  # some contribution is negative
     missing: int = 0  # records with a missing value
+    values: int = 0  # records with a value (what a median or quantile is taken over)
     share: float | None = None  # for class disclosure: the cell's share of its row (0..1)
 
 
@@ -210,8 +211,14 @@ def missing(cell: CellStats, rules: RuleSet) -> list[Finding]:
     return []
 
 
-def extremes(statistic: str) -> list[Finding]:
-    """A minimum or maximum is one person's value: it is released only after review."""
+def extremes(
+    statistic: str, cell: CellStats, rules: RuleSet, quantile: float | None = None
+) -> list[Finding]:
+    """A minimum or maximum is one person's value: it is released only after review. So is a
+    median or quantile whose position among the cell's values falls among its ``threshold``
+    lowest or highest (``quantile: 1e-12`` is the minimum by another name): the values it is
+    drawn from (``quantile_cont`` interpolates between the two around its position) are then
+    among the few at either end."""
     if statistic in ("min", "max"):
         return [
             Finding(
@@ -220,6 +227,26 @@ def extremes(statistic: str) -> list[Finding]:
                 f"a {'minimum' if statistic == 'min' else 'maximum'} is a single person's value",
             )
         ]
+    if statistic in ("median", "quantile") and cell.values:
+        q = 0.5 if statistic == "median" else float(quantile if quantile is not None else 0.5)
+        position = q * (cell.values - 1)
+        end = (
+            "lowest"
+            if math.floor(position) < rules.threshold
+            else "highest"
+            if math.ceil(position) > cell.values - 1 - rules.threshold
+            else ""
+        )
+        if end:
+            name = "median" if statistic == "median" else f"{q:g} quantile"
+            return [
+                Finding(
+                    "extreme_value",
+                    REVIEW,
+                    f"the {name} falls among the {rules.threshold} {end} of the cell's "
+                    f"{cell.values} values: it is close to a single person's value",
+                )
+            ]
     return []
 
 
@@ -237,12 +264,14 @@ def degrees_of_freedom(dof: float, rules: RuleSet) -> list[Finding]:
     return []
 
 
-def cell_findings(cell: CellStats, statistic: str, rules: RuleSet) -> list[Finding]:
+def cell_findings(
+    cell: CellStats, statistic: str, rules: RuleSet, quantile: float | None = None
+) -> list[Finding]:
     findings = threshold(cell, rules) + zeros(cell, rules) + full_cells(cell, rules)
     findings += missing(cell, rules)
     if statistic in MAGNITUDE:
         findings += dominance(cell, rules) + p_percent(cell, rules)
-    findings += extremes(statistic) if cell.units else []
+    findings += extremes(statistic, cell, rules, quantile) if cell.units else []
     return findings
 
 

@@ -146,7 +146,8 @@ def compute(
                            count(*) AS _tre_units, sum(_tre_contribution) AS _tre_total,
                            {top.format("_tre_contribution")} AS _tre_top,
                            min(_tre_contribution) < 0 AS _tre_negatives,
-                           sum(_tre_records - _tre_present) AS _tre_missing
+                           sum(_tre_records - _tre_present) AS _tre_missing,
+                           sum(_tre_present) AS _tre_values
                     FROM _tre_per_unit GROUP BY {group_keys or "()"}),
                 _tre_statistics AS (
                     SELECT {key_list} {flags} {statistic_sql} AS _tre_statistic
@@ -162,7 +163,8 @@ def compute(
             SELECT {key_list} {flags} {units} AS _tre_units, sum(_tre_v) AS _tre_total,
                    {top.format("_tre_v") if magnitude else "NULL"} AS _tre_top,
                    {"min(_tre_v) < 0" if magnitude else "false"} AS _tre_negatives,
-                   count(*) - count(_tre_v) AS _tre_missing, {statistic_sql} AS _tre_statistic
+                   count(*) - count(_tre_v) AS _tre_missing, count(_tre_v) AS _tre_values,
+                   {statistic_sql} AS _tre_statistic
             FROM _tre_base GROUP BY GROUPING SETS ({grouping_sets})"""
 
     def labelled(row: dict) -> tuple[list[str], tuple[str, ...]]:
@@ -223,6 +225,7 @@ def compute(
             top=top,
             negatives=bool(row["_tre_negatives"]) if magnitude else False,
             missing=int(row["_tre_missing"] or 0) if value else 0,
+            values=int(row["_tre_values"] or 0) if value else 0,
         )
         cell_value = float(row["_tre_units"]) if statistic == "count" else row["_tre_statistic"]
         cells.append(
