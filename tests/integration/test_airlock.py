@@ -248,7 +248,7 @@ def test_a_reviewer_does_not_see_the_other_vote_until_both_have_voted(world):
         vote(world, request, 1, Person("ivy", frozenset({"output-checker"})))
 
 
-def test_a_return_lets_the_researcher_replace_an_output_and_restarts_its_reviews(world):
+def test_a_return_lets_the_researcher_replace_an_output_and_restarts_every_review(world):
     first, second = table_output(world), table_output(world, "pupils by fsm")
     request = submitted(world, first, second)
     vote(world, request, 1, OLGA, "request_changes")
@@ -261,9 +261,12 @@ def test_a_return_lets_the_researcher_replace_an_output_and_restarts_its_reviews
     view = airlock.view(world.db, request.id, OTTO)
     assert view["outputs"][0]["output"]["id"] == better.id
     assert view["outputs"][0]["round"] == 2 and view["outputs"][0]["reviews_received"] == 0
-    assert view["outputs"][1]["outcome"] == "approved"  # untouched outputs keep their decision
+    # The output kept is reviewed again too: it is released beside the new one (issue #21).
+    assert view["outputs"][1]["round"] == 2 and view["outputs"][1]["outcome"] is None
     vote(world, request, 1, OLGA)
-    assert vote(world, request, 1, OTTO) == "released"
+    vote(world, request, 1, OTTO)
+    vote(world, request, 2, OLGA)
+    assert vote(world, request, 2, OTTO) == "released"
 
 
 def test_one_rejection_rejects_the_request_and_nothing_is_released(world):

@@ -5,16 +5,21 @@
   checks let pass is never drawn from one of its cell's ``threshold`` lowest or highest values;
   one they send to review says why.
 - Linked tables with rounding on were not protected together, and passed.
+- A resubmission kept the votes cast beside outputs since replaced.
+- Free text read back from home (found by the review of #20's fixes), bounded in number.
 """
 
 from __future__ import annotations
 
 import duckdb
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.test_linked_tables import COLUMNS, FIELDS, people
+from tre import airlock
 from tre.catalog import Type
+from tre.exceptions import InvalidInput
 from tre.outputs import engine, results, specs, tables
 from tre.outputs import rules as R
 from tre.sql import Connection
@@ -92,3 +97,56 @@ def test_linked_tables_with_rounding_go_to_review_never_pass_silently():
     assert all(any("with rounding on" in r for r in c.reasons) for c in shown)
     alone = engine.compute(con, spec, extracts, rounded)  # no earlier release: no such review
     assert not any("linked_tables" in c.rules for c in alone.cells)
+
+
+def test_a_resubmission_resets_every_vote_of_its_request(world):
+    """Issue #21: votes cast on output 1 beside an output 2 the checkers sent back still
+    counted after output 2 was replaced, though the two are released together."""
+    from tests.integration.test_airlock import ALICE, OLGA, OSCAR, table_output, vote
+
+    first = table_output(world, "pupils by sex")
+    second = table_output(world, "pupils by year", rows=["academic_year"])
+    request = airlock.create(world.db, world.project, "Tables for the paper", ALICE)
+    for output in (first, second):
+        airlock.put_output(world.db, request.id, output.id, f"{output.name} for table 1", ALICE)
+    airlock.submit(world.home, world.db, request.id, ALICE)
+    for checker in (OLGA, OSCAR):
+        vote(world, request, 1, checker)
+        vote(world, request, 2, checker, "request_changes")
+    assert airlock.get(world.db, request.id).state == "returned"
+    third = table_output(world, "pupils by year and sex", rows=["academic_year", "sex"])
+    airlock.put_output(world.db, request.id, third.id, "the same, by sex too", ALICE, 2)
+    airlock.submit(world.home, world.db, request.id, ALICE)
+    for checker in (OLGA, OSCAR):
+        vote(world, request, 2, checker)
+    # Output 1's earlier approvals no longer count: the request waits for them again.
+    assert airlock.get(world.db, request.id).state == "in_review"
+    vote(world, request, 1, OLGA)
+    assert vote(world, request, 1, OSCAR) == "released"
+
+
+def test_free_text_is_bounded_in_number_too(world):
+    """Found by the review of #20's fixes: each title and description is capped, so a kernel
+    would write many; open requests and outputs per request are bounded too."""
+    from tests.integration.test_airlock import ALICE, table_output
+
+    output = table_output(world, "pupils by sex, for the count")
+    made = [
+        airlock.create(world.db, world.project, f"draft {n}", ALICE)
+        for n in range(airlock.MAX_OPEN_REQUESTS - _open(world))
+    ]
+    with pytest.raises(InvalidInput, match="in draft or returned"):
+        airlock.create(world.db, world.project, "one more", ALICE)
+    for _ in range(airlock.MAX_OUTPUTS):
+        airlock.put_output(world.db, made[0].id, output.id, "the same table again", ALICE)
+    with pytest.raises(InvalidInput, match="the most one request holds"):
+        airlock.put_output(world.db, made[0].id, output.id, "the same table again", ALICE)
+    for request in made:
+        airlock.withdraw(world.db, request.id, ALICE)
+
+
+def _open(world) -> int:
+    return sum(
+        r.state in ("draft", "returned") and r.author == "alice"
+        for r in airlock.of_project(world.db, world.project)
+    )

@@ -49,3 +49,20 @@ def test_allowed_specifications_still_parse():
     )
     dp = {"name": "q", "kind": "dp", "dataset": "pupils", "query": "count", "epsilon": 0.5}
     assert specs.parse(dp).epsilon == 0.5
+
+
+def test_a_specification_carries_no_free_text_beyond_its_fields():
+    """Found by the review of #20's fixes: a specification is stored and shown from home as
+    given, so an extra key, a long name or a long list carried rows out of a workspace."""
+    base = {"name": "t", "kind": "table", "dataset": "pupils", "rows": ["sex"]}
+    too_long = [
+        {**base, "notes": "p1,55,F\n" * 1000},
+        {**base, "name": "x" * 201},
+        {**base, "filters": [{"column": "sex", "op": "in", "value": ["M"] * 1001}]},
+        {**base, "filters": [{"column": "sex", "op": "eq", "value": "x" * 201}]},
+        {**base, "formula": "y ~ " + " + ".join(["x"] * 400)},
+    ]
+    for raw in too_long:
+        with pytest.raises(InvalidInput):
+            specs.parse(raw)
+    assert specs.parse({**base, "name": "x" * 200}).name == "x" * 200

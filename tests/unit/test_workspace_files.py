@@ -117,6 +117,13 @@ def test_tables_printed_as_pandas_prints_them_are_refused():
         (frame.to_string(), "columns aligned by spaces"),
         (frame[["sex"]].to_string(), "columns aligned by spaces"),
         (frame.to_html(), "an HTML table"),
+        # Found by the review of #20's fixes: other ways pandas writes a frame.
+        (frame.to_csv(sep=" "), "split by ' '"),
+        (frame.to_latex(), "split by '&'"),
+        (frame.to_json(), "structured data"),
+        (frame.to_json(orient="split"), "structured data"),
+        (repr(frame.to_dict("records")), "structured data"),
+        (frame.to_xml(), "XML data"),
     ):
         with pytest.raises(files.Refused, match=says):
             files.judge(text.encode(), LIMIT)

@@ -378,6 +378,13 @@ def queue(db: Database, checker: Person, limit: int = 50, offset: int = 0) -> li
 # -- changing ----------------------------------------------------------------------------------
 
 
+#: The most export requests one researcher may have open (in draft or returned) in a project,
+#: and the most outputs one request holds: each is free text read back from home, so their
+#: number is bounded too, not only their length (found by the review of #20's fixes).
+MAX_OPEN_REQUESTS = 10
+MAX_OUTPUTS = 20
+
+
 def create(db: Database, project_id: str, title: str, by: Person) -> ExportRequest:
     project = _project(db, project_id)
     permissions.check_can_request_export(by, project)
@@ -385,6 +392,23 @@ def create(db: Database, project_id: str, title: str, by: Person) -> ExportReque
         raise InvalidInput("Give the request a title (what the outputs are for).")
     title = texts.at_most(title, "title", texts.TITLE)
     with db.write() as session:
+        from tre.projects import Project  # counted and made one at a time per project
+
+        session.execute(sa.select(Project).where(Project.id == project_id).with_for_update())
+        open_ = session.execute(
+            sa.select(sa.func.count())
+            .select_from(ExportRequest)
+            .where(
+                ExportRequest.project_id == project_id,
+                ExportRequest.author == by.username,
+                ExportRequest.state.in_([State.DRAFT.value, State.RETURNED.value]),
+            )
+        ).scalar_one()
+        if open_ >= MAX_OPEN_REQUESTS:
+            raise InvalidInput(
+                f"You have {open_} export requests of {project_id} in draft or returned: "
+                "submit or withdraw one before starting another."
+            )
         stamp = now()
         request = ExportRequest(
             project_id=project_id,
@@ -441,6 +465,11 @@ def put_output(
             .all()
         )
         if slot is None:
+            if len(existing) >= MAX_OUTPUTS:
+                raise InvalidInput(
+                    f"Request #{request_id} holds {MAX_OUTPUTS} outputs, the most one request "
+                    "holds: start another request for the rest."
+                )
             item = RequestOutput(
                 request_id=request_id,
                 slot=len(existing) + 1,
@@ -494,7 +523,22 @@ def submit(home: Home, db: Database, request_id: int, by: Person) -> ExportReque
             if stored.id in results:
                 stored.result, stored.status = results[stored.id]
             summary[str(slot.slot)] = stored.status
-        _move(session, request, "submit", by)
+        # A resubmission opens a new round of every output: votes cast on the request before
+        # were cast beside outputs since replaced, which may disclose together with the ones
+        # kept (issue #21).
+        reset = [
+            slot
+            for slot in filled_now
+            if session.execute(
+                sa.select(sa.func.count())
+                .select_from(Review)
+                .where(Review.request_output_id == slot.id, Review.round == slot.round)
+            ).scalar_one()
+        ]
+        for slot in reset:
+            slot.round += 1
+        details = {"votes_reset": [s.slot for s in reset]} if reset else None
+        _move(session, request, "submit", by, details)
         _move(session, request, "checked", SYSTEM, {"checks": summary})
         return request
 

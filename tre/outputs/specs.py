@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from tre import texts
 from tre.catalog import Type
 from tre.conditions import OPERATORS, Condition
 from tre.exceptions import InvalidInput
@@ -134,10 +135,39 @@ def _listed(value: Any, field: str, errors: list[str]) -> list[Any]:
     return value
 
 
+#: The fields of an output specification. Anything else is refused: a specification is stored
+#: and shown as given (from home too), and is no place to carry rows out of a workspace.
+FIELDS = frozenset(
+    {
+        "name", "kind", "dataset", "join", "flags", "filters", "rows", "cols", "statistic",
+        "value", "quantile", "margins", "statistics", "formula", "family", "query", "bounds",
+        "epsilon", "categories", "alphas",
+    }
+)  # fmt: skip
+#: The most values a list in a specification holds (a condition's values, DP categories), and
+#: the longest text value.
+MAX_LISTED = 1000
+MAX_VALUE_CHARS = 200
+MAX_FORMULA_CHARS = 1000
+
+
 def parse(data: Any, source: str = "the output specification") -> OutputSpec:
     if not isinstance(data, Mapping):
         raise InvalidInput(f"{source} must be a mapping of fields (name, kind, dataset, …).")
     errors: list[str] = []
+    unknown = sorted(str(k)[:40] for k in data if k not in FIELDS)
+    if unknown:
+        errors.append(
+            f"{', '.join(unknown)}: not fields of an output; known: {', '.join(sorted(FIELDS))}"
+        )
+    for field in ("filters", "flags", "categories"):
+        if _too_long(data.get(field)):
+            errors.append(
+                f"{field}: at most {MAX_LISTED:,} values in a list, each of at most "
+                f"{MAX_VALUE_CHARS} characters"
+            )
+    if len(str(data.get("formula") or "")) > MAX_FORMULA_CHARS:
+        errors.append(f"formula: at most {MAX_FORMULA_CHARS:,} characters")
 
     def named(field: str, value: Any) -> bool:
         """Whether ``value`` is a name the TRE accepts (else say why, once)."""
@@ -183,6 +213,8 @@ def parse(data: Any, source: str = "the output specification") -> OutputSpec:
     name = str(data.get("name") or "").strip()
     if not name:
         errors.append("name: a name for the output is required")
+    elif len(name) > texts.TITLE:
+        errors.append(f"name: at most {texts.TITLE} characters")
     dataset = data.get("dataset")
     if not isinstance(dataset, str):
         errors.append("dataset: the extract the output is computed from is required")
@@ -310,6 +342,18 @@ def parse(data: Any, source: str = "the output specification") -> OutputSpec:
         alphas=tuple(data.get("alphas") or (0.25, 0.5, 0.75)),
         raw=dict(data),
     )
+
+
+def _too_long(value: Any) -> bool:
+    """Whether ``value`` (a specification's field, walked through) holds a list longer than
+    :data:`MAX_LISTED` or a text longer than :data:`MAX_VALUE_CHARS`."""
+    if isinstance(value, str):
+        return len(value) > MAX_VALUE_CHARS
+    if isinstance(value, Mapping):
+        return any(_too_long(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return len(value) > MAX_LISTED or any(_too_long(v) for v in value)
+    return False
 
 
 # -- the relation an output is computed over ------------------------------------------------

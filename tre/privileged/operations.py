@@ -856,6 +856,27 @@ def _living(uid: int) -> list[int]:
     return [pid for pid in _processes_of(uid) if _alive(pid)]
 
 
+def _kill_launchers(uid: int) -> None:
+    """Kill every root bubblewrap process that would become ``uid`` (``--reuid=<uid>`` among
+    its arguments: the sandboxes this helper starts), and all it holds."""
+    wanted = f"--reuid={uid}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if (
+                entry.stat().st_uid == 0
+                and Path(argv[0].decode(errors="replace")).name == "bwrap"
+                and wanted in argv
+            ):
+                for child in (entry / "task" / entry.name / "children").read_text().split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(child), signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(entry.name), signal.SIGKILL)
+
+
 def _kill_account(name: str) -> int:
     """Kill every process of the account ``name``; how many there were. A child becomes the
     account and calls ``kill(-1, SIGKILL)``, which the kernel sends to all its processes at
@@ -865,6 +886,10 @@ def _kill_account(name: str) -> int:
     account = accounts.Account.named(name)
     if account.uid in (0, os.geteuid()):
         return 0  # never this process's own account, never root's
+    # First the sandboxes still being set up for it: bubblewrap runs as root until it becomes
+    # the account, so kill(-1) as the account would miss one started just before (found by the
+    # review of #20's fixes: a Dask worker started during a revocation).
+    _kill_launchers(account.uid)
     found = _living(account.uid)
     for attempt in range(50):
         if attempt and not _living(account.uid):  # at least one round, whatever was seen

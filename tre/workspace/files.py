@@ -13,6 +13,7 @@ records.
 
 from __future__ import annotations
 
+import ast
 import collections
 import io
 import json
@@ -52,7 +53,7 @@ IMAGES = (
 )
 #: A run this long of base64 or hexadecimal characters is encoded data, not text or code.
 ENCODED = re.compile(r"[A-Za-z0-9+/=_-]{4096}")
-DELIMITERS = ",\t;|"
+DELIMITERS = ",\t;|& "
 #: Fewer lines than this are never judged a table (a short text with commas is no extract).
 TABLE_LINES = 10
 #: The share of lines that must agree for a text to be a table.
@@ -145,7 +146,49 @@ def data_in(text: str) -> str:
     """What data ``text`` holds (``""`` if none): a table, records, or encoded bytes."""
     if ENCODED.search(text):
         return "encoded data (a long run of base64 or hexadecimal)"
-    return tabular(text)
+    return tabular(text) or structured(text)
+
+
+#: A JSON or Python literal (a dict of columns, a list of records) holding this many values or
+#: more is data; so is an XML document with an element repeated :data:`TABLE_LINES` times.
+STRUCTURED_VALUES = 50
+XML_ELEMENT = re.compile(r"<([A-Za-z_][\w.-]*)[\s/>]")
+
+
+def structured(text: str) -> str:
+    """What data ``text`` holds as a whole JSON value or Python literal (pandas' ``to_json``,
+    the ``repr`` of ``to_dict("records")``), or as XML (``to_xml``); ``""`` if none."""
+    stripped = text.strip()
+    if stripped[:1] in ("[", "{"):
+        value: Any = None
+        for read in (json.loads, ast.literal_eval):
+            try:
+                value = read(stripped)
+                break
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                continue
+        values = _values_in(value)
+        if values >= STRUCTURED_VALUES:
+            return f"structured data ({values:,} values or more)"
+    if stripped.startswith("<?xml"):
+        counts = collections.Counter(XML_ELEMENT.findall(stripped))
+        if counts and counts.most_common(1)[0][1] >= TABLE_LINES:
+            return f"XML data ({counts.most_common(1)[0][1]:,} repeated elements)"
+    return ""
+
+
+def _values_in(value: Any) -> int:
+    """How many leaf values ``value`` holds (counting stops at :data:`STRUCTURED_VALUES`)."""
+    count, stack = 0, [value]
+    while stack and count < STRUCTURED_VALUES:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set):
+            stack.extend(item)
+        elif item is not None:
+            count += 1
+    return count
 
 
 def too_large(size: int, limit: int) -> str:
@@ -174,6 +217,8 @@ def tabular(text: str) -> str:
         for delimiter in DELIMITERS:
             counts = collections.Counter(line.count(delimiter) for line in lines)
             columns, agreeing = counts.most_common(1)[0]
+            if delimiter == " " and not _mostly_figures(lines):
+                continue  # prose and code split by spaces too: a table of them holds figures
             if columns and agreeing >= AGREEING * len(lines):
                 name = {",": "CSV", "\t": "TSV"}.get(delimiter, f"a table split by {delimiter!r}")
                 return f"{name} data ({len(lines):,} lines of {columns + 1} columns)"
@@ -197,6 +242,13 @@ def tabular(text: str) -> str:
         if isinstance(value, list) and len(value) >= TABLE_LINES:
             return f"a JSON array of {len(value):,} records"
     return ""
+
+
+def _mostly_figures(lines: list[str]) -> bool:
+    """Whether half or more of the words of ``lines`` hold a digit (rows of values do; prose
+    and code seldom)."""
+    words = [w for line in lines[:ALIGNED_SAMPLE] for w in line.split()]
+    return bool(words) and sum(any(ch.isdigit() for ch in w) for w in words) * 2 >= len(words)
 
 
 def _aligned_columns(lines: list[str]) -> int:
