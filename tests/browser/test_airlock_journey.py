@@ -71,7 +71,9 @@ def test_apply_approve_provision_request_review_download(chromium, portal, scree
     )
     alice.click("form[action$='/outputs'] button")
     assert "pupils by ethnicity and free school meals" in alice.inner_text("h1")
-    assert "suppressed" in alice.inner_text("table.result")  # small cells are hidden
+    # Outside the workspace, before release: its status and reasons, no value or label.
+    assert "shown in the project's workspace" in alice.inner_text("main")
+    assert not alice.locator("table.result").count()
     screenshot(alice, "researcher-output")
     alice.goto(f"{portal.url}/projects/{PROJECT}")
     alice.fill("input[name=title]", "Table 1 of the paper")

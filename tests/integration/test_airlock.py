@@ -384,13 +384,17 @@ def test_values_left_for_review_are_shown_only_to_checkers_until_release(world):
         ]
 
     project = airlock._project(world.db, world.project)
-    for viewer in (ALICE, BOB_CHECKER):
+    for viewer in (ALICE, BOB_CHECKER):  # outside the workspace: status and reasons alone
         table, file = shown(viewer)
-        assert table["cells"] and all(c["value"] is None for c in table["cells"])
-        assert all(c["withheld"] for c in table["cells"] if c["status"] != "pass")
+        assert table["cells"] == [] and "workspace" in table["withheld"]
         assert file["cells"] == [] and file["withheld"]
     for viewer in (ALICE, DORA):  # custodians see outputs through the portal's output pages
         assert outputs.shown_result(outputs.get(world.db, maximum.id), viewer, project) == table
+    # In the project's workspace, its researcher sees what passed; what is left for review is
+    # withheld there too.
+    inside = outputs.shown_result(outputs.get(world.db, maximum.id), ALICE, project, True)
+    assert inside["cells"] and all(c["value"] is None for c in inside["cells"])
+    assert all(c["withheld"] for c in inside["cells"] if c["status"] != "pass")
     table, file = shown(OLGA)
     assert all(c["value"] is not None for c in table["cells"])
     assert [c["value"] for c in file["cells"]] == [31.0]

@@ -11,17 +11,21 @@
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.test_linked_tables import COLUMNS, FIELDS, people
-from tre import airlock
+from tre import airlock, audit, projects
+from tre import outputs as tre_outputs
 from tre.catalog import Type
 from tre.exceptions import InvalidInput
 from tre.outputs import engine, results, specs, tables
 from tre.outputs import rules as R
+from tre.people import local_person
 from tre.sql import Connection
 
 RULES = R.RuleSet()
@@ -150,3 +154,72 @@ def _open(world) -> int:
         r.state in ("draft", "returned") and r.author == "alice"
         for r in airlock.of_project(world.db, world.project)
     )
+
+
+@pytest.mark.keycloak
+def test_outside_the_workspace_an_unreleased_output_shows_no_value_or_label(portal):
+    """Issue #21: labels of failing cells were shown before review, outside any workspace: a
+    table by sex and a score, filtered to a few pupils, printed their records as labels."""
+    spec = {
+        "name": "scores of a few",
+        "kind": "table",
+        "dataset": "pupils",
+        "rows": ["sex", "idaci_decile"],
+        "filters": [{"column": "nc_year", "op": "eq", "value": 11}],
+    }
+    with portal.api("alice") as alice, portal.api("olga") as olga:
+        made = alice.post(f"/projects/{portal.project}/outputs", json=spec)
+        assert made.status_code == 201, made.text
+        for shown in (made.json(), alice.get(f"/outputs/{made.json()['id']}").json()):
+            result = shown["result"]
+            assert result["cells"] == [] and "workspace" in result["withheld"]
+            assert result["summary"]["status"] in ("pass", "review", "fail")
+            assert '"row"' not in json.dumps(result) and "value" not in json.dumps(result["cells"])
+        # An output checker outside the project sees it whole (in the requests they review).
+        seen = olga.get(f"/outputs/{made.json()['id']}")
+        assert seen.status_code == 403  # not in a request: nothing to review yet
+        output = tre_outputs.get(portal.db, made.json()["id"])
+        project = projects.get(portal.db, portal.project)
+        whole = tre_outputs.shown_result(output, local_person("olga"), project)
+        assert whole["cells"] and all("row" in c for c in whole["cells"])
+    with portal.api("alice") as alice:  # once released, its project sees it whole
+        released = alice.get(f"/outputs/{portal.output}").json()["result"]
+        assert released["cells"] and any(c["value"] is not None for c in released["cells"])
+
+
+def test_two_requests_reviewed_side_by_side_cannot_both_be_released(world):
+    """Issue #21: two requests in review at once each passed against the releases before
+    both; the checks run again at release, one release of a project at a time."""
+    from tests.integration.test_airlock import OLGA, OSCAR, submitted, table_output, vote
+
+    by_ethnicity = table_output(world, "by ethnicity, side by side", rows=["ethnicity"])
+    small = next(c["row"][0] for c in by_ethnicity.result["cells"] if c["value"] is None)
+    own = [{"column": "sex", "op": "not_null"}, {"column": "nc_year", "op": "not_null"}]
+    everyone = table_output(world, "by FSM, everyone", rows=["fsm_eligible"], filters=own)
+    fewer = table_output(
+        world,
+        "by FSM, one group fewer",
+        rows=["fsm_eligible"],
+        filters=[*own, {"column": "ethnicity", "op": "ne", "value": small}],
+    )
+    first, second = submitted(world, everyone), submitted(world, fewer)
+    assert outputs_pass(world, fewer)  # checked at submission: the other was not released
+    for checker in (OLGA, OSCAR):
+        vote(world, first, 1, checker)
+    assert airlock.get(world.db, first.id).state == "released"
+    vote(world, second, 1, OLGA)
+    assert vote(world, second, 1, OSCAR) == "returned"  # blocked at release
+    with world.db.read() as session:
+        blocked = [
+            e
+            for e in audit.events(session, object_type="export_request", object_id=str(second.id))
+            if e["action"] == "request.blocked"
+        ]
+    assert blocked and "differ" in json.dumps(blocked[0]["details"])
+    assert not (world.home.released / world.project / str(second.id)).exists()
+
+
+def outputs_pass(world, output) -> bool:
+    from tre import outputs
+
+    return all(c["value"] is not None for c in outputs.get(world.db, output.id).result["cells"])

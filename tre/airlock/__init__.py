@@ -14,13 +14,16 @@ to the released store, where the project's researchers download them (each downl
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
+import fcntl
 import functools
 import json
 import os
 import shutil
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -624,8 +627,66 @@ def review(
         _move(session, request, "review", by, {"slot": slot_number, "vote": vote})
         decision = _decide(session, request)
     if decision == "approve":
-        release(home, db, request_id)
+        release_checked(home, db, request_id)
     return {"request": get(db, request_id).state}
+
+
+def release_checked(home: Home, db: Database, request_id: int) -> ExportRequest:
+    """Release an approved request, once its outputs pass the automatic checks again against
+    everything the project released until now, one release of a project at a time: two
+    requests reviewed side by side each passed against the releases before both, not against
+    each other (issue #21). An output that would now show a cell its check hides, or fails
+    where it did not, blocks the release: the request goes back to the researcher, saying
+    which and why."""
+    request = get(db, request_id)
+    with _release_lock(home, request.project_id):
+        project = _project(db, request.project_id)
+        alongside: list[tuple[str, dict, list]] = []
+        blocked: dict[str, list[str]] = {}
+        for slot in slots(db, request_id):
+            output = outputs.get(db, slot.output_id)
+            if output.kind not in ("table", "summary", "model"):
+                continue
+            now_ = outputs.compute(
+                home, db, project, specs.parse(output.spec), alongside=alongside
+            ).as_dict()
+            why = _no_longer_passes(output.result, now_)
+            if why:
+                blocked[str(slot.slot)] = why
+            alongside.append((f"output {slot.slot} of this request", output.spec, now_["cells"]))
+        if blocked:
+            with db.write() as session:
+                request = _lock(session, request_id)
+                _move(session, request, "block", SYSTEM, {"outputs": blocked})
+            return request
+        return release(home, db, request_id)
+
+
+def _no_longer_passes(before: dict, now_: dict) -> list[str]:
+    """Why the result ``now_`` (checked again) no longer allows what ``before`` (as reviewed)
+    shows: a cell shown then is hidden or failing now, or the whole fails where it did not."""
+    shown = {
+        (tuple(c["row"]), tuple(c["col"])): c
+        for c in before.get("cells", [])
+        if c.get("value") is not None
+    }
+    reasons: list[str] = []
+    for cell in now_.get("cells", []):
+        key = (tuple(cell["row"]), tuple(cell["col"]))
+        if key in shown and (cell.get("value") is None or cell["status"] == R.FAIL):
+            reasons += [r for r in cell.get("reasons", []) if r not in reasons]
+    if now_["summary"]["status"] == R.FAIL and before["summary"]["status"] != R.FAIL:
+        reasons = reasons or ["it fails the automatic checks now"]
+    return reasons
+
+
+@contextlib.contextmanager
+def _release_lock(home: Home, project_id: str) -> Iterator[None]:
+    """One release of ``project_id`` at a time, across the portal's processes and the
+    command line (a file lock in the released store, which whoever releases writes)."""
+    with open(home.released / f".release-{project_id}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _outcome_of(session: Session, slot: RequestOutput) -> str | None:

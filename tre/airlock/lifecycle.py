@@ -120,6 +120,14 @@ TRANSITIONS: tuple[Transition, ...] = (
         "The approved outputs were copied to the released store.",
     ),
     Transition(
+        "block",
+        State.APPROVED,
+        State.RETURNED,
+        "request.blocked",
+        "At release, the automatic checks ran again against everything released until then, "
+        "and an output no longer passed them: back to the researcher, saying why.",
+    ),
+    Transition(
         "revoke",
         State.RELEASED,
         State.REVOKED,

@@ -139,15 +139,26 @@ def compute(
 
 
 WITHHELD = "withheld until output checkers have reviewed it"
+#: What a project's member is told outside the workspace, before release.
+IN_THE_WORKSPACE = (
+    "shown in the project's workspace until output checkers release it: outside it, an "
+    "output is its specification, its status and the reasons"
+)
 
 
-def shown_result(output: Output, viewer: Person, project) -> dict[str, Any]:
-    """The output's result as ``viewer`` may see it: values not passed by the automatic check
-    are withheld until release, and so is everything read from a file (its labels too), except
-    from output checkers."""
+def shown_result(output: Output, viewer: Person, project, inside: bool = False) -> dict[str, Any]:
+    """The output's result as ``viewer`` may see it. Output checkers (outside the project) see
+    it whole, and everyone who may see it does once it is released. Before that, in the
+    project's workspace (``inside``: the caller's own enclave of the project), values not
+    passed by the automatic check are withheld, and everything read from a file; outside it
+    (the portal's pages, the API from anywhere else), nothing computed from the data: neither
+    values nor labels, only the status and reasons (:func:`outline`; issue #21: the labels of
+    failing cells were the records of two pupils)."""
     released = output.released_at is not None
     if permissions.sees_unreviewed_values(viewer, project, released):
         return output.result
+    if not inside:
+        return outline(output.result)
     if output.kind == "file":
         return {**output.result, "cells": [], "withheld": WITHHELD}
     cells = []
@@ -156,6 +167,22 @@ def shown_result(output: Output, viewer: Person, project) -> dict[str, Any]:
             cell = {**cell, "value": None, "withheld": WITHHELD}
         cells.append(cell)
     return {**output.result, "cells": cells}
+
+
+def outline(result: dict[str, Any]) -> dict[str, Any]:
+    """A result without anything computed from the data: its kind, what it is of, its
+    status, how many cells passed, went to review or failed, and the distinct reasons."""
+    cells = result.get("cells", [])
+    reasons = list(dict.fromkeys(r for c in cells for r in c.get("reasons", [])))
+    summary = dict(result.get("summary", {}))
+    return {
+        "kind": result.get("kind"),
+        "description": result.get("description", {}),
+        "summary": {**summary, "reasons": [*summary.get("reasons", []), *reasons]},
+        "cells": [],
+        "withheld": IN_THE_WORKSPACE,
+        "outline": True,
+    }
 
 
 def _store(

@@ -185,6 +185,7 @@ def project_outputs(
     summary="Compute and check an output from its specification",
 )
 async def project_output_check(
+    request: Request,
     project_id: str,
     body: dict[str, Any],
     state=Depends(app_state),
@@ -192,11 +193,12 @@ async def project_output_check(
 ) -> dict[str, Any]:
     spec = specs.parse(body)
     output, _ = await computing(outputs.check, state.home, state.db, project_id, spec, person)
-    return await quickly(_output_view, state, output, person, project_id)
+    inside = workspaces.in_an_enclave(request)  # its own (workspaces.scope checked it)
+    return await quickly(_output_view, state, output, person, project_id, inside)
 
 
-def _output_view(state, output, person: Person, project_id: str) -> dict[str, Any]:
-    return views.output_detail(output, person, projects.get(state.db, project_id))
+def _output_view(state, output, person: Person, project_id: str, inside: bool) -> dict[str, Any]:
+    return views.output_detail(output, person, projects.get(state.db, project_id), inside)
 
 
 @router.post(
@@ -225,6 +227,7 @@ def project_dp_plan(
     summary="Run a differentially private query: spends its ε of the project's budget",
 )
 async def project_dp_run(
+    request: Request,
     project_id: str,
     body: dict[str, Any],
     state=Depends(app_state),
@@ -232,7 +235,8 @@ async def project_dp_run(
 ) -> dict[str, Any]:
     spec = _dp_spec(body)
     output, _ = await computing(outputs.run_dp, state.home, state.db, project_id, spec, person)
-    return await quickly(_output_view, state, output, person, project_id)
+    inside = workspaces.in_an_enclave(request)
+    return await quickly(_output_view, state, output, person, project_id, inside)
 
 
 def _dp_spec(body: dict[str, Any]) -> specs.OutputSpec:

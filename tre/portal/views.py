@@ -77,13 +77,14 @@ def output_summary(o) -> dict[str, Any]:
     }
 
 
-def output_detail(o, viewer: Person, project) -> dict[str, Any]:
-    """An output with its result as ``viewer`` may see it (:func:`tre.outputs.shown_result`)."""
+def output_detail(o, viewer: Person, project, inside: bool = False) -> dict[str, Any]:
+    """An output with its result as ``viewer`` may see it (:func:`tre.outputs.shown_result`;
+    ``inside``: asked from the viewer's own workspace of the project)."""
     return {
         **output_summary(o),
         "project": o.project_id,
         "spec": o.spec,
-        "result": outputs.shown_result(o, viewer, project),
+        "result": outputs.shown_result(o, viewer, project, inside),
     }
 
 
