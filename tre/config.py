@@ -371,6 +371,16 @@ SETTINGS: tuple[Setting, ...] = (
         "20000",
     ),
     Setting(
+        "output_max_categories",
+        "TRE_OUTPUT_MAX_CATEGORIES",
+        "50",
+        "The most categories (distinct values, missing counted as one) a row or column "
+        "variable of a table or summary may have. More is refused before anything is "
+        "computed, saying to band the variable: a category per value singles people out.",
+        _count_of("categories", 100_000),
+        "100",
+    ),
+    Setting(
         "keycloak_sync",
         "TRE_KEYCLOAK_SYNC",
         "off",
@@ -449,6 +459,7 @@ class Settings:
     output_cpu_seconds: int
     output_memory_mb: int
     output_max_cells: int
+    output_max_categories: int
     keycloak_sync: bool
     provisioner_secret: str
     portal_client_secret: str

@@ -223,3 +223,66 @@ def outputs_pass(world, output) -> bool:
     from tre import outputs
 
     return all(c["value"] is not None for c in outputs.get(world.db, output.id).result["cells"])
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"dataset": "ks4", "rows": ["attainment8"]}, "attainment8 is a measurement"),
+        ({"rows": ["sex", "birth_month"]}, "group by academic_year or nc_year"),
+        (
+            {"filters": [{"column": "pseudo_id", "op": "in", "value": ["a1", "b2"]}]},
+            "identifies a person",
+        ),
+        (
+            {
+                "flags": [
+                    {
+                        "name": "admitted",
+                        "dataset": "hes_apc",
+                        "where": [{"column": "episode_id", "op": "eq", "value": "E1"}],
+                    }
+                ],
+                "rows": ["sex", "admitted"],
+            },
+            "episode_id identifies one record of hes_apc",
+        ),
+    ],
+)
+def test_columns_that_single_people_out_are_refused_naming_what_to_use(change, says):
+    """Issue #21: a table by sex, score and date of birth, filtered on two pseudo_ids,
+    returned both pupils' records as its labels. The catalog says which columns may be rows,
+    columns and filters; a specification breaking it is refused before anything runs (over
+    extracts holding every released column of every dataset)."""
+    from tre import catalog
+    from tre.sql import Connection
+
+    everything = specs.Extracts(
+        {name: name for name in catalog.DATASETS},
+        {
+            name: {
+                specs.UNIT: Type.STRING,
+                **{c.released_name: c.released_type for c in d.released_columns},
+            }
+            for name, d in catalog.DATASETS.items()
+        },
+    )
+    raw = {"name": "singled out", "kind": "table", "dataset": "pupils", "rows": ["sex"], **change}
+    with pytest.raises(InvalidInput, match=says):
+        specs.relation(specs.parse(raw), everything, Connection(duckdb.connect()))
+    allowed = {**raw, "rows": ["sex", "academic_year"], "filters": [], "flags": []}
+    allowed["dataset"] = "pupils"
+    specs.relation(specs.parse(allowed), everything, Connection(duckdb.connect()))
+
+
+def test_a_variable_of_more_categories_than_the_setting_is_refused_saying_to_band_it():
+    """Issue #21: categories per variable are capped (TRE_OUTPUT_MAX_CATEGORIES), so that no
+    table is a category per person."""
+    con = people()
+    extracts = specs.Extracts(
+        {"pupils": "people"}, {"pupils": {specs.UNIT: Type.STRING, **COLUMNS}}
+    )
+    spec = specs.parse({**FIELDS, "name": "by ethnicity", "cols": []})  # 3 ethnic groups
+    assert engine.compute(con, spec, extracts, R.RuleSet(), max_categories=3).cells
+    with pytest.raises(InvalidInput, match=r"more than 2 categories.*ethnicity \(3\).*band"):
+        engine.compute(con, spec, extracts, R.RuleSet(), max_categories=2)

@@ -168,6 +168,43 @@ class Dataset:
     def released_columns(self) -> tuple[Column, ...]:
         return tuple(c for c in self.columns if c.released)
 
+    def released_column(self, released_name: str) -> Column | None:
+        return next((c for c in self.released_columns if c.released_name == released_name), None)
+
+    def grouping_problem(self, released_name: str) -> str:
+        """Why the released column may not be an output's row or column (``""``: it may): it
+        singles out records or people, whatever the threshold (issue #21: a table by sex,
+        score and date of birth printed two pupils' records as its labels)."""
+        column = self.released_column(released_name)
+        if column is None:
+            return ""
+        if column.name == self.record_key:
+            return f"{released_name} identifies one record of {self.name}: count records instead"
+        if column.identity is Identity.DATE_OF_BIRTH:
+            return (
+                f"{released_name} (the month of birth) singles people out beside other "
+                "variables: group by academic_year or nc_year, or age_band in hospital data"
+            )
+        if column.released_type is Type.DECIMAL:
+            return (
+                f"{released_name} is a measurement: use it as the value (mean, median, …) or "
+                "filter on a range of it, not as a row or column"
+            )
+        if column.released_type is Type.DATE:
+            return f"{released_name} is an exact date: use a month or year column"
+        return ""
+
+    def filtering_problem(self, released_name: str) -> str:
+        """Why an output may not filter on the released column (``""``: it may)."""
+        column = self.released_column(released_name)
+        if column is None:
+            return ""
+        if column.name == self.record_key:
+            return f"{released_name} identifies one record of {self.name}: no filter picks records"
+        if column.released_type is Type.DATE:
+            return f"{released_name} is an exact date: filter on a month or year column"
+        return ""
+
 
 @dataclasses.dataclass(frozen=True)
 class Custodian:

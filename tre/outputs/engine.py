@@ -48,6 +48,8 @@ class Job:
     memory_limit: str = "1GB"
     #: The most cells a table may have (TRE_OUTPUT_MAX_CELLS).
     max_cells: int = 5000
+    #: The most categories a row or column variable may have (TRE_OUTPUT_MAX_CATEGORIES).
+    max_categories: int = 50
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -85,7 +87,16 @@ def run(job: Job) -> Any:
                 for release in linked.releases_of(label, specs.parse(s), cells)
             ]
             return to_wire(
-                compute(con, spec, extracts, rule_set, published, alongside, job.max_cells)
+                compute(
+                    con,
+                    spec,
+                    extracts,
+                    rule_set,
+                    published,
+                    alongside,
+                    job.max_cells,
+                    job.max_categories,
+                )
             )
     raise InvalidInput(f"The output engine does not know how to {job.action!r}.")
 
@@ -130,6 +141,7 @@ def compute(
     published: Sequence[tuple[str, specs.OutputSpec, Sequence[dict]]] = (),
     alongside: Sequence[linked.Release] = (),
     max_cells: int = 5000,
+    max_categories: int = 50,
 ) -> results.Result:
     """Compute and check ``spec``, against the project's ``published`` tables and summaries
     (label, specification, cells) and the tables ``alongside`` (submitted with it, to be
@@ -138,7 +150,7 @@ def compute(
     relation, columns = specs.relation(spec, extracts, con)
     where = specs.where(spec.filters, columns, con)
     if spec.kind in ("table", "summary"):
-        _check_size(con, relation, where, spec, max_cells)
+        _check_size(con, relation, where, spec, max_cells, max_categories)
     if spec.kind == "model":
         models.check_size(con, relation, where, spec.formula, columns)
     description = {"name": spec.name, "population": spec.population()}
@@ -241,7 +253,9 @@ def _linked_releases(con, relation, columns, spec, releases) -> list[linked.Rele
     )
 
 
-def _check_size(con, relation: str, where: str, spec: specs.OutputSpec, max_cells: int) -> None:
+def _check_size(
+    con, relation: str, where: str, spec: specs.OutputSpec, max_cells: int, max_categories: int
+) -> None:
     """Refuse a table whose grid (every level of every row and column variable, crossed)
     holds more than ``max_cells`` cells, before computing it: it is no summary, and checking
     it (secondary suppression) would not finish."""
@@ -254,6 +268,14 @@ def _check_size(con, relation: str, where: str, spec: specs.OutputSpec, max_cell
         for v in variables
     )
     levels = con.execute(f"SELECT {counts} FROM {relation} WHERE {where}").fetchone()
+    many = [(v, n) for v, n in zip(variables, levels, strict=True) if int(n or 0) > max_categories]
+    if many:
+        detail = ", ".join(f"{v} ({int(n):,})" for v, n in many)
+        raise InvalidInput(
+            f"Output {spec.name!r} groups by variables of more than {max_categories} categories "
+            f"(TRE_OUTPUT_MAX_CATEGORIES): {detail}. A category per value singles people out: "
+            "band the variable (a range filter per band, or a coarser column) instead."
+        )
     cells = math.prod(int(n or 0) for n in levels)
     if cells > max_cells:
         detail = " × ".join(f"{v} ({n})" for v, n in zip(variables, levels, strict=True))

@@ -385,6 +385,20 @@ class Extracts:
         return cls(sources, types)
 
 
+def _use_problems(dataset: str, column: str, filtering: bool) -> list[str]:
+    """Why ``column`` of ``dataset`` may not be filtered on (``filtering``) or be a row or
+    column, as the catalog says (:meth:`tre.catalog.Dataset.grouping_problem`)."""
+    from tre import catalog
+
+    if column == UNIT:
+        return [f"{UNIT} identifies a person: no output is broken down or filtered by person"]
+    found = catalog.DATASETS.get(dataset)
+    if found is None:
+        return []
+    why = found.filtering_problem(column) if filtering else found.grouping_problem(column)
+    return [f"{'filter on' if filtering else 'row or column'} {why}"] if why else []
+
+
 def relation(spec: OutputSpec, extracts: Extracts, con: Connection) -> tuple[str, dict[str, Type]]:
     """SQL for the records an output is computed over, and the type of each column (values
     bound on ``con``, where the SQL will run)."""
@@ -402,6 +416,8 @@ def relation(spec: OutputSpec, extracts: Extracts, con: Connection) -> tuple[str
     unit = identifier(UNIT)
     main = need(spec.dataset)
     columns: dict[str, Type] = dict(main)
+    #: The dataset each column comes from (a flag comes from none: it is yes or no).
+    origin = dict.fromkeys(main, spec.dataset)
     joins = []
     for i, j in enumerate(spec.join):
         other = need(j.dataset)
@@ -433,12 +449,15 @@ def relation(spec: OutputSpec, extracts: Extracts, con: Connection) -> tuple[str
         )
         for c in j.columns:
             columns[c] = other[c]
+            origin[c] = j.dataset
     flag_sql = []
     for f in spec.flags:
         other = need(f.dataset)
         for c in f.where:
             if other and c.column not in other:
                 problems.append(f"flag {f.name}: {f.dataset} has no column {c.column!r}")
+            elif other:
+                problems += _use_problems(f.dataset, c.column, filtering=True)
         if f.name.casefold() in {c.casefold() for c in columns}:
             problems.append(f"flag {f.name}: the records already have a column of that name")
         if problems:
@@ -452,9 +471,14 @@ def relation(spec: OutputSpec, extracts: Extracts, con: Connection) -> tuple[str
     for c in spec.filters:
         if c.column not in columns:
             problems.append(f"filter on unknown column {c.column!r}")
+        elif c.column in origin:
+            problems += _use_problems(origin[c.column], c.column, filtering=True)
     for c in (*spec.rows, *spec.cols, *([spec.value] if spec.value else [])):
         if c not in columns:
             problems.append(f"unknown column {c!r}; available: {', '.join(sorted(columns))}")
+    for c in (*spec.rows, *spec.cols):
+        if c in origin:
+            problems += _use_problems(origin[c], c, filtering=False)
     if problems:
         raise InvalidInput(
             f"Output {spec.name!r} cannot be computed:\n  - "

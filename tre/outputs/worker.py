@@ -35,6 +35,7 @@ def run(home: Home, project_id: str, job: engine.Job, settings: Settings | None 
             **job.as_dict(),
             "memory_limit": f"{max(memory // 2, 64)}MB",
             "max_cells": settings.output_max_cells,
+            "max_categories": settings.output_max_categories,
         }
     )
     return privileged.call(
