@@ -159,3 +159,22 @@ def _sqlite_on_begin(connection: sa.Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
     else:
         connection.exec_driver_sql("BEGIN")
+
+
+def check_daily_cap(session, created_at, cap: int, what: str, *conditions) -> None:
+    """Refuse one more of ``what`` when ``cap`` rows meeting ``conditions`` were made in the
+    last day (``created_at``: an ISO UTC time column, as the TRE writes them). The daily caps
+    on what one researcher makes: text shown outside a workspace is bounded in number, not
+    only in length."""
+    import datetime as dt
+
+    from tre.exceptions import InvalidInput
+
+    since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).isoformat(timespec="seconds")
+    query = sa.select(sa.func.count()).where(created_at >= since, *conditions)
+    made = session.execute(query).scalar_one()
+    if made >= cap:
+        raise InvalidInput(
+            f"You made {made} {what} in the last day, the most a day allows: try again "
+            "tomorrow, or ask the TRE's operators."
+        )

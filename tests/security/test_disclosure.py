@@ -129,17 +129,18 @@ def test_a_resubmission_resets_every_vote_of_its_request(world):
     assert vote(world, request, 1, OSCAR) == "released"
 
 
-def test_free_text_is_bounded_in_number_too(world):
+def test_free_text_is_bounded_in_number_too(world, monkeypatch):
     """Found by the review of #20's fixes: each title and description is capped, so a kernel
     would write many; open requests and outputs per request are bounded too."""
     from tests.integration.test_airlock import ALICE, table_output
 
     output = table_output(world, "pupils by sex, for the count")
-    made = [
-        airlock.create(world.db, world.project, f"draft {n}", ALICE)
-        for n in range(airlock.MAX_OPEN_REQUESTS - _open(world))
-    ]
-    with pytest.raises(InvalidInput, match="in draft or returned"):
+    monkeypatch.setattr(airlock, "MAX_REQUESTS_A_DAY", _started(world) + 2)  # (100 a day)
+    made = [airlock.create(world.db, world.project, f"draft {n}", ALICE) for n in range(2)]
+    with pytest.raises(InvalidInput, match="the most a day allows"):
+        airlock.create(world.db, world.project, "one more", ALICE)
+    airlock.withdraw(world.db, made.pop().id, ALICE)  # withdrawing frees no place
+    with pytest.raises(InvalidInput, match="the most a day allows"):
         airlock.create(world.db, world.project, "one more", ALICE)
     for _ in range(airlock.MAX_OUTPUTS):
         airlock.put_output(world.db, made[0].id, output.id, "the same table again", ALICE)
@@ -149,11 +150,8 @@ def test_free_text_is_bounded_in_number_too(world):
         airlock.withdraw(world.db, request.id, ALICE)
 
 
-def _open(world) -> int:
-    return sum(
-        r.state in ("draft", "returned") and r.author == "alice"
-        for r in airlock.of_project(world.db, world.project)
-    )
+def _started(world) -> int:
+    return sum(r.author == "alice" for r in airlock.of_project(world.db, world.project))
 
 
 @pytest.mark.keycloak
@@ -168,9 +166,20 @@ def test_outside_the_workspace_an_unreleased_output_shows_no_value_or_label(port
         "filters": [{"column": "nc_year", "op": "eq", "value": 11}],
     }
     with portal.api("alice") as alice, portal.api("olga") as olga:
-        made = alice.post(f"/projects/{portal.project}/outputs", json=spec)
-        assert made.status_code == 201, made.text
-        for shown in (made.json(), alice.get(f"/outputs/{made.json()['id']}").json()):
+        # Computed from home: refused (found by the review: its status alone, query after
+        # query, narrowed a range down to one person's score). Computed in the workspace, as
+        # a kernel does, then looked at from home:
+        refused = alice.post(f"/projects/{portal.project}/outputs", json=spec)
+        assert refused.status_code == 403 and "workspace" in refused.text
+        refused = alice.post(
+            f"/projects/{portal.project}/dp", json={**spec, "kind": "dp", "query": "count"}
+        )
+        assert refused.status_code == 403
+        output, _ = tre_outputs.check(
+            portal.home, portal.db, portal.project, specs.parse(spec), local_person("alice")
+        )
+        made = alice.get(f"/outputs/{output.id}")
+        for shown in (made.json(),):
             result = shown["result"]
             assert result["cells"] == [] and "workspace" in result["withheld"]
             assert result["summary"]["status"] in ("pass", "review", "fail")
@@ -183,6 +192,16 @@ def test_outside_the_workspace_an_unreleased_output_shows_no_value_or_label(port
         whole = tre_outputs.shown_result(output, local_person("olga"), project)
         assert whole["cells"] and all("row" in c for c in whole["cells"])
     with portal.api("alice") as alice:  # once released, its project sees it whole
+        # A caller on the machine cannot pass for her enclave (found by the review).
+        from tre.privileged import enclaves
+
+        hers = enclaves.ensure(portal.home.root, portal.project, "alice", [40001, 40002])
+        forged = alice.post(
+            f"/projects/{portal.project}/outputs",
+            json=spec,
+            headers={"X-Forwarded-For": hers.address},
+        )
+        assert forged.status_code == 403, forged.text
         released = alice.get(f"/outputs/{portal.output}").json()["result"]
         assert released["cells"] and any(c["value"] is not None for c in released["cells"])
 
@@ -286,3 +305,23 @@ def test_a_variable_of_more_categories_than_the_setting_is_refused_saying_to_ban
     assert engine.compute(con, spec, extracts, R.RuleSet(), max_categories=3).cells
     with pytest.raises(InvalidInput, match=r"more than 2 categories.*ethnicity \(3\).*band"):
         engine.compute(con, spec, extracts, R.RuleSet(), max_categories=2)
+
+
+def test_outputs_a_day_are_bounded_and_specifications_hold_their_kinds_fields(world, monkeypatch):
+    """Found by the review of issue #21's changes: an output's name and specification are shown
+    outside the workspace, so a kernel could carry rows out in many of them, or in fields its
+    kind never reads (a table's ``family``)."""
+    from tests.integration.test_airlock import table_output
+    from tre import outputs
+
+    for field in ({"family": "A" * 10_000}, {"margins": {"rows": ["p1,55,F"] * 50}}):
+        with pytest.raises(InvalidInput):
+            specs.parse({"name": "t", "kind": "table", "dataset": "pupils", **field})
+    many = [{"column": "sex", "op": "in", "value": ["x" * 150] * 200} for _ in range(3)]
+    with pytest.raises(InvalidInput, match="at most 16,384"):
+        specs.parse({"name": "t", "kind": "table", "dataset": "pupils", "filters": many})
+    made_today = sum(o.created_by == "alice" for o in outputs.of_project(world.db, world.project))
+    monkeypatch.setattr(outputs, "MAX_OUTPUTS_A_DAY", made_today + 1)
+    table_output(world, "one more, the last of the day")
+    with pytest.raises(InvalidInput, match="the most a day allows"):
+        table_output(world, "past the day's outputs")

@@ -32,8 +32,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from tre import audit, outputs, permissions, texts
 from tre.airlock.lifecycle import State, transition
-from tre.db import Base, Database
-from tre.exceptions import IntegrityError, InvalidInput, NotFound, PermissionDenied
+from tre.db import Base, Database, check_daily_cap
+from tre.exceptions import IntegrityError, InvalidInput, NotFound, PermissionDenied, TREError
 from tre.home import Home
 from tre.outputs import rules as R
 from tre.outputs import specs
@@ -381,10 +381,10 @@ def queue(db: Database, checker: Person, limit: int = 50, offset: int = 0) -> li
 # -- changing ----------------------------------------------------------------------------------
 
 
-#: The most export requests one researcher may have open (in draft or returned) in a project,
-#: and the most outputs one request holds: each is free text read back from home, so their
-#: number is bounded too, not only their length (found by the review of #20's fixes).
-MAX_OPEN_REQUESTS = 10
+#: The most export requests one researcher may start in a project in a day, and the most
+#: outputs one request holds: each is free text read back from home, so their number is
+#: bounded too, not only their length (found by the reviews of #20's and #21's changes).
+MAX_REQUESTS_A_DAY = 100
 MAX_OUTPUTS = 20
 
 
@@ -398,20 +398,14 @@ def create(db: Database, project_id: str, title: str, by: Person) -> ExportReque
         from tre.projects import Project  # counted and made one at a time per project
 
         session.execute(sa.select(Project).where(Project.id == project_id).with_for_update())
-        open_ = session.execute(
-            sa.select(sa.func.count())
-            .select_from(ExportRequest)
-            .where(
-                ExportRequest.project_id == project_id,
-                ExportRequest.author == by.username,
-                ExportRequest.state.in_([State.DRAFT.value, State.RETURNED.value]),
-            )
-        ).scalar_one()
-        if open_ >= MAX_OPEN_REQUESTS:
-            raise InvalidInput(
-                f"You have {open_} export requests of {project_id} in draft or returned: "
-                "submit or withdraw one before starting another."
-            )
+        check_daily_cap(
+            session,
+            ExportRequest.created_at,
+            MAX_REQUESTS_A_DAY,
+            f"export requests of {project_id}",
+            ExportRequest.project_id == project_id,
+            ExportRequest.author == by.username,
+        )
         stamp = now()
         request = ExportRequest(
             project_id=project_id,
@@ -513,7 +507,8 @@ def submit(home: Home, db: Database, request_id: int, by: Person) -> ExportReque
             results[output.id] = (checked, result.status)
             label = f"output {slot.slot} of this request"
             alongside.append((label, output.spec, checked["cells"]))
-    with db.write() as session:
+    # Under the project's release lock: a release in progress releases the results it checked.
+    with _release_lock(home, project.id), db.write() as session:
         request = _lock(session, request_id)
         filled_now = _submittable(session, request, by)
         if [(s.slot, s.output_id) for s in filled_now] != [(s.slot, s.output_id) for s in filled]:
@@ -643,22 +638,31 @@ def release_checked(home: Home, db: Database, request_id: int) -> ExportRequest:
         project = _project(db, request.project_id)
         alongside: list[tuple[str, dict, list]] = []
         blocked: dict[str, list[str]] = {}
-        for slot in slots(db, request_id):
-            output = outputs.get(db, slot.output_id)
-            if output.kind not in ("table", "summary", "model"):
-                continue
-            now_ = outputs.compute(
-                home, db, project, specs.parse(output.spec), alongside=alongside
-            ).as_dict()
-            why = _no_longer_passes(output.result, now_)
-            if why:
-                blocked[str(slot.slot)] = why
-            alongside.append((f"output {slot.slot} of this request", output.spec, now_["cells"]))
-        if blocked:
-            with db.write() as session:
-                request = _lock(session, request_id)
+        rechecked: dict[int, dict] = {}
+        try:
+            for slot in slots(db, request_id):
+                output = outputs.get(db, slot.output_id)
+                if output.kind not in ("table", "summary", "model"):
+                    continue
+                now_ = outputs.compute(
+                    home, db, project, specs.parse(output.spec), alongside=alongside
+                ).as_dict()
+                why = _no_longer_passes(output.result, now_)
+                if why:
+                    blocked[str(slot.slot)] = why
+                rechecked[output.id] = now_
+                label = f"output {slot.slot} of this request"
+                alongside.append((label, output.spec, now_["cells"]))
+        except TREError as e:  # a check that cannot run again releases nothing
+            blocked["all"] = [f"the checks could not run again: {e.message}"]
+        with db.write() as session:
+            request = _lock(session, request_id)
+            if blocked:
                 _move(session, request, "block", SYSTEM, {"outputs": blocked})
-            return request
+                return request
+            for output_id, result in rechecked.items():  # what is released is what was checked
+                stored = session.get(outputs.Output, output_id)
+                stored.result, stored.status = result, result["summary"]["status"]
         return release(home, db, request_id)
 
 
@@ -670,11 +674,23 @@ def _no_longer_passes(before: dict, now_: dict) -> list[str]:
         for c in before.get("cells", [])
         if c.get("value") is not None
     }
+    order = {R.PASS: 0, R.REVIEW: 1, R.FAIL: 2}
     reasons: list[str] = []
     for cell in now_.get("cells", []):
         key = (tuple(cell["row"]), tuple(cell["col"]))
-        if key in shown and (cell.get("value") is None or cell["status"] == R.FAIL):
-            reasons += [r for r in cell.get("reasons", []) if r not in reasons]
+        if key not in shown:
+            continue
+        was = shown[key]
+        new = [r for r in cell.get("reasons", []) if r not in was.get("reasons", [])]
+        # Hidden now, worse now, or with a reason the checkers never saw (found by the
+        # review: a cell newly "for review" was released unreviewed).
+        if (
+            cell.get("value") is None
+            or order.get(cell["status"], 2) > order.get(was["status"], 2)
+            or new
+        ):
+            reasons += [r for r in (new or cell.get("reasons", [])) if r not in reasons]
+            reasons = reasons or ["a cell's check changed since it was reviewed"]
     if now_["summary"]["status"] == R.FAIL and before["summary"]["status"] != R.FAIL:
         reasons = reasons or ["it fails the automatic checks now"]
     return reasons

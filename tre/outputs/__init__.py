@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, defer, mapped_column
 
 from tre import audit, catalog, permissions
-from tre.db import Base, Database
+from tre.db import Base, Database, check_daily_cap
 from tre.exceptions import InvalidInput, NotFound, PermissionDenied
 from tre.home import Home
 from tre.outputs import engine, privacy, results, specs, worker
@@ -185,6 +185,11 @@ def outline(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: The most outputs one researcher may make in a project in a day: each holds text shown
+#: outside the workspace (its name and specification), so their number is bounded too.
+MAX_OUTPUTS_A_DAY = 500
+
+
 def _store(
     db: Database,
     project_id: str,
@@ -196,6 +201,14 @@ def _store(
     file_path: str | None = None,
 ) -> Output:
     with db.write() as session:
+        check_daily_cap(
+            session,
+            Output.created_at,
+            MAX_OUTPUTS_A_DAY,
+            f"outputs of {project_id}",
+            Output.project_id == project_id,
+            Output.created_by == by.username,
+        )
         output = Output(
             project_id=project_id,
             name=str(spec.get("name", ""))[:200],

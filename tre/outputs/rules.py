@@ -227,6 +227,16 @@ def extremes(
                 f"a {'minimum' if statistic == 'min' else 'maximum'} is a single person's value",
             )
         ]
+    if statistic in ("median", "quantile") and cell.values > cell.units:
+        # Over records, several of one person's may be the values it is drawn from, whatever
+        # its position (found by the review: one person's 40 episodes were the median).
+        return [
+            Finding(
+                "extreme_value",
+                REVIEW,
+                "people have several records in this cell: the quantile may be one person's value",
+            )
+        ]
     if statistic in ("median", "quantile") and cell.values:
         q = 0.5 if statistic == "median" else float(quantile if quantile is not None else 0.5)
         position = q * (cell.values - 1)
@@ -243,8 +253,8 @@ def extremes(
                 Finding(
                     "extreme_value",
                     REVIEW,
-                    f"the {name} falls among the {rules.threshold} {end} of the cell's "
-                    f"{cell.values} values: it is close to a single person's value",
+                    f"the {name} falls among the {rules.threshold} {end} values of its cell: "
+                    "it is close to a single person's value",
                 )
             ]
     return []

@@ -149,6 +149,17 @@ FIELDS = frozenset(
 MAX_LISTED = 1000
 MAX_VALUE_CHARS = 200
 MAX_FORMULA_CHARS = 1000
+#: The fields each kind of output reads (others are refused: a specification is shown from
+#: home as given, so nothing in it goes unread; found by the review of issue #21's changes).
+COMMON = frozenset({"name", "kind", "dataset", "join", "flags", "filters"})
+KIND_FIELDS = {
+    "table": COMMON | {"rows", "cols", "statistic", "value", "quantile", "margins"},
+    "summary": COMMON | {"rows", "value", "statistics"},
+    "model": COMMON | {"formula", "family"},
+    "dp": COMMON | {"query", "value", "bounds", "epsilon", "categories", "alphas"},
+}
+#: The largest specification, as JSON.
+MAX_SPEC_BYTES = 16 << 10
 
 
 def parse(data: Any, source: str = "the output specification") -> OutputSpec:
@@ -156,6 +167,18 @@ def parse(data: Any, source: str = "the output specification") -> OutputSpec:
         raise InvalidInput(f"{source} must be a mapping of fields (name, kind, dataset, …).")
     errors: list[str] = []
     unknown = sorted(str(k)[:40] for k in data if k not in FIELDS)
+    kind_fields = KIND_FIELDS.get(str(data.get("kind", "table")), FIELDS)
+    unread = sorted(str(k) for k in data if k in FIELDS and k not in kind_fields)
+    if unread:
+        errors.append(f"{', '.join(unread)}: not fields of a {data.get('kind', 'table')}")
+    try:
+        size = len(json.dumps(data, default=str))
+    except (TypeError, ValueError):
+        size = MAX_SPEC_BYTES + 1
+    if size > MAX_SPEC_BYTES:
+        errors.append(f"the specification is {size:,} bytes long; at most {MAX_SPEC_BYTES:,}")
+    if "margins" in data and not isinstance(data["margins"], bool):
+        errors.append("margins: true or false")
     if unknown:
         errors.append(
             f"{', '.join(unknown)}: not fields of an output; known: {', '.join(sorted(FIELDS))}"

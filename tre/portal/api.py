@@ -191,10 +191,10 @@ async def project_output_check(
     state=Depends(app_state),
     person: Person = Depends(caller),
 ) -> dict[str, Any]:
+    workspaces.check_inside(request)
     spec = specs.parse(body)
     output, _ = await computing(outputs.check, state.home, state.db, project_id, spec, person)
-    inside = workspaces.in_an_enclave(request)  # its own (workspaces.scope checked it)
-    return await quickly(_output_view, state, output, person, project_id, inside)
+    return await quickly(_output_view, state, output, person, project_id, True)
 
 
 def _output_view(state, output, person: Person, project_id: str, inside: bool) -> dict[str, Any]:
@@ -233,10 +233,10 @@ async def project_dp_run(
     state=Depends(app_state),
     person: Person = Depends(caller),
 ) -> dict[str, Any]:
+    workspaces.check_inside(request)
     spec = _dp_spec(body)
     output, _ = await computing(outputs.run_dp, state.home, state.db, project_id, spec, person)
-    inside = workspaces.in_an_enclave(request)
-    return await quickly(_output_view, state, output, person, project_id, inside)
+    return await quickly(_output_view, state, output, person, project_id, True)
 
 
 def _dp_spec(body: dict[str, Any]) -> specs.OutputSpec:

@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 
 from tre import airlock, audit, catalog, outputs, permissions, projects
 from tre.exceptions import AuthenticationFailed, InvalidInput, TREError
-from tre.outputs import privacy, specs
+from tre.outputs import privacy
 from tre.people import Person
 from tre.portal import views
 from tre.portal.api import MAX_ID, Id
@@ -300,21 +300,6 @@ async def project_action(
     state = request.app.state
     await computing(extracts.administer, state.home, state.db, project_id, action, person, reason)
     return _back(f"/projects/{project_id}")
-
-
-@router.post("/projects/{project_id}/outputs")
-async def check_output(
-    request: Request, project_id: str, csrf: str = Form(""), text: str = Form("")
-) -> Response:
-    person = await quickly(_form_person, request, csrf)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise InvalidInput(f"The output specification is not valid YAML: {e}") from None
-    state = request.app.state
-    spec = specs.parse(data)
-    output, _ = await computing(outputs.check, state.home, state.db, project_id, spec, person)
-    return _back(f"/outputs/{output.id}")
 
 
 @router.get("/outputs/{output_id}", response_class=HTMLResponse)

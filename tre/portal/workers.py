@@ -87,7 +87,10 @@ async def _serve(loop, protocol, connection: socket.socket) -> None:
 def _work(channel: socket.socket, environ: Mapping[str, str], app: str) -> None:
     """A worker process: the app (a factory's import path), served on dealt connections."""
     os.environ.update(environ)
-    config = uvicorn.Config(app, factory=True, log_level="warning")
+    # No proxy is in front of the portal: the peer's own address is the client's (trusting
+    # X-Forwarded-For from loopback let a caller pass for a workspace's enclave: found by the
+    # review of issue #21's changes).
+    config = uvicorn.Config(app, factory=True, log_level="warning", proxy_headers=False)
     _DealtServer(config, channel).run()
 
 

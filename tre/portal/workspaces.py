@@ -88,6 +88,18 @@ async def _project_of(request: Request) -> str:
     return str(body.get("project", "")) if isinstance(body, dict) else ""
 
 
+def check_inside(request: Request) -> None:
+    """Outputs are computed in the project's workspace only (the caller's own enclave of the
+    project, which :func:`scope` checked): from anywhere else, even their status and reasons
+    would answer questions about the data without a checker (found by the review of issue
+    #21's changes: a range filter narrowed down, query by query, to one person's score)."""
+    if not in_an_enclave(request):
+        raise PermissionDenied(
+            "Outputs and DP queries are computed in the project's workspace (tre.workspace), "
+            "not from outside it."
+        )
+
+
 class PagesRefused:
     """A plain ASGI middleware: no page of the portal (only its API, as :func:`scope` allows)
     answers an enclave's address."""
