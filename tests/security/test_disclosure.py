@@ -325,3 +325,16 @@ def test_outputs_a_day_are_bounded_and_specifications_hold_their_kinds_fields(wo
     table_output(world, "one more, the last of the day")
     with pytest.raises(InvalidInput, match="the most a day allows"):
         table_output(world, "past the day's outputs")
+
+
+def test_a_median_over_several_records_of_one_person_goes_to_review():
+    """Found by the review of issue #21's changes: one person's 40 episodes at the top of a
+    cell of 12 people were its median, and it passed (the rule counted records)."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (g VARCHAR, p INTEGER, v DOUBLE)")
+    rows = [("a", 0, 99.0)] * 40 + [("a", p, float(p)) for p in range(1, 12)]
+    con.executemany("INSERT INTO t VALUES (?, ?, ?)", rows)
+    table = tables.compute(Connection(con), "t", ["g"], statistic="median", value="v", unit="p")
+    checked = results.check_table(table, RULES)
+    assert table.cells[0].value == 99.0  # one person's value
+    assert checked.cells[0].status == R.REVIEW and "extreme_value" in checked.cells[0].rules
