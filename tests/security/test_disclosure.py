@@ -338,3 +338,47 @@ def test_a_median_over_several_records_of_one_person_goes_to_review():
     checked = results.check_table(table, RULES)
     assert table.cells[0].value == 99.0  # one person's value
     assert checked.cells[0].status == R.REVIEW and "extreme_value" in checked.cells[0].rules
+
+
+class _Checked:
+    """What outputs.compute returns, as the recheck at release reads it."""
+
+    def __init__(self, result: dict) -> None:
+        self.result = result
+
+    def as_dict(self) -> dict:
+        return self.result
+
+
+@pytest.mark.parametrize("recheck", ["a new reason", "cannot run"])
+def test_a_release_is_blocked_by_a_reason_its_checkers_never_saw(world, monkeypatch, recheck):
+    """Found by the review of issue #21's changes: a cell newly sent to review by the recheck
+    was released unreviewed, and a recheck that could not run left the request approved."""
+    from tests.integration.test_airlock import OLGA, OSCAR, submitted, table_output, vote
+    from tre import outputs
+    from tre.exceptions import ServiceUnavailable
+
+    output = table_output(world, f"pupils by sex, {recheck}", rows=["sex"])
+    request = submitted(world, output)
+
+    def rechecked(*args, **kwargs):
+        if recheck == "cannot run":
+            raise ServiceUnavailable("the output worker did not answer")
+        result = json.loads(json.dumps(outputs.get(world.db, output.id).result))
+        for cell in result["cells"]:
+            cell["reasons"] = [*cell["reasons"], "a reason found at release"]
+            cell["status"] = "review"
+        return _Checked(result)
+
+    monkeypatch.setattr(airlock.outputs, "compute", rechecked)
+    vote(world, request, 1, OLGA)
+    assert vote(world, request, 1, OSCAR) == "returned"
+    with world.db.read() as session:
+        blocked = [
+            e["details"]
+            for e in audit.events(session, object_type="export_request", object_id=str(request.id))
+            if e["action"] == "request.blocked"
+        ]
+    said = "found at release" if recheck == "a new reason" else "could not run again"
+    assert blocked and said in json.dumps(blocked[0])
+    assert not (world.home.released / world.project / str(request.id)).exists()
