@@ -13,6 +13,7 @@ processes can never interleave half of one change with half of another.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.orm import DeclarativeBase, Session
 
-from tre.exceptions import NotInitialised, ServiceUnavailable
+from tre.exceptions import InvalidInput, NotInitialised, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -166,10 +167,6 @@ def check_daily_cap(session, created_at, cap: int, what: str, *conditions) -> No
     last day (``created_at``: an ISO UTC time column, as the TRE writes them). The daily caps
     on what one researcher makes: text shown outside a workspace is bounded in number, not
     only in length."""
-    import datetime as dt
-
-    from tre.exceptions import InvalidInput
-
     since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).isoformat(timespec="seconds")
     query = sa.select(sa.func.count()).where(created_at >= since, *conditions)
     made = session.execute(query).scalar_one()

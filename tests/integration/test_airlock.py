@@ -455,20 +455,27 @@ def test_a_submission_whose_checks_cannot_run_leaves_the_request_as_it_was(world
     assert airlock.withdraw(world.db, request.id, ALICE).state == "withdrawn"
 
 
+def a_few_people_apart(world, row: str, own: list[dict], label: str):
+    """Two tables by ``row`` over a population of the caller's own (``own``): everyone, and
+    everyone but a small ethnic group (a few people apart, so either subtracts the other)."""
+    by_ethnicity = table_output(world, f"by ethnicity, {label}", rows=["ethnicity"])
+    small = next(c["row"][0] for c in by_ethnicity.result["cells"] if c["value"] is None)
+    everyone = table_output(world, f"by {row}, everyone", rows=[row], filters=own)
+    fewer = table_output(
+        world,
+        f"by {row}, one group fewer",
+        rows=[row],
+        filters=[*own, {"column": "ethnicity", "op": "ne", "value": small}],
+    )
+    return everyone, fewer
+
+
 def test_outputs_submitted_together_are_checked_against_each_other(world):
     """Two tables a few people apart, in one request: released together they could be
     subtracted, so the submission checks each against those before it."""
-    by_ethnicity = table_output(world, "by ethnicity", rows=["ethnicity"])
-    small = next(c["row"][0] for c in by_ethnicity.result["cells"] if c["value"] is None)
-    own = [{"column": "sex", "op": "not_null"}]  # a population of this test's own
     # By SEN provision: no table of this layout is released by the other tests.
-    everyone = table_output(world, "by SEN, everyone", rows=["sen_provision"], filters=own)
-    fewer = table_output(
-        world,
-        "by SEN, one group fewer",
-        rows=["sen_provision"],
-        filters=[*own, {"column": "ethnicity", "op": "ne", "value": small}],
-    )
+    own = [{"column": "sex", "op": "not_null"}]  # a population of this test's own
+    everyone, fewer = a_few_people_apart(world, "sen_provision", own, "together")
 
     def differenced(cell) -> bool:
         return any("earlier release" in r and "differ" in r for r in cell["reasons"])

@@ -495,18 +495,10 @@ def submit(home: Home, db: Database, request_id: int, by: Person) -> ExportReque
             raise NotFound(f"There is no export request #{request_id}.")
         filled = _submittable(session, request, by)
     project = _project(db, request.project_id)
-    results: dict[int, tuple[dict, str]] = {}
-    # The outputs before it, released together with it: (label, specification, cells).
-    alongside: list[tuple[str, dict, list]] = []
-    for slot in filled:
-        output = outputs.get(db, slot.output_id)
-        if output.kind in ("table", "summary", "model"):
-            spec = specs.parse(output.spec)
-            result = outputs.compute(home, db, project, spec, alongside=alongside)
-            checked = result.as_dict()
-            results[output.id] = (checked, result.status)
-            label = f"output {slot.slot} of this request"
-            alongside.append((label, output.spec, checked["cells"]))
+    results = {
+        output.id: (checked, checked["summary"]["status"])
+        for _, output, checked in _checked_again(home, db, project, filled)
+    }
     # Under the project's release lock: a release in progress releases the results it checked.
     with _release_lock(home, project.id), db.write() as session:
         request = _lock(session, request_id)
@@ -636,23 +628,14 @@ def release_checked(home: Home, db: Database, request_id: int) -> ExportRequest:
     request = get(db, request_id)
     with _release_lock(home, request.project_id):
         project = _project(db, request.project_id)
-        alongside: list[tuple[str, dict, list]] = []
         blocked: dict[str, list[str]] = {}
         rechecked: dict[int, dict] = {}
         try:
-            for slot in slots(db, request_id):
-                output = outputs.get(db, slot.output_id)
-                if output.kind not in ("table", "summary", "model"):
-                    continue
-                now_ = outputs.compute(
-                    home, db, project, specs.parse(output.spec), alongside=alongside
-                ).as_dict()
+            for slot, output, now_ in _checked_again(home, db, project, slots(db, request_id)):
                 why = _no_longer_passes(output.result, now_)
                 if why:
                     blocked[str(slot.slot)] = why
                 rechecked[output.id] = now_
-                label = f"output {slot.slot} of this request"
-                alongside.append((label, output.spec, now_["cells"]))
         except TREError as e:  # a check that cannot run again releases nothing
             blocked["all"] = [f"the checks could not run again: {e.message}"]
         with db.write() as session:
@@ -664,6 +647,24 @@ def release_checked(home: Home, db: Database, request_id: int) -> ExportRequest:
                 stored = session.get(outputs.Output, output_id)
                 stored.result, stored.status = result, result["summary"]["status"]
         return release(home, db, request_id)
+
+
+def _checked_again(
+    home: Home, db: Database, project, filled: list[RequestOutput]
+) -> list[tuple[RequestOutput, outputs.Output, dict]]:
+    """Each table, summary and model of a request's slots, in order, computed and checked
+    again against the project's releases and the outputs before it in the request (released
+    together with it): the slot, its output and the result."""
+    checked = []
+    alongside: list[tuple[str, dict, list]] = []  # (label, specification, cells)
+    for slot in filled:
+        output = outputs.get(db, slot.output_id)
+        if output.kind in ("table", "summary", "model"):
+            spec = specs.parse(output.spec)
+            result = outputs.compute(home, db, project, spec, alongside=alongside).as_dict()
+            checked.append((slot, output, result))
+            alongside.append((f"output {slot.slot} of this request", output.spec, result["cells"]))
+    return checked
 
 
 def _no_longer_passes(before: dict, now_: dict) -> list[str]:

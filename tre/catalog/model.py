@@ -171,15 +171,22 @@ class Dataset:
     def released_column(self, released_name: str) -> Column | None:
         return next((c for c in self.released_columns if c.released_name == released_name), None)
 
-    def grouping_problem(self, released_name: str) -> str:
-        """Why the released column may not be an output's row or column (``""``: it may): it
-        singles out records or people, whatever the threshold (issue #21: a table by sex,
-        score and date of birth printed two pupils' records as its labels)."""
+    def use_problem(self, released_name: str, as_filter: bool) -> str:
+        """Why the released column may not be an output's filter (``as_filter``) or its row
+        or column (``""``: it may): it singles out records or people, whatever the threshold
+        (issue #21: a table by sex, score and date of birth printed two pupils' records as
+        its labels). A record's id and an exact date are neither; the month of birth and a
+        measurement are no row or column, but may be filtered on (by range)."""
         column = self.released_column(released_name)
         if column is None:
             return ""
         if column.name == self.record_key:
-            return f"{released_name} identifies one record of {self.name}: count records instead"
+            instead = "no filter picks records" if as_filter else "count records instead"
+            return f"{released_name} identifies one record of {self.name}: {instead}"
+        if column.released_type is Type.DATE:
+            return f"{released_name} is an exact date: use a month or year column"
+        if as_filter:
+            return ""
         if column.identity is Identity.DATE_OF_BIRTH:
             return (
                 f"{released_name} (the month of birth) singles people out beside other "
@@ -190,19 +197,6 @@ class Dataset:
                 f"{released_name} is a measurement: use it as the value (mean, median, …) or "
                 "filter on a range of it, not as a row or column"
             )
-        if column.released_type is Type.DATE:
-            return f"{released_name} is an exact date: use a month or year column"
-        return ""
-
-    def filtering_problem(self, released_name: str) -> str:
-        """Why an output may not filter on the released column (``""``: it may)."""
-        column = self.released_column(released_name)
-        if column is None:
-            return ""
-        if column.name == self.record_key:
-            return f"{released_name} identifies one record of {self.name}: no filter picks records"
-        if column.released_type is Type.DATE:
-            return f"{released_name} is an exact date: filter on a month or year column"
         return ""
 
 

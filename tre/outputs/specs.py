@@ -135,15 +135,6 @@ def _listed(value: Any, field: str, errors: list[str]) -> list[Any]:
     return value
 
 
-#: The fields of an output specification. Anything else is refused: a specification is stored
-#: and shown as given (from home too), and is no place to carry rows out of a workspace.
-FIELDS = frozenset(
-    {
-        "name", "kind", "dataset", "join", "flags", "filters", "rows", "cols", "statistic",
-        "value", "quantile", "margins", "statistics", "formula", "family", "query", "bounds",
-        "epsilon", "categories", "alphas",
-    }
-)  # fmt: skip
 #: The most values a list in a specification holds (a condition's values, DP categories), and
 #: the longest text value.
 MAX_LISTED = 1000
@@ -158,6 +149,10 @@ KIND_FIELDS = {
     "model": COMMON | {"formula", "family"},
     "dp": COMMON | {"query", "value", "bounds", "epsilon", "categories", "alphas"},
 }
+#: The fields of an output specification, of every kind. Anything else is refused: a
+#: specification is stored and shown as given (from home too), and is no place to carry rows
+#: out of a workspace.
+FIELDS = frozenset().union(*KIND_FIELDS.values())
 #: The largest specification, as JSON.
 MAX_SPEC_BYTES = 16 << 10
 
@@ -410,7 +405,7 @@ class Extracts:
 
 def _use_problems(dataset: str, column: str, filtering: bool) -> list[str]:
     """Why ``column`` of ``dataset`` may not be filtered on (``filtering``) or be a row or
-    column, as the catalog says (:meth:`tre.catalog.Dataset.grouping_problem`)."""
+    column, as the catalog says (:meth:`tre.catalog.Dataset.use_problem`)."""
     from tre import catalog
 
     if column == UNIT:
@@ -418,7 +413,7 @@ def _use_problems(dataset: str, column: str, filtering: bool) -> list[str]:
     found = catalog.DATASETS.get(dataset)
     if found is None:
         return []
-    why = found.filtering_problem(column) if filtering else found.grouping_problem(column)
+    why = found.use_problem(column, as_filter=filtering)
     return [f"{'filter on' if filtering else 'row or column'} {why}"] if why else []
 
 

@@ -352,31 +352,24 @@ def record_refusal(db: Database, project_id: str, by: Person, file: str, size: i
     with db.write() as session:
         project = _lock(session, project_id)
         permissions.check_can_report_refusal(by, project)
-        recent = session.execute(
-            sa.select(sa.func.count())
-            .select_from(audit.AuditEventRow)
-            .where(
-                audit.AuditEventRow.action == "workspace.file_refused",
-                audit.AuditEventRow.actor == by.username,
-                audit.AuditEventRow.time >= since,
+
+        def recorded(action: str, *more) -> int:
+            """How many ``action`` events of ``by`` in the last minute."""
+            found = audit.AuditEventRow
+            query = sa.select(sa.func.count()).where(
+                found.action == action, found.actor == by.username, found.time >= since, *more
             )
-        ).scalar_one()
-        if recent < REFUSALS_PER_MINUTE:
+            return session.execute(query).scalar_one()
+
+        if recorded("workspace.file_refused") < REFUSALS_PER_MINUTE:
             details = {"file": file[-1000:], "bytes": size, "why": why}
             audit.record(session, _event(by, "workspace.file_refused", project_id, details))
             return
         # Past the limit (a kernel posting refusals of its own, say, to drown the server's):
         # the flood itself is recorded, once a minute, so no refusal goes unseen.
-        throttled = session.execute(
-            sa.select(sa.func.count())
-            .select_from(audit.AuditEventRow)
-            .where(
-                audit.AuditEventRow.action == "workspace.refusals_throttled",
-                audit.AuditEventRow.actor == by.username,
-                audit.AuditEventRow.object_id == project_id,
-                audit.AuditEventRow.time >= since,
-            )
-        ).scalar_one()
+        throttled = recorded(
+            "workspace.refusals_throttled", audit.AuditEventRow.object_id == project_id
+        )
         if not throttled:
             details = {"per_minute": REFUSALS_PER_MINUTE}
             audit.record(session, _event(by, "workspace.refusals_throttled", project_id, details))
