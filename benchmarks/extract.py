@@ -55,7 +55,7 @@ def run(env: dict, repeats: int) -> dict:
     from tre.projects import extracts, spec
 
     settings = Settings.from_environ(env)
-    home, db = Home(settings.home), Database(settings.metadata_url)
+    home, db = Home(settings.home), Database.of_settings(settings)
     today = dt.date.today()
     baseline_times, tre_times, rows = [], [], 0
     for _ in range(repeats):

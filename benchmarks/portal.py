@@ -61,7 +61,7 @@ def build(settings, requests: int) -> list[int]:
     from tre.people import local_person
 
     demo.prepare(settings, pupils=500, say=lambda line: None)
-    db, home = Database(settings.metadata_url), Home(settings.home)
+    db, home = Database.of_settings(settings), Home(settings.home)
     alice = local_person("alice")
     tables = [
         specs.parse({"name": name, "kind": "table", "dataset": "pupils", "rows": rows})

@@ -309,7 +309,7 @@ def ingest_synthetic(environ: dict[str, str], synthetic) -> tuple[Home, Database
     assert main(["ingest", str(synthetic.dfe)], environ) == 0
     assert main(["ingest", str(synthetic.nhs)], environ) == 0
     settings = Settings.from_environ(environ)
-    return Home(settings.home), Database(settings.metadata_url)
+    return Home(settings.home), Database.of_settings(settings)
 
 
 @contextlib.contextmanager

@@ -271,6 +271,16 @@ SETTINGS: tuple[Setting, ...] = (
         "300",
     ),
     Setting(
+        "audit_checkpoint_seconds",
+        "TRE_AUDIT_CHECKPOINT_SECONDS",
+        "60",
+        "How often the portal has the audit log's head signed into a checkpoint outside the "
+        "database, when it moved: events deleted from the end of the log after the newest "
+        "checkpoint are the only tampering verification cannot see.",
+        _count_of("seconds", 86_400),
+        "300",
+    ),
+    Setting(
         "workspace_env",
         "TRE_WORKSPACE_ENV",
         "/opt/tre/workspace-env",
@@ -448,6 +458,7 @@ class Settings:
     portal_role_check_seconds: int
     hub_url: str
     hub_sweep_seconds: int
+    audit_checkpoint_seconds: int
     workspace_env: str
     enclave_network: str
     workspace_file_max_mb: int

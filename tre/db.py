@@ -18,6 +18,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from alembic import command
@@ -28,6 +29,9 @@ from sqlalchemy.orm import DeclarativeBase, Session
 
 from tre.exceptions import InvalidInput, NotInitialised, ServiceUnavailable
 
+if TYPE_CHECKING:
+    from tre.config import Settings
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -35,6 +39,8 @@ SQLITE_BUSY_TIMEOUT_S = 60
 #: Connections kept open, and opened beyond that under load (the portal serves from a pool of
 #: threads).
 POOL_SIZE, POOL_OVERFLOW = 10, 30
+#: Where a write session carries the audit key (:mod:`tre.audit.log` MACs each event with it).
+AUDIT_KEY = "tre_audit_key"
 
 
 class Base(DeclarativeBase):
@@ -56,8 +62,12 @@ def metadata() -> sa.MetaData:
 
 
 class Database:
-    def __init__(self, url: str):
+    """The metadata database. ``audit_key`` (the TRE's services have it: :meth:`of_home`)
+    MACs each audit event written and lets :func:`tre.audit.verify` check those MACs."""
+
+    def __init__(self, url: str, audit_key: bytes | None = None):
         self.url = url
+        self.audit_key = audit_key
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             # Connections are pooled (opening one costs ~1 ms with its pragmas); each is used
@@ -76,6 +86,18 @@ class Database:
             )
         self._writer = self.engine.execution_options(tre_write=True)
 
+    @classmethod
+    def of_home(cls, url: str, home: Path) -> Database:
+        """The database as the TRE's services open it: with the home's audit key."""
+        from tre.keys import AUDIT_KEY as AUDIT_KEY_FILE
+        from tre.keys import read_key
+
+        return cls(url, audit_key=read_key(Path(home) / "keys" / AUDIT_KEY_FILE, group_read=True))
+
+    @classmethod
+    def of_settings(cls, settings: Settings) -> Database:
+        return cls.of_home(settings.metadata_url, settings.home)
+
     def __repr__(self) -> str:
         return f"Database({self.engine.url.render_as_string(hide_password=True)!r})"
 
@@ -83,6 +105,8 @@ class Database:
     def write(self) -> Iterator[Session]:
         """One write transaction: committed when the block ends, rolled back if it raises."""
         with Session(self._writer, expire_on_commit=False) as session, session.begin():
+            if self.audit_key is not None:
+                session.info[AUDIT_KEY] = self.audit_key
             yield session
 
     @contextmanager

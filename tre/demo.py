@@ -63,7 +63,7 @@ def prepare_data(
         if not (keys / f"{custodian}.key").exists():
             custodians.keygen(custodian, keys)
             say(f"Custodian {custodian} made a signing key pair.")
-    db = Database(settings.metadata_url)
+    db = Database.of_settings(settings)
     try:
         with db.write() as session:
             for custodian in catalog.CUSTODIANS:
@@ -97,7 +97,7 @@ def prepare_projects(
 ) -> None:
     """The example applications (and ``more``) submitted, approved and provisioned
     (provisioning's part: it reads the master key)."""
-    db = Database(settings.metadata_url)
+    db = Database.of_settings(settings)
     try:
         for application in [*(spec.load(f) for f in EXAMPLE_PROJECTS), *more]:
             _project_through_approval(Home(settings.home), db, application, say)

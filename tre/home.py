@@ -11,7 +11,9 @@
   outputs/    plain files kept for the airlock       tre, 0700
   released/   outputs released through the airlock   tre, 0700
   keys/       root:tre 0750: link.key (tre-ingest), master.key and projects/ (tre-provision),
-              service.key (tre), each 0600
+              service.key (tre), each 0600; audit.key (root:tre 0640, every service MACs
+              the audit events with it), audit-signing.key (root, 0600: the helper's)
+  audit/      the audit log's signed checkpoints and public key    root:tre 0755 (files 0444)
   identity/   the local Keycloak's state; secrets.json (0640: the services' group)
   run/        the privileged helper's socket (root:tre 0660) and log
   work/       ingest's working folder (locks, staging)   tre-ingest, 0700
@@ -49,10 +51,13 @@ from tre.db import Database
 from tre.exceptions import ConfigError, NotInitialised, ServiceUnavailable
 from tre.keys import (
     ALL_KEYS,
+    AUDIT_KEY,
+    AUDIT_SIGNING_KEY,
     LINK_KEY,
     MASTER_KEY,
     PROJECT_KEYS,
     SERVICE_KEY,
+    SHARED_KEYS,
     create_key_file,
     read_key,
 )
@@ -77,6 +82,8 @@ KEY_OWNERS = {
     LINK_KEY: accounts.INGEST,
     MASTER_KEY: accounts.PROVISION,
     SERVICE_KEY: accounts.SERVICE,
+    AUDIT_KEY: "root",  # group tre, 0640: every service account MACs audit events
+    AUDIT_SIGNING_KEY: "root",  # the privileged helper signs the checkpoints
 }
 PRIVATE_DIRS = ("keys", "identity")
 #: Made by root in a separated home (the home's own folder is root's: no service account may
@@ -117,8 +124,13 @@ class Home:
     def identity(self) -> Path:
         return self.root / "identity"
 
+    @property
+    def checkpoints(self) -> audit.Store:
+        """The audit log's signed checkpoints."""
+        return audit.Store.of_home(self.root)
+
     def key(self, name: str) -> bytes:
-        return read_key(self.keys / name)
+        return read_key(self.keys / name, group_read=name in SHARED_KEYS)
 
     def check(self) -> None:
         """Refuse to run over a folder that is not an initialised TRE home."""
@@ -193,6 +205,7 @@ def init(settings: Settings) -> InitReport:
             changes.append(f"restricted folder {store} to mode {STORE_MODES[store]:o}")
     for private in PRIVATE_DIRS:
         make_dir(home.root / private, 0o700)
+    make_dir(home.root / audit.checkpoints.FOLDER, 0o755)
     if separate:
         for name in SERVICE_DIRS:
             make_dir(home.root / name, 0o700)
@@ -204,13 +217,13 @@ def init(settings: Settings) -> InitReport:
     _move_database(home)
     if separate:
         hand_over(home)
-        changes += _as_services(settings.metadata_url, home.root.name)
+        changes += _as_services(settings.metadata_url, str(home.root))
     else:
-        changes += _initialise_database(settings.metadata_url, home.root.name, getpass.getuser())
+        changes += _initialise_database(settings.metadata_url, str(home.root), getpass.getuser())
     return InitReport(home.root, changes)
 
 
-def _as_services(url: str, home_name: str) -> list[str]:
+def _as_services(url: str, home_root: str) -> list[str]:
     """:func:`_initialise_database` in a new process of the services' account: root never
     opens the database (a link there would be followed), and SQLite must not be used in a
     process forked from one that has it open."""
@@ -220,7 +233,7 @@ def _as_services(url: str, home_name: str) -> list[str]:
         "print(json.dumps(_initialise_database(*sys.argv[1:])))"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code, url, home_name, "root"],
+        [sys.executable, "-c", code, url, home_root, "root"],
         user=service.uid,
         group=service.gid,
         extra_groups=list(service.groups[1:]),
@@ -255,11 +268,13 @@ def _move_database(home: Home) -> None:
                     os.chmod(f"{new}{suffix}", 0o660)
 
 
-def _initialise_database(url: str, home_name: str, actor: str) -> list[str]:
+def _initialise_database(url: str, home_root: str, actor: str) -> list[str]:
     """Create or migrate the metadata database and record it in the audit log (as the
-    services' account when the home is separated). Returns what changed."""
+    services' account when the home is separated). Events written before the home had an
+    audit key are sealed with it, while no checkpoint exists yet. Returns what changed."""
     changes: list[str] = []
-    db = Database(url)
+    home_name = Path(home_root).name
+    db = Database.of_home(url, Path(home_root))
     if db.is_sqlite:
         db_file = Path(db.engine.url.database)
         db_file.parent.mkdir(mode=0o700, exist_ok=True)
@@ -290,6 +305,23 @@ def _initialise_database(url: str, home_name: str, actor: str) -> list[str]:
                 )
             ).first()
             who = dict(actor=actor, actor_role="tre-admin")
+            unsealed = session.execute(
+                sa.select(sa.func.count()).where(audit.AuditEventRow.mac.is_(None))
+            ).scalar_one()
+            if unsealed and not audit.Store.of_home(Path(home_root)).read().checkpoints:
+                assert db.audit_key is not None
+                sealed = audit.seal(session, db.audit_key)
+                audit.record(
+                    session,
+                    audit.Event(
+                        **who,
+                        action="audit.sealed",
+                        object_type="tre",
+                        object_id=home_name,
+                        details={"events": sealed},
+                    ),
+                )
+                changes.append(f"gave {sealed} earlier audit events their MACs")
             if initialised is None:
                 audit.record(
                     session,
@@ -315,6 +347,27 @@ def _initialise_database(url: str, home_name: str, actor: str) -> list[str]:
     finally:
         db.dispose()
     return changes
+
+
+def checkpoint_audit(home: Path, db: Database) -> audit.Checkpoint | None:
+    """Have the audit log's committed head signed into the checkpoints (by the privileged
+    helper in a separated home) and count it in the database. Returns the newest checkpoint,
+    or None when one written meanwhile by another process is newer."""
+    from tre import privileged
+
+    with db.read() as session:
+        head = session.execute(sa.select(audit.AuditHead).where(audit.AuditHead.id == 1)).one()[0]
+        seq, digest = head.seq, head.hash
+    written = privileged.call(Path(home), "write_audit_checkpoint", seq=seq, head=digest)
+    if written is None:
+        return None
+    checkpoint = audit.Checkpoint(**written)
+    with db.write() as session:
+        head = session.execute(
+            sa.select(audit.AuditHead).where(audit.AuditHead.id == 1).with_for_update()
+        ).one()[0]
+        head.checkpoint = max(head.checkpoint or 0, checkpoint.index)
+    return checkpoint
 
 
 def _grouped() -> bool:
@@ -359,10 +412,16 @@ def hand_over(home: Home) -> None:
             _own(keys, 0, group, 0o750, None)
             for name, owner in KEY_OWNERS.items():
                 with _opened(keys, name) as fd:
-                    _own(fd, accounts.uid(owner), accounts.gid(owner), None, 0o600)
+                    if name in SHARED_KEYS:
+                        _own(fd, 0, group, None, 0o640)
+                    else:
+                        _own(fd, accounts.uid(owner), accounts.gid(owner), None, 0o600)
             with contextlib.suppress(FileNotFoundError), _opened(keys, PROJECT_KEYS) as fd:
                 provision = accounts.uid(accounts.PROVISION)
                 _own_tree(fd, provision, accounts.gid(accounts.PROVISION), 0o700, 0o600)
+        with _opened(root, audit.checkpoints.FOLDER) as fd:
+            # root's alone: the services read the checkpoints, the helper alone adds one.
+            _own_tree(fd, 0, group, 0o755, 0o444)
         with _opened(root, "identity") as identity:
             _own_tree(identity, service.uid, group, 0o700, None)  # Keycloak's scripts stay runnable
             os.fchmod(identity, 0o750)

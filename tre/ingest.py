@@ -371,7 +371,7 @@ def ingest(
 ) -> IngestReport:
     home = Home(settings.home)
     home.check()
-    db = Database(settings.metadata_url)
+    db = Database.of_settings(settings)
     db.check_current()
     folder = Path(folder).resolve()
     event = audit.Event(actor, actor_role, "delivery.ingested", "delivery", "?")

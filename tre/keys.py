@@ -1,12 +1,15 @@
-"""Key files of the local profile: the linkage key, the master key for project keys, and the
-services' key.
+"""Key files of the local profile: the linkage key, the master key for project keys, the
+services' key, and the audit log's two keys.
 
 Each key is 32 random bytes in a file of mode 0600 under ``<TRE home>/keys``, owned by the one
 account that uses it (``tre init`` as root): the link key by ingest (``tre-ingest``), the
 master key and the project keys by provisioning (``tre-provision``), the services' key (from
-which the portal's and the hub's own secrets are derived) by the services (``tre``). A key file
-is created once, atomically, and never overwritten: replacing the linkage key would silently
-change every person_key. In production a KMS or Vault holds these keys instead.
+which the portal's and the hub's own secrets are derived) by the services (``tre``). The
+audit key (which MACs each audit event) is read by all three (root's, group ``tre``, 0640);
+the audit signing key (an Ed25519 seed, which signs the audit log's checkpoints) by root
+alone, in the privileged helper. A key file is created once, atomically, and never
+overwritten: replacing the linkage key would silently change every person_key. In production a
+KMS or Vault holds these keys instead.
 """
 
 from __future__ import annotations
@@ -22,7 +25,11 @@ KEY_BYTES = 32
 LINK_KEY = "link.key"
 MASTER_KEY = "master.key"
 SERVICE_KEY = "service.key"
-ALL_KEYS = (LINK_KEY, MASTER_KEY, SERVICE_KEY)
+AUDIT_KEY = "audit.key"
+AUDIT_SIGNING_KEY = "audit-signing.key"
+ALL_KEYS = (LINK_KEY, MASTER_KEY, SERVICE_KEY, AUDIT_KEY, AUDIT_SIGNING_KEY)
+#: Keys the services' group may read (mode 0640).
+SHARED_KEYS = (AUDIT_KEY,)
 
 
 def create_key_file(path: Path) -> bool:
@@ -49,8 +56,9 @@ def create_key_file(path: Path) -> bool:
         tmp.unlink()
 
 
-def read_key(path: Path) -> bytes:
-    """Read a key file, refusing one that others can read or that is not a whole key."""
+def read_key(path: Path, group_read: bool = False) -> bytes:
+    """Read a key file, refusing one that others can read (or its group, unless
+    ``group_read``: a key the services share) or that is not a whole key."""
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -58,7 +66,8 @@ def read_key(path: Path) -> bytes:
             f"The key file {path.name} is missing from the TRE home. Run `tre init` for a new "
             "TRE, or restore the file from your key backup for an existing one."
         ) from None
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+    exposed = stat.S_IRWXO | (stat.S_IWGRP | stat.S_IXGRP if group_read else stat.S_IRWXG)
+    if info.st_mode & exposed:
         raise ConfigError(
             f"The key file {path} can be read by other accounts (mode "
             f"{stat.S_IMODE(info.st_mode):04o}). Run `chmod 600 {path}`."

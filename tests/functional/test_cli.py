@@ -179,3 +179,44 @@ def test_commands_refuse_an_unmigrated_database(environ, capsys, argv):
     engine.dispose()
     assert main(argv, environ) == 66
     assert "Run `tre init`" in capsys.readouterr().err
+
+
+def _sql(environ, statement: str) -> None:
+    db = os.path.join(environ["TRE_HOME"], "db", "tre.db")
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.begin() as c:
+        c.exec_driver_sql(statement)
+    engine.dispose()
+
+
+def test_a_custodians_exported_checkpoint_verifies_and_catches_a_truncation(
+    environ, tmp_path, capsys
+):
+    assert main(["init"], environ) == 0
+    exported = tmp_path / "checkpoint.json"
+    assert main(["audit", "checkpoint", "--export", str(exported)], environ) == 0
+    err = capsys.readouterr().err
+    assert "Newest checkpoint 1 (seq 1" in err and "Wrote checkpoint 1" in err
+    fingerprint = json.loads(exported.read_text())["fingerprint"]
+    assert main(["audit", "verify", "--checkpoint", str(exported)], environ) == 0
+    captured = capsys.readouterr()
+    assert fingerprint in captured.err and "checked against checkpoint 1" in captured.out
+    _sql(environ, "DELETE FROM audit_events")
+    _sql(environ, f"UPDATE audit_head SET seq = 0, hash = '{'0' * 64}'")
+    assert main(["audit", "verify", "--checkpoint", str(exported)], environ) == 3
+    assert "truncated" in capsys.readouterr().err
+
+
+def test_init_seals_events_without_a_mac_only_before_the_first_checkpoint(environ, capsys):
+    assert main(["init"], environ) == 0
+    _sql(environ, "UPDATE audit_events SET mac = NULL")  # as a database from before the key
+    assert main(["init"], environ) == 0
+    assert "gave 1 earlier audit events their MACs" in capsys.readouterr().out
+    assert main(["audit", "checkpoint"], environ) == 0
+    assert main(["audit", "verify"], environ) == 0
+    # Once a checkpoint exists, an event without a MAC is tampering: never sealed again.
+    _sql(environ, "UPDATE audit_events SET mac = NULL WHERE seq = 1")
+    assert main(["init"], environ) == 0
+    capsys.readouterr()
+    assert main(["audit", "verify"], environ) == 3
+    assert "seq 1 has no MAC" in capsys.readouterr().err

@@ -11,7 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from tre import audit
-from tre.audit import AuditEventRow, AuditHead, Event, _event_hash, canonical_json
+from tre.audit import AuditEventRow, AuditHead, Event, canonical_json
+from tre.audit.log import _body, _event_hash
 
 
 @pytest.fixture(autouse=True)
@@ -105,7 +106,7 @@ def test_unknown_actions_are_refused(db):
 
 def _rehash(row: AuditEventRow, prev: str) -> None:
     row.prev_hash = prev
-    row.hash = _event_hash(prev, audit._body(row))
+    row.hash = _event_hash(prev, _body(row))
 
 
 def tamper_modify(session):

@@ -40,7 +40,7 @@ def curated_tree(environ) -> dict[str, bytes]:
 
 
 def current_versions(environ) -> dict[str, int]:
-    db = Database(Settings.from_environ(environ).metadata_url)
+    db = Database.of_settings(Settings.from_environ(environ))
     with db.engine.connect() as c:
         rows = c.execute(
             sa.text("SELECT dataset, rows FROM dataset_versions WHERE state = 'current'")
@@ -158,7 +158,7 @@ def test_no_direct_identifier_reaches_the_curated_store(home_environ, synthetic)
 
 def test_every_ingest_is_audited(home_environ, synthetic):
     assert main(["ingest", str(synthetic.dfe)], home_environ) == 0
-    db = Database(Settings.from_environ(home_environ).metadata_url)
+    db = Database.of_settings(Settings.from_environ(home_environ))
     with db.read() as session:
         events = [e for e in audit.events(session) if e["action"] == "delivery.ingested"]
     db.dispose()
@@ -351,7 +351,7 @@ def test_a_missing_column_is_refused(home, deliveries, capsys):
 def test_refusals_are_audited_without_values(home, deliveries, capsys):
     (deliveries.dfe / "manifest.sig").unlink()
     _ingest_refused(home, deliveries.dfe, capsys)
-    db = Database(Settings.from_environ(home).metadata_url)
+    db = Database.of_settings(Settings.from_environ(home))
     with db.read() as session:
         refused = [e for e in audit.events(session) if e["action"] == "delivery.refused"]
     db.dispose()
@@ -571,7 +571,7 @@ def test_quotes_and_wildcards_in_the_home_path_break_no_statement(
     assert json.loads(capsys.readouterr().out)["truth"]["precision"] >= 0.99
 
     settings = Settings.from_environ(environ)
-    home, db = Home(settings.home), Database(settings.metadata_url)
+    home, db = Home(settings.home), Database.of_settings(settings)
     try:
         provision_project(home, db, example_application("quoted"), ALICE)
     finally:

@@ -47,7 +47,7 @@ def home(environ, synthetic) -> dict[str, str]:
 
 @pytest.fixture
 def metadata(home):
-    database = Database(Settings.from_environ(home).metadata_url)
+    database = Database.of_settings(Settings.from_environ(home))
     yield database
     database.dispose()
 

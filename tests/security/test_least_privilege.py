@@ -49,6 +49,11 @@ def test_each_key_is_read_by_its_own_account_only(two_projects):
     for key, owner in owners.items():
         readers = {a for a in everyone if as_account(a, can_open, str(key)) == "read"}
         assert readers == {owner}, (key.name, readers)
+    # Every service MACs the audit events it writes; only root (the helper) signs checkpoints.
+    shared = {a for a in everyone if as_account(a, can_open, str(keys / "audit.key")) == "read"}
+    assert shared == {accounts.SERVICE, accounts.INGEST, accounts.PROVISION}
+    signing = str(keys / "audit-signing.key")
+    assert not {a for a in everyone if as_account(a, can_open, signing) == "read"}
 
 
 def test_the_landing_store_is_ingests_alone(two_projects):

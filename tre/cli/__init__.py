@@ -43,7 +43,7 @@ class Context:
     def database(self) -> Database:
         settings = self.settings
         Home(settings.home).check()
-        db = Database(settings.metadata_url)
+        db = Database.of_settings(settings)
         self._databases.append(db)
         db.check_current()
         return db

@@ -1,4 +1,4 @@
-"""`tre audit`: verify and export the audit log."""
+"""`tre audit`: verify, checkpoint and export the audit log."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from pathlib import Path
 import click
 
 from tre import audit
+from tre.audit import checkpoints
 from tre.cli import Context, cli, home_option, pass_context
-from tre.exceptions import IntegrityError
+from tre.exceptions import IntegrityError, InvalidInput
+from tre.home import Home, checkpoint_audit
 
 
 @cli.group("audit")
@@ -36,11 +38,35 @@ def _anchor(_ctx, _param, value: str | None) -> tuple[int, str] | None:
     metavar="SEQ:HASH",
     help="A head published earlier (as printed by this command) that the log must still hold.",
 )
+@click.option(
+    "--checkpoint",
+    "exported",
+    type=click.Path(dir_okay=False, exists=True),
+    help="A checkpoint exported earlier (`tre audit checkpoint --export`) that the log must "
+    "still hold.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_context
-def audit_verify(ctx: Context, anchor: tuple[int, str] | None, as_json: bool) -> None:
-    """Recompute the hash chain; fail naming the first bad seq."""
-    result = audit.verify(ctx.database(), anchor=anchor)
+def audit_verify(
+    ctx: Context, anchor: tuple[int, str] | None, exported: str | None, as_json: bool
+) -> None:
+    """Recompute the chain and its MACs and check it against every signed checkpoint; fail
+    naming the first bad seq and what was done (truncation, deletion, rewrite, rehash)."""
+    kept = None
+    if exported is not None:
+        try:
+            kept, key = checkpoints.from_export(Path(exported).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as e:
+            raise InvalidInput(f"Cannot read {exported}: {e}.") from None
+        click.echo(
+            f"Exported {kept.describe()}, signed by key {checkpoints.fingerprint(key)}: compare "
+            "that fingerprint with the one the TRE gave you.",
+            err=True,
+        )
+    db = ctx.database()
+    result = audit.verify(
+        db, anchor=anchor, store=Home(ctx.settings.home).checkpoints, exported=kept
+    )
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(result)))
     if not result.intact:
@@ -49,10 +75,57 @@ def audit_verify(ctx: Context, anchor: tuple[int, str] | None, as_json: bool) ->
             f"{result.first_bad_seq}. Keep the database as it is and investigate."
         )
     if not as_json:
-        click.echo(
-            f"The audit log is intact: {result.events} events. "
-            f"Head {result.head_seq}:{result.head_hash} (publish it to anchor the log)."
+        against = (
+            f"; checked against checkpoint {result.checkpoint} (seq {result.checkpoint_seq})"
+            if result.checkpoint
+            else "; no checkpoint yet (`tre audit checkpoint` writes one)"
         )
+        click.echo(
+            f"The audit log is intact: {result.events} events, "
+            f"{'each MAC checked' if result.macs_checked else 'MACs not checked'}{against}. "
+            f"Head {result.head_seq}:{result.head_hash}."
+        )
+
+
+@audit_group.command("checkpoint")
+@home_option
+@click.option(
+    "--export",
+    "out",
+    type=click.Path(dir_okay=False, writable=True, allow_dash=True),
+    help="Also write the newest checkpoint with the key that signed it, for a custodian to "
+    "keep and verify against later (`tre audit verify --checkpoint FILE`); - for standard "
+    "output.",
+)
+@pass_context
+def audit_checkpoint(ctx: Context, out: str | None) -> None:
+    """Sign a checkpoint of the audit log's head into the checkpoint store (the portal does so
+    every TRE_AUDIT_CHECKPOINT_SECONDS while the head moves)."""
+    db = ctx.database()
+    store = Home(ctx.settings.home).checkpoints
+    written = checkpoint_audit(ctx.settings.home, db)
+    reading = store.read()
+    newest = reading.latest if written is None else written
+    if newest is None or reading.public_key is None:
+        raise IntegrityError(
+            "No sound checkpoint could be read back from the store: run `tre audit verify`."
+        )
+    click.echo(
+        f"Newest {newest.describe()}, head {newest.head}; signing key "
+        f"{checkpoints.fingerprint(reading.public_key)}.",
+        err=True,
+    )
+    if out is None:
+        return
+    text = json.dumps(checkpoints.exported(newest, reading.public_key), indent=2) + "\n"
+    if out == "-":
+        click.echo(text, nl=False)
+        return
+    target = Path(out)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(target)
+    click.echo(f"Wrote {newest.describe()} to {target}.", err=True)
 
 
 @audit_group.command("export")

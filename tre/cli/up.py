@@ -33,7 +33,7 @@ def up(ctx: Context, pupils: int | None, smoke: bool) -> None:
     As root, only the privileged helper keeps root: ingest runs as tre-ingest, provisioning as
     tre-provision, Keycloak, the portal and the hub as tre."""
     from tre import demo, home
-    from tre.cli.audit import audit_verify
+    from tre.cli.audit import audit_checkpoint, audit_verify
     from tre.cli.identity import echo_demo_accounts
     from tre.hub import HubServer
     from tre.identity import KeycloakServer
@@ -56,9 +56,12 @@ def up(ctx: Context, pupils: int | None, smoke: bool) -> None:
         run_as_own_account(ctx, ["demo", "data", "--pupils", str(pupils)])
         run_as_own_account(ctx, ["demo", "projects"])
         run_as_own_account(ctx, ["audit", "verify"])
+        run_as_own_account(ctx, ["audit", "checkpoint"])
     else:
         demo.prepare(settings, pupils, say=click.echo)
-        click.get_current_context().invoke(audit_verify, anchor=None, as_json=False)
+        invoke = click.get_current_context().invoke
+        invoke(audit_verify, anchor=None, exported=None, as_json=False)
+        invoke(audit_checkpoint, out=None)
     portal = PortalServer.from_settings(settings, ctx.environ).start()
     hub_running = as_root
     if hub_running:

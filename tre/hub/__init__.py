@@ -130,7 +130,7 @@ def sweep(settings: Settings, refused: set[tuple[str, str]] | None = None) -> li
     those seen at the last sweep, updated). Returns the (user, project) workspaces stopped."""
     from tre import projects
 
-    db = Database(settings.metadata_url)
+    db = Database.of_settings(settings)
     try:
         projects.expire_due(db)
         allowed = {
@@ -334,7 +334,7 @@ def configure(c, settings: Settings) -> None:
     c.Spawner.default_url = "/lab"
     c.Spawner.start_timeout = START_TIMEOUT_S
 
-    db = Database(settings.metadata_url)
+    db = Database.of_settings(settings)
 
     def check(spawner) -> None:
         reason = refusal(db, spawner.user.name, spawner.name)

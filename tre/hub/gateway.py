@@ -56,7 +56,8 @@ def _database():
     """The metadata database, opened once for the gateway process's lifetime."""
     from tre.db import Database
 
-    return Database(_settings().metadata_url)
+    settings = _settings()
+    return Database.of_settings(settings)
 
 
 class ProjectAuthenticator(JupyterHubAuthenticator):

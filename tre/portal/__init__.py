@@ -6,6 +6,7 @@ uvicorn. Pages are server-rendered (Jinja2), with no front-end build step.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -16,6 +17,7 @@ from urllib.parse import quote
 
 import anyio.to_thread
 import jinja2
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -23,10 +25,11 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from tre import audit
 from tre.config import Settings
 from tre.db import Database
 from tre.exceptions import TREError
-from tre.home import Home
+from tre.home import Home, checkpoint_audit
 from tre.identity import TokenValidator
 
 log = logging.getLogger(__name__)
@@ -119,13 +122,34 @@ def _secrets(settings: Settings, home: Home) -> tuple[str, str, bytes]:
     )
 
 
+async def _checkpoint_audit(settings: Settings, db: Database) -> None:
+    """Every ``TRE_AUDIT_CHECKPOINT_SECONDS``, a signed checkpoint of the audit log's head if it
+    moved (each worker process does it; the helper writes one checkpoint per head)."""
+    last = None
+    while True:
+        await asyncio.sleep(settings.audit_checkpoint_seconds)
+        try:
+            head = await anyio.to_thread.run_sync(_audit_head, db)
+            if head != last:
+                await anyio.to_thread.run_sync(checkpoint_audit, settings.home, db)
+                last = head
+        except Exception:
+            log.exception("could not write an audit checkpoint; trying again later")
+
+
+def _audit_head(db: Database) -> tuple[int, str]:
+    with db.rows() as rows:
+        seq, digest = rows.execute(sa.select(audit.AuditHead.seq, audit.AuditHead.hash)).one()
+    return seq, digest
+
+
 def create_app(settings: Settings) -> FastAPI:
     from tre import projects
     from tre.portal import api, auth, pages, workspaces
 
     home = Home(settings.home)
     home.check()
-    db = Database(settings.metadata_url)
+    db = Database.of_settings(settings)
     db.check_current()
     client_secret, cookie_key, token_key = _secrets(settings, home)
     templates = Jinja2Templates(
@@ -153,7 +177,11 @@ def create_app(settings: Settings) -> FastAPI:
         # Few threads: handlers are short and mostly compute; more threads only fight over
         # the GIL and make every request slower under load.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.portal_threads
-        yield
+        checkpoints = asyncio.create_task(_checkpoint_audit(settings, db))
+        try:
+            yield
+        finally:
+            checkpoints.cancel()
 
     app = FastAPI(
         lifespan=lifespan,

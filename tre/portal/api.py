@@ -401,7 +401,7 @@ def custodian_usage(state=Depends(app_state), person: Person = Depends(caller)) 
 @router.get("/audit/verify", summary="Verify the audit log (administrators)")
 def audit_verify(state=Depends(app_state), person: Person = Depends(caller)) -> dict[str, Any]:
     permissions.check_can_administer(person, "verify the audit log")
-    return vars(audit.verify(state.db))
+    return vars(audit.verify(state.db, store=state.home.checkpoints))
 
 
 @router.get("/users", summary="Users and their roles, as Keycloak reports them (administrators)")

@@ -472,7 +472,7 @@ def admin_page(request: Request) -> Response:
     person = request.app.state.auth.person_of(session)
     permissions.check_can_administer(person, "see the administration page")
     state = request.app.state
-    verification = audit.verify(state.db)
+    verification = audit.verify(state.db, store=state.home.checkpoints)
     try:
         users = views.users(state)
     except TREError as e:

@@ -266,7 +266,7 @@ def _administer(payload: dict[str, Any]) -> Any:
         frozenset(payload["person"]["groups"]),
         payload["person"]["name"],
     )
-    db = Database(settings.metadata_url)
+    db = Database.of_settings(settings)
     try:
         home = Home(settings.home)
         if payload["action"] == "provision":
@@ -967,3 +967,16 @@ def read_workspace_files(
             raise NotFound(f"{username} has no workspace in project {project} yet.")
         account = accounts.Account.named(name)
     return call_as(account, Limits(60, 1 << 30, 120), _read_files, str(folder), paths)
+
+
+@operation(SERVICES, PROVISIONING)
+def write_audit_checkpoint(ctx: Context, seq: int, head: str) -> dict[str, Any] | None:
+    """Sign a checkpoint of the audit log's head (seq, head) with the audit signing key, which
+    only root reads, into ``<home>/audit``, where only root writes: the services may add a
+    checkpoint, never change or remove one. Returns it, or None when a newer one is there."""
+    from tre.audit import checkpoints
+    from tre.keys import AUDIT_SIGNING_KEY, read_key
+
+    key = read_key(ctx.home / "keys" / AUDIT_SIGNING_KEY)
+    written = checkpoints.append(ctx.home / checkpoints.FOLDER, key, seq, head)
+    return None if written is None else dataclasses.asdict(written)

@@ -1,4 +1,4 @@
-"""The tamper-evident audit log.
+"""The audit log's events and their chain.
 
 Every change of state in the TRE appends one event to ``audit_events`` in the same transaction
 as the change itself, so a change without its record cannot be committed. Functions that change
@@ -8,10 +8,14 @@ Events form a hash chain: ``hash = SHA-256(prev_hash || canonical JSON of the ev
 the event holds its ``seq``, UTC time, actor, role, action, object and details. The newest
 ``seq`` and ``hash`` are also kept in the one-row table ``audit_head``; appending locks that row
 (SQLite's write lock, PostgreSQL ``SELECT ... FOR UPDATE``), so concurrent writers queue up and
-the chain never forks. :func:`verify` recomputes the chain and names the first ``seq`` where it
-breaks: a row modified, deleted, inserted or reordered. Publishing the head (``tre audit
-verify`` prints it) anchors the log outside the database: a rewrite of the whole chain no longer
-matches a head published earlier.
+the chain never forks.
+
+Anyone holding the database could recompute that chain after changing it. So each event also
+carries a ``mac``: HMAC-SHA-256 of its hash under the audit key, a file outside the database
+(``keys/audit.key``) that the TRE's services read and a database administrator does not. The
+services open the database with it (:meth:`tre.db.Database.of_home`); a row rewritten without
+it has a MAC that no longer matches. What the MAC cannot show (events deleted from the end of
+the log) the signed checkpoints of :mod:`tre.audit.checkpoints` do.
 
 Details must never hold a direct identifier, a key or a token; :func:`record` refuses details
 that look like one.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -30,9 +35,10 @@ from typing import IO, Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from tre.db import Base, Database
+from tre.db import AUDIT_KEY, Base, Database
 
 GENESIS_HASH = "0" * 64
+_MAC_DOMAIN = b"tre audit event\0"
 
 #: Every action the audit log knows, with what it means. Domain modules add theirs with
 #: :func:`declare_actions`; the docs' audit reference is generated from this.
@@ -50,6 +56,8 @@ declare_actions(
     {
         "tre.initialised": "A TRE home was created: stores, keys and the metadata database.",
         "tre.migrated": "The metadata database schema was upgraded to a newer revision.",
+        "audit.sealed": "Events written before the TRE had an audit key were given their MACs "
+        "(once, on upgrade, before the first checkpoint).",
     }
 )
 
@@ -67,6 +75,8 @@ class AuditEventRow(Base):
     details: Mapped[str] = mapped_column(sa.Text)
     prev_hash: Mapped[str] = mapped_column(sa.String(64))
     hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    #: HMAC of ``hash`` under the audit key (None only in a database opened without it).
+    mac: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
 
     __table_args__ = (sa.Index("ix_audit_events_object", "object_type", "object_id"),)
 
@@ -79,6 +89,9 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(sa.BigInteger)
     hash: Mapped[str] = mapped_column(sa.String(64))
+    #: The index of the newest signed checkpoint written (0: none yet). Kept here too, so that
+    #: checkpoints deleted from their store are noticed.
+    checkpoint: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +116,11 @@ def canonical_json(value: Any) -> str:
 
 def _event_hash(prev_hash: str, body: Mapping[str, Any]) -> str:
     return hashlib.sha256((prev_hash + canonical_json(body)).encode("utf-8")).hexdigest()
+
+
+def mac_of(key: bytes, event_hash: str) -> str:
+    """The MAC that ties an event's hash (and so the whole chain up to it) to the audit key."""
+    return hmac.new(key, _MAC_DOMAIN + event_hash.encode("ascii"), hashlib.sha256).hexdigest()
 
 
 def _body(row: AuditEventRow) -> dict[str, Any]:
@@ -188,6 +206,8 @@ def record(session: Session, event: Event) -> int:
         prev_hash=head.hash,
     )
     row.hash = _event_hash(head.hash, _body(row))
+    key = session.info.get(AUDIT_KEY)
+    row.mac = mac_of(key, row.hash) if key else None
     session.add(row)
     head.seq, head.hash = row.seq, row.hash
     session.flush()
@@ -225,84 +245,21 @@ def export(db: Database, out: IO[str]) -> int:
     return n
 
 
-@dataclasses.dataclass(frozen=True)
-class Verification:
-    intact: bool
-    events: int
-    head_seq: int
-    head_hash: str
-    first_bad_seq: int | None = None
-    problem: str = ""
+def seal(session: Session, key: bytes) -> int:
+    """Give the events written before the audit key existed their MACs; return how many.
 
-
-def verify(db: Database, anchor: tuple[int, str] | None = None) -> Verification:
-    """Recompute the chain from the first event; stop at the first seq where it breaks.
-
-    ``anchor`` is a (seq, hash) published earlier: the chain must still hold it.
+    Only for a log that has no checkpoint yet (the caller checks the store): after the first
+    checkpoint, an event without a MAC is tampering, never something to seal.
     """
-    with db.read() as session:
-        head = session.execute(sa.select(AuditHead).where(AuditHead.id == 1)).scalar_one()
-        result = session.execute(
-            sa.select(AuditEventRow).order_by(AuditEventRow.seq).execution_options(yield_per=1000)
-        )
-        try:
-            return _verify_rows(result.scalars(), head, anchor)
-        finally:
-            result.close()
-
-
-def _verify_rows(
-    rows: Iterator[AuditEventRow], head: AuditHead, anchor: tuple[int, str] | None
-) -> Verification:
-    expected_seq, prev_hash, n = 1, GENESIS_HASH, 0
-
-    def broken(seq: int, problem: str) -> Verification:
-        return Verification(False, n, head.seq, head.hash, seq, problem)
-
+    head = session.execute(
+        sa.select(AuditHead).where(AuditHead.id == 1).with_for_update()
+    ).scalar_one()
+    if head.checkpoint:
+        raise ValueError("the audit log has checkpoints: events without a MAC are not sealed")
+    rows = session.execute(sa.select(AuditEventRow).where(AuditEventRow.mac.is_(None))).scalars()
+    n = 0
     for row in rows:
-        if row.seq < expected_seq:
-            return broken(row.seq, f"seq {row.seq} appears out of order")
-        if row.seq > expected_seq:
-            return broken(
-                expected_seq,
-                f"seq {expected_seq} is missing: the event was deleted",
-            )
-        if row.prev_hash != prev_hash:
-            return broken(
-                row.seq,
-                f"seq {row.seq} does not follow seq {row.seq - 1}: its prev_hash differs "
-                "(an event was inserted, deleted or reordered before it)",
-            )
-        try:
-            body = _body(row)
-            # The stored text must be exactly what was hashed: else a duplicated key, say,
-            # would show one value to SQL and hash the other.
-            canonical = row.details == canonical_json(body["details"])
-            recomputed = _event_hash(prev_hash, body) if canonical else ""
-        except ValueError:
-            recomputed = ""
-        if recomputed != row.hash:
-            return broken(
-                row.seq, f"seq {row.seq} was modified: its content does not match its hash"
-            )
-        if anchor is not None and row.seq == anchor[0] and row.hash != anchor[1]:
-            return broken(row.seq, f"seq {row.seq} does not match the published anchor")
-        prev_hash, expected_seq, n = row.hash, expected_seq + 1, n + 1
-
-    last_seq = expected_seq - 1
-    if head.seq > last_seq:
-        return broken(
-            last_seq + 1,
-            f"seq {last_seq + 1} to {head.seq} are missing: events were deleted "
-            "from the end of the log",
-        )
-    if head.seq < last_seq:
-        return broken(
-            head.seq + 1,
-            f"seq {head.seq + 1} is past the chain head: it was appended outside the TRE",
-        )
-    if head.hash != prev_hash:
-        return broken(last_seq, f"seq {last_seq} does not match the chain head's hash")
-    if anchor is not None and anchor[0] > last_seq:
-        return broken(anchor[0], f"seq {anchor[0]} of the published anchor is missing")
-    return Verification(True, n, head.seq, head.hash)
+        row.mac = mac_of(key, row.hash)
+        n += 1
+    session.flush()
+    return n
