@@ -215,7 +215,11 @@ def tabular(text: str) -> str:
     lines = [line for line in text.splitlines() if line.strip()]
     if len(lines) >= TABLE_LINES:
         for delimiter in DELIMITERS:
-            counts = collections.Counter(line.count(delimiter) for line in lines)
+            # A delimiter that ends a line separates nothing: a list of names each followed by
+            # a comma (code's lists, one item a line) is one column, as the names alone are.
+            counts = collections.Counter(
+                line.rstrip().removesuffix(delimiter).count(delimiter) for line in lines
+            )
             columns, agreeing = counts.most_common(1)[0]
             if delimiter == " " and not _mostly_figures(lines):
                 continue  # prose and code split by spaces too: a table of them holds figures
