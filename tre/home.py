@@ -13,7 +13,7 @@
   keys/       root:tre 0750: link.key (tre-ingest), master.key and projects/ (tre-provision),
               service.key (tre), each 0600; audit.key (root:tre 0640, every service MACs
               the audit events with it), audit-signing.key (root, 0600: the helper's)
-  audit/      the audit log's signed checkpoints and public key    root:tre 0755 (files 0444)
+  audit/      the audit log's signed checkpoints and public key  root:tre 2750 (files 0440)
   identity/   the local Keycloak's state; secrets.json (0640: the services' group)
   run/        the privileged helper's socket (root:tre 0660) and log
   work/       ingest's working folder (locks, staging)   tre-ingest, 0700
@@ -48,7 +48,7 @@ import sqlalchemy as sa
 from tre import audit
 from tre.config import Settings
 from tre.db import Database
-from tre.exceptions import ConfigError, NotInitialised, ServiceUnavailable
+from tre.exceptions import ConfigError, IntegrityError, NotInitialised, ServiceUnavailable
 from tre.keys import (
     ALL_KEYS,
     AUDIT_KEY,
@@ -205,7 +205,7 @@ def init(settings: Settings) -> InitReport:
             changes.append(f"restricted folder {store} to mode {STORE_MODES[store]:o}")
     for private in PRIVATE_DIRS:
         make_dir(home.root / private, 0o700)
-    make_dir(home.root / audit.checkpoints.FOLDER, 0o755)
+    make_dir(home.root / audit.checkpoints.FOLDER, 0o2750)
     if separate:
         for name in SERVICE_DIRS:
             make_dir(home.root / name, 0o700)
@@ -292,6 +292,22 @@ def _initialise_database(url: str, home_root: str, actor: str) -> list[str]:
                 os.close(fd)
     try:
         before, after = db.migrate()
+        # Events written before the audit key (revision 0009) get their MACs in the run that
+        # migrates past it, once their chain is checked, and never again: after that an event
+        # without a MAC is tampering.
+        sealing = before is not None and int(before) < MACS_REVISION
+        if sealing:
+            plain = Database(url)  # the chain alone: these events have no MAC yet
+            try:
+                chain = audit.verify(plain)
+            finally:
+                plain.dispose()
+            if not chain.intact:
+                raise IntegrityError(
+                    f"The audit log is NOT intact ({chain.problem}): its events are not given "
+                    "MACs. Restore the database from a backup, or investigate first."
+                )
+            sealing = not audit.Store.of_home(Path(home_root)).read().checkpoints
         if before != after:
             changes.append(
                 f"created metadata database (schema {after})"
@@ -305,10 +321,7 @@ def _initialise_database(url: str, home_root: str, actor: str) -> list[str]:
                 )
             ).first()
             who = dict(actor=actor, actor_role="tre-admin")
-            unsealed = session.execute(
-                sa.select(sa.func.count()).where(audit.AuditEventRow.mac.is_(None))
-            ).scalar_one()
-            if unsealed and not audit.Store.of_home(Path(home_root)).read().checkpoints:
+            if sealing:
                 assert db.audit_key is not None
                 sealed = audit.seal(session, db.audit_key)
                 audit.record(
@@ -318,7 +331,7 @@ def _initialise_database(url: str, home_root: str, actor: str) -> list[str]:
                         action="audit.sealed",
                         object_type="tre",
                         object_id=home_name,
-                        details={"events": sealed},
+                        details={"events": sealed, "head": [chain.head_seq, chain.head_hash]},
                     ),
                 )
                 changes.append(f"gave {sealed} earlier audit events their MACs")
@@ -350,15 +363,12 @@ def _initialise_database(url: str, home_root: str, actor: str) -> list[str]:
 
 
 def checkpoint_audit(home: Path, db: Database) -> audit.Checkpoint | None:
-    """Have the audit log's committed head signed into the checkpoints (by the privileged
-    helper in a separated home) and count it in the database. Returns the newest checkpoint,
-    or None when one written meanwhile by another process is newer."""
+    """Have the audit log's committed head checked and signed into the checkpoints (by the
+    privileged helper in a separated home) and count it in the database. Returns the newest
+    checkpoint, or None when one written meanwhile by another process is newer."""
     from tre import privileged
 
-    with db.read() as session:
-        head = session.execute(sa.select(audit.AuditHead).where(audit.AuditHead.id == 1)).one()[0]
-        seq, digest = head.seq, head.hash
-    written = privileged.call(Path(home), "write_audit_checkpoint", seq=seq, head=digest)
+    written = privileged.call(Path(home), "write_audit_checkpoint", database_url=db.url)
     if written is None:
         return None
     checkpoint = audit.Checkpoint(**written)
@@ -368,6 +378,10 @@ def checkpoint_audit(home: Path, db: Database) -> audit.Checkpoint | None:
         ).one()[0]
         head.checkpoint = max(head.checkpoint or 0, checkpoint.index)
     return checkpoint
+
+
+#: The schema revision from which each audit event carries a MAC.
+MACS_REVISION = 9
 
 
 def _grouped() -> bool:
@@ -421,7 +435,7 @@ def hand_over(home: Home) -> None:
                 _own_tree(fd, provision, accounts.gid(accounts.PROVISION), 0o700, 0o600)
         with _opened(root, audit.checkpoints.FOLDER) as fd:
             # root's alone: the services read the checkpoints, the helper alone adds one.
-            _own_tree(fd, 0, group, 0o755, 0o444)
+            _own_tree(fd, 0, group, 0o2750, 0o440)
         with _opened(root, "identity") as identity:
             _own_tree(identity, service.uid, group, 0o700, None)  # Keycloak's scripts stay runnable
             os.fchmod(identity, 0o750)

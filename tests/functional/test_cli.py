@@ -207,16 +207,38 @@ def test_a_custodians_exported_checkpoint_verifies_and_catches_a_truncation(
     assert "truncated" in capsys.readouterr().err
 
 
-def test_init_seals_events_without_a_mac_only_before_the_first_checkpoint(environ, capsys):
+def _downgrade(environ, revision: str) -> None:
+    """The home's database as an older tre left it."""
+    from alembic import command
+
+    from tre.db import Database
+
+    db = Database(f"sqlite:///{os.path.join(environ['TRE_HOME'], 'db', 'tre.db')}")
+    with db.engine.begin() as connection:
+        command.downgrade(db._alembic_config(connection), revision)
+    db.dispose()
+
+
+def test_events_from_before_the_audit_key_are_sealed_once_in_the_upgrade(environ, capsys):
     assert main(["init"], environ) == 0
-    _sql(environ, "UPDATE audit_events SET mac = NULL")  # as a database from before the key
+    _downgrade(environ, "0008")  # as a database from before the MACs
     assert main(["init"], environ) == 0
-    assert "gave 1 earlier audit events their MACs" in capsys.readouterr().out
-    assert main(["audit", "checkpoint"], environ) == 0
+    out = capsys.readouterr().out
+    assert "migrated metadata database 0008" in out
+    assert "gave 1 earlier audit events their MACs" in out
     assert main(["audit", "verify"], environ) == 0
-    # Once a checkpoint exists, an event without a MAC is tampering: never sealed again.
+    # After that upgrade, an event without a MAC is tampering: never sealed again.
     _sql(environ, "UPDATE audit_events SET mac = NULL WHERE seq = 1")
     assert main(["init"], environ) == 0
     capsys.readouterr()
     assert main(["audit", "verify"], environ) == 3
     assert "seq 1 has no MAC" in capsys.readouterr().err
+
+
+def test_an_upgrade_never_seals_a_broken_chain(environ, capsys):
+    assert main(["init"], environ) == 0
+    _downgrade(environ, "0008")
+    _sql(environ, "UPDATE audit_events SET actor = 'mallory' WHERE seq = 1")
+    capsys.readouterr()
+    assert main(["init"], environ) != 0
+    assert "NOT intact" in capsys.readouterr().err

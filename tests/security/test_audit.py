@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.security.conftest import as_account
-from tre import audit, home
+from tests.security.conftest import PROJECT, as_account
+from tre import audit, home, privileged
 from tre.audit import checkpoints
 from tre.audit.log import _body, _event_hash
 from tre.db import Database
@@ -37,9 +37,12 @@ def _test_action():
 
 @pytest.fixture
 def tre_home(tmp_path) -> Path:
-    """A home with just what the audit log needs: the signing key and the checkpoint store."""
+    """A home with just what the audit log needs: its two keys and the checkpoint store."""
     (tmp_path / "keys").mkdir(mode=0o700)
     create_key_file(tmp_path / "keys" / AUDIT_SIGNING_KEY)
+    audit_key = tmp_path / "keys" / "audit.key"
+    audit_key.write_bytes(AUDIT_KEY)
+    audit_key.chmod(0o600)
     (tmp_path / "audit").mkdir()
     return tmp_path
 
@@ -211,6 +214,85 @@ def test_a_forged_checkpoint_is_reported(keyed, tre_home):
     result = audit.verify(keyed, store=store_of(tre_home))
     assert not result.intact
     assert "checkpoint 3 is not signed by this TRE's audit signing key" in result.problem
+    append(keyed, 1, 20)
+    with pytest.raises(IntegrityError, match="not signed by the audit signing key"):
+        home.checkpoint_audit(tre_home, keyed)  # nothing is signed after a forged one
+
+
+def test_a_head_the_log_does_not_hold_is_never_signed(keyed, stolen, tre_home):
+    """The database's administrator points the head at a seq far ahead for one checkpoint:
+    had it been signed, every later checkpoint would be refused as older."""
+    append(keyed, 5)
+    home.checkpoint_audit(tre_home, keyed)
+    with stolen.write() as session:
+        head = session.get(audit.AuditHead, 1)
+        head.seq, head.hash = 10**15, "f" * 64
+    with pytest.raises(IntegrityError, match="NOT intact"):
+        home.checkpoint_audit(tre_home, keyed)
+    assert len(os.listdir(tre_home / "audit" / "checkpoints")) == 1
+
+
+def test_events_rechained_without_the_key_are_never_signed(keyed, stolen, tre_home):
+    append(keyed, 5)
+    home.checkpoint_audit(tre_home, keyed)
+    append(keyed, 3, 5)
+    with stolen.write() as session:  # events 6 to 8 rewritten before the next checkpoint
+        session.get(audit.AuditEventRow, 7).actor = "mallory"
+        rechain(session, 7)
+    with pytest.raises(IntegrityError, match="seq 7 was rewritten"):
+        home.checkpoint_audit(tre_home, keyed)
+
+
+def test_a_trigger_that_drops_events_as_they_are_written_is_caught(keyed, stolen, tre_home):
+    """A trigger hides chosen events as they are written: the change would commit without
+    its record, and every later MAC and checkpoint would cover the doctored chain."""
+    append(keyed, 3)
+    with stolen.engine.begin() as c:
+        for statement in SQLITE_TRIGGER if keyed.is_sqlite else POSTGRES_TRIGGER:
+            c.exec_driver_sql(statement)
+    dropped = pytest.raises(IntegrityError, match="changed or dropped as it was written")
+    with dropped, keyed.write() as session:
+        audit.record(
+            session, audit.Event("alice", "researcher", "test.happened", "thing", "hidden")
+        )
+    result = audit.verify(keyed)
+    assert not result.intact and "trigger hide" in result.problem
+    with pytest.raises(IntegrityError, match="trigger hide"):
+        home.checkpoint_audit(tre_home, keyed)
+
+
+SQLITE_TRIGGER = [
+    """CREATE TRIGGER hide AFTER UPDATE ON audit_head
+    WHEN (SELECT object_id FROM audit_events WHERE seq = NEW.seq) = 'hidden'
+    BEGIN
+        DELETE FROM audit_events WHERE seq = NEW.seq;
+        UPDATE audit_head SET seq = OLD.seq, hash = OLD.hash WHERE id = 1;
+    END"""
+]
+POSTGRES_TRIGGER = [
+    """CREATE FUNCTION hide_event() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF (SELECT object_id FROM audit_events WHERE seq = NEW.seq) = 'hidden' THEN
+            DELETE FROM audit_events WHERE seq = NEW.seq;
+            NEW.seq := OLD.seq;
+            NEW.hash := OLD.hash;
+        END IF;
+        RETURN NEW;
+    END $$""",
+    "CREATE TRIGGER hide BEFORE UPDATE ON audit_head FOR EACH ROW EXECUTE FUNCTION hide_event()",
+]
+
+
+def test_damaged_rows_are_reported_never_a_crash(keyed, stolen):
+    append(keyed, 3)
+    with stolen.write() as session:
+        session.get(audit.AuditEventRow, 2).mac = "é" * 64
+    result = audit.verify(keyed)
+    assert not result.intact and "seq 2" in result.problem
+    with stolen.write() as session:
+        session.execute(sa.delete(audit.AuditHead))
+    result = audit.verify(keyed)
+    assert not result.intact and "chain head" in result.problem
 
 
 def test_a_custodians_exported_checkpoint_catches_what_the_store_lost(keyed, stolen, tre_home):
@@ -235,6 +317,22 @@ def test_a_custodians_exported_checkpoint_catches_what_the_store_lost(keyed, sto
     assert not result.intact and "truncated" in result.problem
 
 
+def test_an_exported_checkpoint_of_another_key_is_refused(environ, tmp_path, capsys):
+    from tre.cli import main
+
+    assert main(["init"], environ) == 0
+    exported = tmp_path / "checkpoint.json"
+    assert main(["audit", "checkpoint", "--export", str(exported)], environ) == 0
+    copy = json.loads(exported.read_text())
+    other = secrets.token_bytes(32)
+    cp = audit.Checkpoint(**{k: v for k, v in copy["checkpoint"].items() if k != "format"})
+    forged = checkpoints.exported(checkpoints.sign(other, cp), checkpoints.public_key_of(other))
+    exported.write_text(json.dumps(forged))
+    capsys.readouterr()
+    assert main(["audit", "verify", "--checkpoint", str(exported)], environ) == 3
+    assert "not by this TRE's audit signing key" in capsys.readouterr().err
+
+
 def test_an_exported_checkpoint_cannot_be_edited(keyed, tre_home):
     append(keyed, 4)
     written = home.checkpoint_audit(tre_home, keyed)
@@ -245,15 +343,17 @@ def test_an_exported_checkpoint_cannot_be_edited(keyed, tre_home):
 
 
 def test_the_services_cannot_remove_or_replace_a_checkpoint(two_projects):
-    """In a separated home the checkpoints are root's: the services' account reads them but
-    neither deletes, replaces nor adds one; nor can it read the signing key."""
+    """In a separated home the checkpoints are root's: the services' accounts read them but
+    neither delete, replace nor add one; nor can they read the signing key or open the lock
+    the helper serialises its writers with (held, it would stop every checkpoint). A
+    researcher's accounts cannot even read them."""
     environ_home = two_projects.home.root
     written = home.checkpoint_audit(environ_home, two_projects.db)
     assert written is not None
     folder = environ_home / "audit" / "checkpoints"
     path = str(folder / f"{written.index:012d}.json")
 
-    def attempts(path: str, folder: str, key: str) -> dict[str, str]:
+    def attempts(path: str, folder: str, key: str, lock: str) -> dict[str, str]:
         out = {}
         for name, attempt in {
             "read": lambda: Path(path).read_text(),
@@ -261,6 +361,7 @@ def test_the_services_cannot_remove_or_replace_a_checkpoint(two_projects):
             "replace": lambda: os.replace(_own_file(), path),
             "add": lambda: Path(folder, "999999999999.json").touch(exist_ok=False),
             "read key": lambda: Path(key).read_bytes(),
+            "open lock": lambda: os.close(os.open(lock, os.O_RDONLY)),
         }.items():
             try:
                 attempt()
@@ -275,14 +376,24 @@ def test_the_services_cannot_remove_or_replace_a_checkpoint(two_projects):
         return name
 
     key = str(environ_home / "keys" / AUDIT_SIGNING_KEY)
+    lock = str(environ_home / "keys" / ".audit-checkpoint.lock")
+    assert Path(lock).exists()
+    refused = {
+        "delete": "PermissionError",
+        "replace": "PermissionError",
+        "add": "PermissionError",
+        "read key": "PermissionError",
+        "open lock": "PermissionError",
+    }
     for account in (accounts.SERVICE, accounts.INGEST, accounts.PROVISION):
-        got = as_account(account, attempts, path, str(folder), key)
-        assert got == {
-            "read": "done",
-            "delete": "PermissionError",
-            "replace": "PermissionError",
-            "add": "PermissionError",
-            "read key": "PermissionError",
-        }, (account, got)
+        got = as_account(account, attempts, path, str(folder), key, lock)
+        assert got == {"read": "done", **refused}, (account, got)
+    privileged.call(environ_home, "prepare_workspace", username="alice", project=PROJECT)
+    for account in (
+        privileged.workspace_account("alice", PROJECT),
+        privileged.project_group(PROJECT),
+    ):
+        got = as_account(account, attempts, path, str(folder), key, lock)
+        assert got == {"read": "PermissionError", **refused}, (account, got)
     result = audit.verify(two_projects.db, store=two_projects.home.checkpoints)
     assert result.intact and result.checkpoint == written.index, result.problem

@@ -26,7 +26,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -215,22 +215,26 @@ class Store:
         return Reading(sound, key, problems)
 
 
-def append(folder: Path, signing_key: bytes, seq: int, head: str) -> Checkpoint | None:
-    """Sign and store a checkpoint of (seq, head), after the newest one; return it.
+def append(
+    folder: Path,
+    signing_key: bytes,
+    head_after: Callable[[Checkpoint | None], tuple[int, str]],
+    lock: Path,
+) -> Checkpoint | None:
+    """Sign and store a checkpoint after the newest one; return it.
 
-    The same (seq, head) as the newest is not written again (that one is returned); an older
-    seq (another writer's checkpoint overtook this one) writes nothing and returns None; the
-    same seq with another head is refused: the log was rewritten since.
+    ``head_after(newest)`` gives the (seq, head) to sign, once it has checked that the log
+    extends the newest checkpoint (it raises otherwise, and nothing is signed). The same
+    (seq, head) as the newest is not written again (that one is returned); an older seq
+    writes nothing and returns None. ``lock`` (a file only the writer can open) serialises
+    writers.
     """
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-        raise InvalidInput("seq must be a whole number of events")
-    if not isinstance(head, str) or not _HASH.fullmatch(head):
-        raise InvalidInput("head must be a SHA-256 in hex")
     store = Store(folder)
     checkpoints = folder / CHECKPOINTS
-    checkpoints.mkdir(mode=0o755, parents=True, exist_ok=True)
+    # setgid (as the home's audit folder is): what root writes here is the services' group's.
+    checkpoints.mkdir(mode=0o2750, parents=True, exist_ok=True)
     public = public_key_of(signing_key)
-    with _locked(folder):
+    with _locked(lock):
         _write_once(folder / PUBLIC_KEY, public.hex() + "\n")
         if store.public_key() != public:
             raise IntegrityError(
@@ -240,7 +244,11 @@ def append(folder: Path, signing_key: bytes, seq: int, head: str) -> Checkpoint 
         index = max([0, *(_indexes(checkpoints))]) + 1
         latest = _checkpoint(checkpoints, index - 1)
         if latest is not None and not signed_by(public, latest):
-            latest = None  # verification reports it; the checkpoints go on
+            raise IntegrityError(
+                f"The newest checkpoint ({index - 1}) is not signed by the audit signing key: "
+                "it was forged or damaged. Run `tre audit verify`; no checkpoint is signed."
+            )
+        seq, head = head_after(latest)
         if latest is not None and seq < latest.seq:
             return None
         if latest is not None and seq == latest.seq:
@@ -301,11 +309,11 @@ def _read_small(path: Path) -> str:
 
 
 def _write_once(path: Path, text: str) -> None:
-    """Write ``path`` whole (read-only, 0444) unless it exists; never replace it."""
+    """Write ``path`` whole (read-only, 0440) unless it exists; never replace it."""
     if path.exists() or path.is_symlink():
         return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o440)
     try:
         os.write(fd, text.encode())
         os.fsync(fd)
@@ -320,8 +328,8 @@ def _write_once(path: Path, text: str) -> None:
 
 
 @contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+def _locked(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from tre.db import AUDIT_KEY, Base, Database
+from tre.exceptions import IntegrityError
 
 GENESIS_HASH = "0" * 64
 _MAC_DOMAIN = b"tre audit event\0"
@@ -211,6 +212,18 @@ def record(session: Session, event: Event) -> int:
     session.add(row)
     head.seq, head.hash = row.seq, row.hash
     session.flush()
+    # Read back, in the same transaction: a trigger or rule on the audit tables could drop or
+    # change the event as it is written, and the change would then commit without its record.
+    kept = session.execute(
+        sa.select(AuditEventRow.hash, AuditEventRow.mac).where(AuditEventRow.seq == row.seq)
+    ).one_or_none()
+    now = session.execute(sa.select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)).one()
+    if kept is None or tuple(kept) != (row.hash, row.mac) or tuple(now) != (row.seq, row.hash):
+        raise IntegrityError(
+            f"The audit event {event.action} was changed or dropped as it was written (a "
+            "trigger or rule on the audit tables?): the change is not made. Run `tre audit "
+            "verify`."
+        )
     return row.seq
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -58,6 +60,14 @@ def audit_verify(
             kept, key = checkpoints.from_export(Path(exported).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as e:
             raise InvalidInput(f"Cannot read {exported}: {e}.") from None
+        ours = Home(ctx.settings.home).checkpoints.public_key()
+        if ours is not None and ours != key:
+            raise IntegrityError(
+                f"The exported {kept.describe()} is signed by key "
+                f"{checkpoints.fingerprint(key)}, not by this TRE's audit signing key "
+                f"{checkpoints.fingerprint(ours)}: it is not this TRE's, or one of the two was "
+                "replaced. Compare both fingerprints with the one the TRE gave you."
+            )
         click.echo(
             f"Exported {kept.describe()}, signed by key {checkpoints.fingerprint(key)}: compare "
             "that fingerprint with the one the TRE gave you.",
@@ -122,9 +132,11 @@ def audit_checkpoint(ctx: Context, out: str | None) -> None:
         click.echo(text, nl=False)
         return
     target = Path(out)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, target)
     click.echo(f"Wrote {newest.describe()} to {target}.", err=True)
 
 

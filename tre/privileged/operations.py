@@ -969,14 +969,76 @@ def read_workspace_files(
     return call_as(account, Limits(60, 1 << 30, 120), _read_files, str(folder), paths)
 
 
-@operation(SERVICES, PROVISIONING)
-def write_audit_checkpoint(ctx: Context, seq: int, head: str) -> dict[str, Any] | None:
-    """Sign a checkpoint of the audit log's head (seq, head) with the audit signing key, which
-    only root reads, into ``<home>/audit``, where only root writes: the services may add a
-    checkpoint, never change or remove one. Returns it, or None when a newer one is there."""
-    from tre.audit import checkpoints
-    from tre.keys import AUDIT_SIGNING_KEY, read_key
+AUDIT_READ_SECONDS = 900
+#: Serialises the checkpoint writers: root's own file (0600), which nobody else can open and
+#: so hold locked.
+AUDIT_LOCK = ".audit-checkpoint.lock"
 
-    key = read_key(ctx.home / "keys" / AUDIT_SIGNING_KEY)
-    written = checkpoints.append(ctx.home / checkpoints.FOLDER, key, seq, head)
+
+@operation(SERVICES, PROVISIONING)
+def write_audit_checkpoint(ctx: Context, database_url: str) -> dict[str, Any] | None:
+    """Sign a checkpoint of the audit log's head with the audit signing key, which only root
+    reads, into ``<home>/audit``, where only root writes. The head is not taken from the
+    caller: the events since the newest checkpoint are read (as the services' account: root
+    never opens the database) and checked here, chain and MACs, to extend it; anything else
+    is refused and nothing is signed. Returns the newest checkpoint, or None when one written
+    meanwhile is newer."""
+    from tre.audit import checkpoints, verification
+    from tre.keys import AUDIT_KEY, AUDIT_SIGNING_KEY, read_key
+    from tre.privileged.helper import separated
+
+    if not isinstance(database_url, str) or not 0 < len(database_url) <= 2000:
+        raise InvalidInput("Give the metadata database's URL.")
+    keys = ctx.home / "keys"
+    signing, mac_key = read_key(keys / AUDIT_SIGNING_KEY), read_key(keys / AUDIT_KEY, True)
+    reader = accounts.Account.named(accounts.SERVICE) if separated(ctx.home) else None
+
+    def head_after(newest: checkpoints.Checkpoint | None) -> tuple[int, str]:
+        start = None if newest is None else (newest.seq, newest.head)
+        found = _audit_segment(reader, database_url, 1 if start is None else start[0])
+        return verification.checked_head(found, start, mac_key)
+
+    written = checkpoints.append(
+        ctx.home / checkpoints.FOLDER, signing, head_after, keys / AUDIT_LOCK
+    )
     return None if written is None else dataclasses.asdict(written)
+
+
+#: Run by :func:`_audit_segment` in a fresh interpreter: the URL and the first seq on standard
+#: input (never the command line, which others may read), the events as JSON on standard output.
+_SEGMENT_CODE = (
+    "import json, sys; from tre.audit.verification import segment; from tre.db import Database; "
+    "ask = json.load(sys.stdin); db = Database(ask['url']); "
+    "print(json.dumps(segment(db, ask['start']))); db.dispose()"
+)
+
+
+def _audit_segment(reader: accounts.Account | None, database_url: str, start: int) -> dict:
+    """The events from seq ``start`` on, read by ``reader`` (the services' account; None: this
+    one) in a new interpreter: not a fork, for SQLite must not be used in a process forked
+    from one that has the database open."""
+    import json
+    import sys
+
+    as_reader: dict[str, Any] = {}
+    if reader is not None:
+        as_reader = {"user": reader.uid, "group": reader.gid, "extra_groups": list(reader.groups)}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _SEGMENT_CODE],
+            input=json.dumps({"url": database_url, "start": start}),
+            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/nonexistent"},
+            cwd="/",
+            umask=0o077,
+            capture_output=True,
+            text=True,
+            timeout=AUDIT_READ_SECONDS,
+            check=False,
+            **as_reader,
+        )
+    except subprocess.TimeoutExpired:
+        raise ServiceUnavailable("Reading the audit log for a checkpoint took too long.") from None
+    if done.returncode != 0:
+        kind = (done.stderr.strip().splitlines() or ["no reason given"])[-1].split(":")[0]
+        raise ServiceUnavailable(f"The audit log could not be read for a checkpoint ({kind}).")
+    return json.loads(done.stdout)
