@@ -496,8 +496,7 @@ def submit(home: Home, db: Database, request_id: int, by: Person) -> ExportReque
         filled = _submittable(session, request, by)
     project = _project(db, request.project_id)
     results = {
-        output.id: (checked, checked["summary"]["status"])
-        for _, output, checked in _checked_again(home, db, project, filled)
+        output.id: checked for _, output, checked in _checked_again(home, db, project, filled)
     }
     # Under the project's release lock: a release in progress releases the results it checked.
     with _release_lock(home, project.id), db.write() as session:
@@ -511,7 +510,9 @@ def submit(home: Home, db: Database, request_id: int, by: Person) -> ExportReque
         for slot in filled_now:
             stored = session.get(outputs.Output, slot.output_id)
             if stored.id in results:
-                stored.result, stored.status = results[stored.id]
+                checked = results[stored.id]
+                stored.result, stored.status = checked.as_dict(), checked.status
+                stored.populations = checked.populations
             summary[str(slot.slot)] = stored.status
         # A resubmission opens a new round of every output: votes cast on the request before
         # were cast beside outputs since replaced, which may disclose together with the ones
@@ -632,7 +633,7 @@ def release_checked(home: Home, db: Database, request_id: int) -> ExportRequest:
         rechecked: dict[int, dict] = {}
         try:
             for slot, output, now_ in _checked_again(home, db, project, slots(db, request_id)):
-                why = _no_longer_passes(output.result, now_)
+                why = _no_longer_passes(output.result, now_.as_dict())
                 if why:
                     blocked[str(slot.slot)] = why
                 rechecked[output.id] = now_
@@ -645,25 +646,30 @@ def release_checked(home: Home, db: Database, request_id: int) -> ExportRequest:
                 return request
             for output_id, result in rechecked.items():  # what is released is what was checked
                 stored = session.get(outputs.Output, output_id)
-                stored.result, stored.status = result, result["summary"]["status"]
+                stored.result, stored.status = result.as_dict(), result.status
+                stored.populations = result.populations
         return release(home, db, request_id)
 
 
 def _checked_again(
     home: Home, db: Database, project, filled: list[RequestOutput]
-) -> list[tuple[RequestOutput, outputs.Output, dict]]:
+) -> list[tuple[RequestOutput, outputs.Output, outputs.results.Result]]:
     """Each table, summary and model of a request's slots, in order, computed and checked
     again against the project's releases and the outputs before it in the request (released
     together with it): the slot, its output and the result."""
     checked = []
-    alongside: list[tuple[str, dict, list]] = []  # (label, specification, cells)
+    alongside: list[tuple[str, dict, list, dict | None]] = []  # label, spec, cells, populations
     for slot in filled:
         output = outputs.get(db, slot.output_id)
         if output.kind in ("table", "summary", "model"):
             spec = specs.parse(output.spec)
-            result = outputs.compute(home, db, project, spec, alongside=alongside).as_dict()
+            result = outputs.compute(
+                home, db, project, spec, alongside=alongside, keep_populations=True
+            )
             checked.append((slot, output, result))
-            alongside.append((f"output {slot.slot} of this request", output.spec, result["cells"]))
+            cells = [c.as_dict() for c in result.cells]
+            label = f"output {slot.slot} of this request"
+            alongside.append((label, output.spec, cells, result.populations))
     return checked
 
 

@@ -52,6 +52,9 @@ class Output(Base):
     created_by: Mapped[str] = mapped_column(sa.String(64))
     created_at: Mapped[str] = mapped_column(sa.String(32))
     released_at: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
+    #: The sketches of its cells' populations, for differencing (never shown to anyone:
+    #: :mod:`tre.outputs.populations`); loaded only where the checks need them.
+    populations: Mapped[dict | None] = mapped_column(sa.JSON, nullable=True, deferred=True)
 
 
 def now() -> str:
@@ -102,13 +105,30 @@ def _released_statement(with_results: bool):
 
 
 def _published(db: Database, project_id: str) -> list[list[Any]]:
-    """The project's released tables and summaries, as the engine takes them: [label,
-    specification, cells] each."""
-    return [
-        [f"#{o.id} '{o.name}'", o.spec, o.result.get("cells", [])]
-        for o in released(db, project_id)
-        if o.kind in ("table", "summary")
-    ]
+    """The project's released tables, summaries and models, as the engine takes them: [label,
+    specification, cells, populations] each."""
+    query = (
+        sa.select(Output.id, Output.name, Output.spec, Output.result, Output.populations)
+        .where(
+            Output.project_id == project_id,
+            Output.released_at.is_not(None),
+            Output.kind.in_(("table", "summary", "model")),
+        )
+        .order_by(Output.id)
+    )
+    with db.rows() as rows:
+        return [
+            [f"#{id_} '{name}'", spec, result.get("cells", []), pops]
+            for id_, name, spec, result, pops in rows.execute(query)
+        ]
+
+
+def population_key(home: Home, project_id: str) -> str:
+    """The project's key for hashing its units in population sketches (hex): derived from
+    the services' key, so that a sketch read from the database names no pseudo_id."""
+    from tre import keys
+
+    return keys.purpose_key(home.keys, f"output populations {project_id}").hex()
 
 
 def compute(
@@ -117,12 +137,14 @@ def compute(
     project,
     spec: specs.OutputSpec,
     rule_set_name: str = "default",
-    alongside: Sequence[tuple[str, dict[str, Any], list[dict[str, Any]]]] = (),
+    alongside: Sequence[Sequence[Any]] = (),
+    keep_populations: bool = False,
 ) -> results.Result:
     """Compute and check ``spec`` over the project's extracts (nothing is stored), against the
-    project's releases and the outputs ``alongside`` (label, specification, cells: submitted
-    with it, to be released together). The computation runs in the output worker
-    (:mod:`tre.outputs.worker`), under the project's OS account."""
+    project's releases and the outputs ``alongside`` (label, specification, cells,
+    populations: submitted with it, to be released together). The computation runs in the
+    output worker (:mod:`tre.outputs.worker`), under the project's OS account. With
+    ``keep_populations`` the result carries its population sketches, to be stored."""
     from tre.projects import extracts as project_extracts
 
     if spec.kind == "dp":
@@ -134,6 +156,8 @@ def compute(
         dataclasses.asdict(rule_set_for(project, spec.datasets, rule_set_name)),
         _published(db, project.id),
         [list(a) for a in alongside],
+        population_key=population_key(home, project.id),
+        keep_populations=keep_populations,
     )
     return engine.from_wire(worker.run(home, project.id, job))
 
@@ -199,6 +223,7 @@ def _store(
     by: Person,
     action: str,
     file_path: str | None = None,
+    populations: dict | None = None,
 ) -> Output:
     with db.write() as session:
         check_daily_cap(
@@ -219,6 +244,7 @@ def _store(
             file_path=file_path,
             created_by=by.username,
             created_at=now(),
+            populations=populations,
         )
         session.add(output)
         session.flush()
@@ -247,7 +273,14 @@ def check(
     project = _active_project(db, project_id, by)
     result = compute(home, db, project, spec, rule_set_name)
     output = _store(
-        db, project_id, dict(spec.raw), result.as_dict(), spec.kind, by, "output.checked"
+        db,
+        project_id,
+        dict(spec.raw),
+        result.as_dict(),
+        spec.kind,
+        by,
+        "output.checked",
+        populations=result.populations,
     )
     return output, result
 

@@ -13,18 +13,20 @@ bound as a parameter.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tre import sql
 from tre.exceptions import InvalidInput
-from tre.outputs import differencing, linked, models, results, specs, tables
+from tre.outputs import differencing, linked, models, populations, results, specs, tables
 from tre.outputs import rules as R
 
+Key = tuple[tuple[str, ...], tuple[str, ...]]
 #: What a job asks of the engine.
 CHECK, DP_DATA = "check", "dp-data"
 #: The most a job's DuckDB may write to its temporary folder when it runs out of memory.
@@ -39,10 +41,16 @@ class Job:
     extracts: str
     spec: dict[str, Any]
     rule_set: dict[str, Any] = dataclasses.field(default_factory=dict)
-    #: The project's released tables and summaries: [label, specification, cells] each.
+    #: The project's released tables, summaries and models: [label, specification, cells,
+    #: populations (or None: computed again)] each.
     published: list[list[Any]] = dataclasses.field(default_factory=list)
-    #: Outputs submitted before this one in the same request: [label, specification, cells].
+    #: Outputs submitted before this one in the same request, alike.
     alongside: list[list[Any]] = dataclasses.field(default_factory=list)
+    #: The project's key for the hashes of its units in population sketches (hex).
+    population_key: str = ""
+    #: Whether to hand back the sketches of the output's populations, to be stored (when it
+    #: may be released); else they are computed only where differencing needs them.
+    keep_populations: bool = False
     #: DuckDB's threads and memory (the worker's limits leave room for Python around it).
     threads: int = 1
     memory_limit: str = "1GB"
@@ -80,12 +88,8 @@ def run(job: Job) -> Any:
             return _dp_data(con, spec, extracts)
         if job.action == CHECK:
             rule_set = R.RuleSet(**job.rule_set)
-            published = [(label, specs.parse(s), cells) for label, s, cells in job.published]
-            alongside = [
-                release
-                for label, s, cells in job.alongside
-                for release in linked.releases_of(label, specs.parse(s), cells)
-            ]
+            published = [(label, specs.parse(s), *rest) for label, s, *rest in job.published]
+            alongside = [(label, specs.parse(s), *rest) for label, s, *rest in job.alongside]
             return to_wire(
                 compute(
                     con,
@@ -96,6 +100,8 @@ def run(job: Job) -> Any:
                     alongside,
                     job.max_cells,
                     job.max_categories,
+                    bytes.fromhex(job.population_key),
+                    job.keep_populations,
                 )
             )
     raise InvalidInput(f"The output engine does not know how to {job.action!r}.")
@@ -109,6 +115,7 @@ def to_wire(result: results.Result) -> dict[str, Any]:
         "cells": [{**c.as_dict(), "rules": list(c.rules)} for c in result.cells],
         "rule_set": dataclasses.asdict(result.rule_set),
         "extra": result.extra,
+        "populations": result.populations,
     }
 
 
@@ -130,6 +137,7 @@ def from_wire(data: dict[str, Any]) -> results.Result:
         ),
         R.RuleSet(**data["rule_set"]),
         data["extra"],
+        data.get("populations"),
     )
 
 
@@ -138,15 +146,17 @@ def compute(
     spec: specs.OutputSpec,
     extracts: specs.Extracts,
     rule_set: R.RuleSet,
-    published: Sequence[tuple[str, specs.OutputSpec, Sequence[dict]]] = (),
-    alongside: Sequence[linked.Release] = (),
+    published: Sequence[Sequence[Any]] = (),
+    alongside: Sequence[Sequence[Any]] = (),
     max_cells: int = 5000,
     max_categories: int = 50,
+    population_key: bytes = b"",
+    keep_populations: bool = True,
 ) -> results.Result:
-    """Compute and check ``spec``, against the project's ``published`` tables and summaries
-    (label, specification, cells) and the tables ``alongside`` (submitted with it, to be
-    released together). A table or summary of more than ``max_cells`` cells is refused before
-    anything else is computed."""
+    """Compute and check ``spec``, against the project's ``published`` outputs and those
+    ``alongside`` (submitted with it, to be released together): (label, specification, cells,
+    populations or None) each. A table or summary of more than ``max_cells`` cells is refused
+    before anything else is computed."""
     relation, columns = specs.relation(spec, extracts, con)
     where = specs.where(spec.filters, columns, con)
     if spec.kind in ("table", "summary"):
@@ -155,9 +165,120 @@ def compute(
         models.check_size(con, relation, where, spec.formula, columns)
     description = {"name": spec.name, "population": spec.population()}
     releases = [
-        release for label, s, cells in published for release in linked.releases_of(label, s, cells)
+        release
+        for label, s, cells, *_ in (*published, *alongside)
+        if s.kind in ("table", "summary")
+        for release in linked.releases_of(label, s, cells)
     ]
-    releases += alongside
+    threshold = rule_set.threshold
+    width = populations.width_for(threshold)
+    earlier = _released_populations(con, extracts, (*published, *alongside), width, population_key)
+    sizes = sorted(s.n for release in earlier for s in release.cells.values())
+
+    def sketches(only=None) -> populations.Populations:
+        return _populations(con, relation, where, spec, columns, width, population_key, only)
+
+    def differencing(units: Mapping[Key, int] | None = None) -> dict:
+        """Findings by cell key against the earlier releases. With each cell's ``units`` known
+        (a table's), only the cells close in size to a released one are compared, and only
+        their grouping sets sketched."""
+        if not sizes:
+            return {}
+        if units is None:
+            return populations.findings(sketches(), earlier, threshold)
+        close = [k for k, n in units.items() if _close(n, sizes, threshold)]
+        if not close:
+            return {}
+        mine = sketches(close)
+        empty = populations.Sketch.empty(width)  # a cell of no one: no row to sketch
+        near = {k: mine.cells.get(k, empty) for k in close}
+        if any(near[k].n != units[k] for k in close):  # labels DuckDB writes otherwise
+            whole = sketches()
+            near = {k: whole.cells.get(k, empty) for k in close}
+        return populations.findings(populations.Populations(width, near), earlier, threshold)
+
+    result = _compute(
+        con,
+        spec,
+        relation,
+        columns,
+        where,
+        rule_set,
+        description,
+        releases,
+        differencing,
+        max_cells,
+    )
+    if keep_populations:
+        result = dataclasses.replace(result, populations=sketches().to_wire())
+    return result
+
+
+def _close(n: int, sizes: Sequence[int], threshold: int) -> bool:
+    """Whether a released population's size is within ``threshold - 1`` of ``n``."""
+    i = bisect.bisect_left(sizes, n - threshold + 1)
+    return i < len(sizes) and sizes[i] <= n + threshold - 1
+
+
+def _populations(
+    con: sql.Connection,
+    relation: str,
+    where: str,
+    spec: specs.OutputSpec,
+    columns,
+    width: int,
+    key: bytes,
+    only: Sequence[Key] | None = None,
+) -> populations.Populations:
+    """The sketches of the populations of ``spec``'s cells: a table's cells and margins (with
+    ``only``, those cells' grouping sets), a summary's rows (each statistic of a row covers
+    the row's people), a model's rows used."""
+    if spec.kind == "model":
+        formula = models.parse_formula(spec.formula)
+        complete = " AND ".join(
+            [f"({where})", *(f"{sql.identifier(c)} IS NOT NULL" for c in formula.columns)]
+        )
+        found = populations.compute(con, relation, complete, (), (), specs.UNIT, key, width)
+        whole = found.get(((), ()), populations.Sketch.empty(width))
+        return populations.Populations(width, {populations.MODEL: whole})
+    if spec.kind == "summary":
+        found = populations.compute(con, relation, where, spec.rows, (), specs.UNIT, key, width)
+        return populations.Populations(width, {(k[0] or ("All",), ()): s for k, s in found.items()})
+    found = populations.compute(
+        con, relation, where, spec.rows, spec.cols, specs.UNIT, key, width, spec.margins, only
+    )
+    return populations.Populations(width, found)
+
+
+def _released_populations(
+    con: sql.Connection,
+    extracts: specs.Extracts,
+    earlier: Sequence[Sequence[Any]],
+    width: int,
+    key: bytes,
+) -> list[populations.Released]:
+    """The shown cells of each earlier output with their populations: as stored, else (an
+    output released before populations were kept, or under another threshold) computed
+    again from its specification."""
+    out = []
+    for label, spec, cells, *rest in earlier:
+        if spec.kind not in ("table", "summary", "model"):
+            continue
+        stored = populations.Populations.from_wire(rest[0] if rest else None, width)
+        if stored is None:
+            try:
+                relation, columns = specs.relation(spec, extracts, con)
+                where = specs.where(spec.filters, columns, con)
+            except (InvalidInput, KeyError):  # a column the extracts no longer have
+                continue
+            stored = _populations(con, relation, where, spec, columns, width, key)
+        out.append(populations.Released(label, populations.shown_cells(stored, cells)))
+    return out
+
+
+def _compute(
+    con, spec, relation, columns, where, rule_set, description, releases, differencing, max_cells
+) -> results.Result:
     if spec.kind == "table":
         table = tables.compute(
             con,
@@ -173,11 +294,7 @@ def compute(
         )
         if table.statistic in ("count", "sum"):
             table = tables.with_empty_cells(table)
-        # One per output (a summary gives two tables over the same people).
-        together = {t.label: t.spec for t in alongside}
-        earlier = [(label, s) for label, s, _ in published if s.kind == "table"]
-        earlier += together.items()
-        more = differencing.findings(con, relation, columns, spec, earlier, rule_set)
+        more = differencing({c.key: c.stats.units for c in table.cells})
         result = results.check_table(table, rule_set, more)
         with_them = _linked_releases(con, relation, columns, spec, releases)
         if with_them:
@@ -191,7 +308,9 @@ def compute(
         reviewed = _to_review(result.cells, linked.unchecked(with_them, rule_set))
         return _describe(dataclasses.replace(result, cells=reviewed), description)
     if spec.kind == "summary":
-        return _summary(con, relation, columns, where, spec, rule_set, description, releases)
+        return _summary(
+            con, relation, columns, where, spec, rule_set, description, releases, differencing()
+        )
     if spec.kind == "model":
         return models.fit(
             con,
@@ -203,6 +322,7 @@ def compute(
             description,
             columns,
             specs.UNIT,
+            differencing().get(populations.MODEL, []),
         )
     raise InvalidInput("DP queries spend budget: run them with `tre outputs dp`.")
 
@@ -311,7 +431,7 @@ def _linked(
 
 
 def _summary(
-    con, relation, columns, where, spec, rule_set, description, releases=()
+    con, relation, columns, where, spec, rule_set, description, releases=(), differ=None
 ) -> results.Result:
     computed: dict[str, tuple[tables.Table, results.Result]] = {}
 
@@ -349,6 +469,7 @@ def _summary(
     cells = _summary_linked(
         con, relation, columns, where, spec, rule_set, cells, releases, table_of
     )
+    cells = [_failed_by(c, (differ or {}).get((c.row, ()), [])) for c in cells]
     return results.Result(
         "summary",
         {
@@ -359,6 +480,21 @@ def _summary(
         },
         tuple(cells),
         rule_set,
+    )
+
+
+def _failed_by(cell: results.CheckedCell, found: list[R.Finding]) -> results.CheckedCell:
+    """``cell``, hidden for what differencing ``found`` (a summary's row: no secondary
+    suppression, its cells add up to nothing)."""
+    if not found:
+        return cell
+    return dataclasses.replace(
+        cell,
+        value=None,
+        status=R.FAIL,
+        reasons=(*cell.reasons, *(f.reason for f in found)),
+        suppression=cell.suppression or "primary",
+        rules=(*cell.rules, *(f.rule for f in found)),
     )
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -237,7 +237,10 @@ def fit(
     description: dict[str, Any],
     columns: Mapping[str, Type],
     unit: str,
+    more: Sequence[R.Finding] = (),
 ) -> Result:
+    """Fit the model and check it; ``more`` adds findings about the whole model (e.g. from
+    differencing by populations)."""
     import statsmodels.formula.api as smf
     from patsy import PatsyError
 
@@ -263,6 +266,7 @@ def fit(
     dof = float(fitted.df_resid)
     findings = R.degrees_of_freedom(dof, rule_set)
     findings += _groups(con, relation, where, formula, columns, family, unit, rule_set)
+    findings += list(more)
     status = R.status(findings)
     cells = []
     conf = fitted.conf_int()

@@ -47,6 +47,9 @@ class Result:
     cells: tuple[CheckedCell, ...]
     rule_set: R.RuleSet
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: The sketches of the populations of its cells (:mod:`tre.outputs.populations`): stored
+    #: with the output, never part of what anyone is shown (:meth:`as_dict`).
+    populations: dict[str, Any] | None = None
 
     @property
     def status(self) -> str:
