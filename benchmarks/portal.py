@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tre.cli import main as tre
     from tre.config import Settings
-    from tre.identity import KeycloakServer, form_login, password_grant
+    from tre.identity import KeycloakServer, device_login, form_login
     from tre.portal.server import PortalServer
     from tre.privileged import Helper
     from tre.services import free_port
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             keycloak.start()
             portal.start()
             url = settings.portal_url
-            token = password_grant(keycloak.issuer, "olga", settings.demo_password)
+            token = device_login(keycloak.issuer, "olga", settings.demo_password)
             session = form_login(url, "olga", settings.demo_password)
             cookie = "; ".join(f"{k}={v}" for k, v in session.cookies.items())
             session.close()
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in scenarios:
                 result[name]["p95_vs_baseline"] = round(result[name]["p95_ms"] / base, 2)
             if args.heavy:
-                alice = password_grant(keycloak.issuer, "alice", settings.demo_password)
+                alice = device_login(keycloak.issuer, "alice", settings.demo_password)
                 name = "request (page), heavy outputs"
                 page = scenarios["request (page)"]
                 result[name] = under_heavy_outputs(

@@ -232,9 +232,10 @@ class LocalTRE:
         return self.settings.keycloak_issuer
 
     def token(self, username: str) -> str:
-        from tre.identity import password_grant
+        """An access token as the public client ``tre-cli`` gets one: by the device grant."""
+        from tre.identity import device_login
 
-        return password_grant(self.issuer, username, self.settings.demo_password)
+        return device_login(self.issuer, username, self.settings.demo_password)
 
 
 @pytest.fixture(scope="session")

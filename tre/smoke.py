@@ -24,7 +24,7 @@ import httpx
 from tre.config import Settings
 from tre.exceptions import TREError
 from tre.hub.kernels import Kernel, start_workspace, stop_workspace, workspace_ready
-from tre.identity.tokens import hub_login, password_grant
+from tre.identity.tokens import device_login, hub_login
 from tre.privileged.processes import census, unexpected_root
 
 PROJECT = "asthma-ks4"
@@ -124,7 +124,7 @@ def _running(hub: httpx.Client, project: str) -> dict:
 
 
 def _call(settings: Settings, user: str, method: str, url: str, body=None) -> httpx.Response:
-    token = password_grant(settings.keycloak_issuer, user, settings.demo_password)
+    token = device_login(settings.keycloak_issuer, user, settings.demo_password)
     answer = httpx.request(
         method, url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=120
     )

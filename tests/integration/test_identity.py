@@ -16,7 +16,7 @@ from keycloak import KeycloakAdmin
 from tre.cli import main
 from tre.exceptions import AuthenticationFailed
 from tre.identity import DEMO_USERS, KeycloakServer, TokenValidator
-from tre.identity.tokens import LEEWAY_S
+from tre.identity.tokens import LEEWAY_S, device_grant
 
 pytestmark = pytest.mark.keycloak
 
@@ -159,7 +159,7 @@ def test_a_token_from_another_issuer_is_refused(keycloak):
 
 
 def test_an_id_token_is_not_an_access_token(keycloak):
-    id_token = _token(keycloak, "alice", "tre-cli", kind="id_token")
+    id_token = device_grant(keycloak.issuer, "alice", keycloak.settings.demo_password)["id_token"]
     validator = TokenValidator(keycloak.issuer, "tre-cli")  # the ID token's own audience
     with pytest.raises(AuthenticationFailed, match="not an access token"):
         validator.identity(id_token)

@@ -555,3 +555,37 @@ def test_population_sketches_are_never_part_of_what_is_shown():
     shown = json.dumps(result.as_dict())
     assert "populations" not in shown
     assert not any(s[3] in shown for s in result.populations["cells"])
+
+
+# -- tokens: the public client has no password grant ------------------------------------------
+
+
+@pytest.mark.keycloak
+def test_the_public_client_gives_no_token_for_a_password_alone(keycloak):
+    """Issue #21: a password sent from anywhere to the public client ``tre-cli`` returned an
+    access token to the TRE's API. Now only the device grant gives one: the person logs in to
+    Keycloak's page and approves the device (here its forms are filled in as a browser would)."""
+    import httpx
+
+    from tre.exceptions import AuthenticationFailed
+    from tre.identity import TokenValidator, device_login
+
+    password = keycloak.settings.demo_password
+    answer = httpx.post(
+        f"{keycloak.issuer}/protocol/openid-connect/token",
+        data={
+            "grant_type": "password",
+            "client_id": "tre-cli",
+            "username": "alice",
+            "password": password,
+            "scope": "openid",
+        },
+        timeout=10,
+    )
+    assert answer.status_code in (400, 401)
+    assert answer.json()["error"] == "unauthorized_client"
+    token = device_login(keycloak.issuer, "alice", password)
+    validator = TokenValidator(keycloak.issuer, keycloak.settings.api_audience)
+    assert validator.identity(token).username == "alice"
+    with pytest.raises(AuthenticationFailed):
+        device_login(keycloak.issuer, "alice", password + "-wrong")

@@ -126,28 +126,115 @@ class TokenValidator:
         return Identity.from_claims(self.claims(token))
 
 
-def password_grant(issuer: str, username: str, password: str, client_id: str = "tre-cli") -> str:
-    """An access token for a user of the local profile (the demo users); not for production."""
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+def device_grant(issuer: str, username: str, password: str, client_id: str = "tre-cli") -> dict:
+    """Tokens by the device authorization grant (RFC 8628), the one way the public client
+    ``tre-cli`` gets them (it has no password grant: a password alone, sent from anywhere,
+    never yields a token). The person opens Keycloak's page for the device, logs in there and
+    approves it, as a browser would (here: its forms filled in over HTTP, for the demo users
+    of the local profile, the tests and the smoke journey); this process then collects the
+    tokens. Returns Keycloak's token response."""
+    import base64
+    import hashlib
+    import secrets
+    import time
+
+    base = f"{issuer.rstrip('/')}/protocol/openid-connect"
+    verifier = secrets.token_urlsafe(48)  # PKCE: the client requires it of every flow
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
     try:
-        response = httpx.post(
-            f"{issuer.rstrip('/')}/protocol/openid-connect/token",
+        started = httpx.post(
+            f"{base}/auth/device",
             data={
-                "grant_type": "password",
                 "client_id": client_id,
-                "username": username,
-                "password": password,
                 "scope": "openid",
+                "code_challenge": challenge.decode().rstrip("="),
+                "code_challenge_method": "S256",
             },
             timeout=10,
         )
     except httpx.HTTPError as e:
         raise ServiceUnavailable(f"Cannot reach the identity server at {issuer}: {e}") from None
-    if response.status_code != 200:
-        raise AuthenticationFailed(
-            f"Keycloak refused the login of {username}: "
-            f"{response.json().get('error_description', response.status_code)}"
+    if started.status_code != 200:
+        raise AuthenticationFailed(f"Keycloak refused a device login for {client_id}.")
+    device = started.json()
+    with httpx.Client(timeout=60, follow_redirects=False) as browser:
+        _approve_device(browser, device["verification_uri_complete"], username, password)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        answer = httpx.post(
+            f"{base}/token",
+            data={
+                "grant_type": DEVICE_GRANT,
+                "client_id": client_id,
+                "device_code": device["device_code"],
+                "code_verifier": verifier,
+            },
+            timeout=10,
         )
-    return response.json()["access_token"]
+        if answer.status_code == 200:
+            return answer.json()
+        if answer.json().get("error") not in ("authorization_pending", "slow_down"):
+            break
+        time.sleep(0.2)
+    raise AuthenticationFailed(f"Keycloak gave no token for the device login of {username}.")
+
+
+def device_login(issuer: str, username: str, password: str, client_id: str = "tre-cli") -> str:
+    """An access token by :func:`device_grant`."""
+    return device_grant(issuer, username, password, client_id)["access_token"]
+
+
+def _approve_device(browser: httpx.Client, url: str, username: str, password: str) -> None:
+    """Keycloak's pages for a device login, as a browser goes through them: the user code
+    (prefilled), the login form, the grant of access; each form posted, each redirect followed,
+    until Keycloak says the device is logged in."""
+    import html
+    import re
+
+    page = _get(browser, url)
+    tried = False
+    for _ in range(8):
+        text = page.text
+        if "kc-form-login" not in text and re.search(r"(?i)device login successful", text):
+            return
+        form = re.search(r'<form[^>]+action="([^"]+)"', text)
+        if form is None:
+            break
+        action = page.url.join(html.unescape(form.group(1)))
+        if "kc-form-login" in text:
+            if tried:  # the form again: the password was wrong
+                break
+            tried = True
+            data = {"username": username, "password": password, "credentialId": ""}
+        elif 'name="accept"' in text:
+            data = {"accept": "Yes"}
+        else:  # the user code, which the link carries
+            code = re.search(r'name="device_user_code"[^>]*value="([^"]*)"', text)
+            data = {"device_user_code": html.unescape(code.group(1)) if code else ""}
+        page = _follow(browser, browser.post(action, data=data, headers=_cookies(browser)))
+    raise AuthenticationFailed(f"Keycloak did not log the device in for {username}.")
+
+
+def _cookies(client: httpx.Client) -> dict[str, str]:
+    """Keycloak marks its cookies Secure, which browsers honour on http://127.0.0.1 (a
+    trustworthy origin) but httpx does not: they are sent by hand."""
+    return {"Cookie": "; ".join(f"{c.name}={c.value}" for c in client.cookies.jar)}
+
+
+def _get(client: httpx.Client, url: str) -> httpx.Response:
+    return _follow(client, client.get(url, headers=_cookies(client)))
+
+
+def _follow(client: httpx.Client, response: httpx.Response) -> httpx.Response:
+    for _ in range(10):
+        if response.status_code not in (301, 302, 303, 307, 308):
+            return response
+        target = response.url.join(response.headers["location"])
+        response = client.get(target, headers=_cookies(client))
+    return response
 
 
 def form_login(portal_url: str, username: str, password: str) -> httpx.Client:
