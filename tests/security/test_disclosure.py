@@ -589,3 +589,58 @@ def test_the_public_client_gives_no_token_for_a_password_alone(keycloak):
     assert validator.identity(token).username == "alice"
     with pytest.raises(AuthenticationFailed):
         device_login(keycloak.issuer, "alice", password + "-wrong")
+
+
+# -- labels of suppressed cells leaving the TRE -----------------------------------------------
+
+
+def test_a_suppressed_cells_label_leaves_only_if_it_is_a_published_category(tmp_path):
+    """Issue #21: the labels of failing cells said what the few people in them have. A
+    released table shows a suppressed cell's label only when the catalog publishes it (sex's
+    codes, a margin); a school's URN or a decile of a suppressed cell is hidden, in the CSV and
+    the JSON that leave, and in what the portal shows a researcher once it is released."""
+    from types import SimpleNamespace
+
+    from tre.outputs import labels
+
+    spec = {"name": "t", "kind": "table", "dataset": "pupils", "rows": ["sex", "school_urn"]}
+    spec["cols"] = ["idaci_decile"]
+    result = {
+        "kind": "table",
+        "cells": [
+            {"row": ["F", "100001"], "col": ["3"], "value": 52, "status": "pass", "reasons": []},
+            {
+                "row": ["M", "100002"],
+                "col": ["7"],
+                "value": None,
+                "status": "fail",
+                "reasons": ["fewer than 10 people"],
+                "suppression": "primary",
+            },
+            {
+                "row": ["M", "All"],
+                "col": ["All"],
+                "value": None,
+                "status": "fail",
+                "reasons": ["hidden too"],
+                "suppression": "secondary",
+            },
+        ],
+    }
+    leaving = labels.for_release(result, spec)
+    assert leaving["cells"][0] == result["cells"][0]  # shown: its labels describe 52 people
+    assert leaving["cells"][1]["row"] == ["M", labels.HIDDEN]
+    assert leaving["cells"][1]["col"] == [labels.HIDDEN]
+    assert leaving["cells"][2]["row"] == ["M", "All"] and leaving["cells"][2]["col"] == ["All"]
+    output = SimpleNamespace(id=1, name="t", kind="table", spec=spec, result=result)
+    name = airlock._write_released(tmp_path, SimpleNamespace(slot=1), output)
+    written = (tmp_path / name).read_text() + (tmp_path / "1-t.json").read_text()
+    assert "100002" not in written and "100001" in written
+    assert labels.HIDDEN in written
+
+    project = SimpleNamespace(members=lambda: ["alice", "bob"])
+    released = SimpleNamespace(**vars(output), released_at="2026-12-05T00:00:00+00:00")
+    seen = tre_outputs.shown_result(released, local_person("alice"), project)
+    assert seen["cells"][1]["row"] == ["M", labels.HIDDEN]
+    checker = tre_outputs.shown_result(released, local_person("olga"), project)
+    assert checker["cells"][1]["row"] == ["M", "100002"]  # output checkers see every label

@@ -783,11 +783,14 @@ def _write_released(folder: Path, slot: RequestOutput, output: outputs.Output) -
                 "released. Tell the TRE operators."
             )
     else:
+        from tre.outputs import labels
+
         name = f"{slot.slot}-{safe}.csv"
+        leaving = labels.for_release(output.result, output.spec)
         with open(folder / name, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["row", "column", "value", "note"])
-            for cell in output.result.get("cells", []):
+            for cell in leaving.get("cells", []):
                 note = "suppressed" if cell.get("value") is None else ""
                 writer.writerow(
                     [
@@ -797,7 +800,7 @@ def _write_released(folder: Path, slot: RequestOutput, output: outputs.Output) -
                         note,
                     ]
                 )
-        released = {k: v for k, v in output.result.items() if k != "population"}
+        released = {k: v for k, v in leaving.items() if k != "population"}
         (folder / f"{slot.slot}-{safe}.json").write_text(json.dumps(released, indent=2))
     os.chmod(folder / name, 0o640)
     return name

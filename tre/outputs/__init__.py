@@ -23,7 +23,7 @@ from tre import audit, catalog, permissions
 from tre.db import Base, Database, check_daily_cap
 from tre.exceptions import InvalidInput, NotFound, PermissionDenied
 from tre.home import Home
-from tre.outputs import engine, privacy, results, specs, worker
+from tre.outputs import engine, labels, privacy, results, specs, worker
 from tre.outputs import rules as R
 from tre.people import Person
 
@@ -172,15 +172,19 @@ IN_THE_WORKSPACE = (
 
 def shown_result(output: Output, viewer: Person, project, inside: bool = False) -> dict[str, Any]:
     """The output's result as ``viewer`` may see it. Output checkers (outside the project) see
-    it whole, and everyone who may see it does once it is released. Before that, in the
+    it whole; everyone who may see it sees it once it is released, but for the labels of
+    suppressed cells that are not published categories (:func:`labels.for_release`, as the
+    released files have them). Before that, in the
     project's workspace (``inside``: the caller's own enclave of the project), values not
     passed by the automatic check are withheld, and everything read from a file; outside it
     (the portal's pages, the API from anywhere else), nothing computed from the data: neither
     values nor labels, only the status and reasons (:func:`outline`; issue #21: the labels of
     failing cells were the records of two pupils)."""
     released = output.released_at is not None
-    if permissions.sees_unreviewed_values(viewer, project, released):
-        return output.result
+    if permissions.sees_unreviewed_values(viewer, project, False):
+        return output.result  # an output checker outside the project: everything
+    if released:
+        return labels.for_release(output.result, output.spec)
     if not inside:
         return outline(output.result)
     if output.kind == "file":
