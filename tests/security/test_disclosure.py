@@ -212,7 +212,8 @@ def test_two_requests_reviewed_side_by_side_cannot_both_be_released(world):
     both; the checks run again at release, one release of a project at a time."""
     from tests.integration.test_airlock import OLGA, OSCAR, a_few_people_apart, submitted, vote
 
-    own = [{"column": "sex", "op": "not_null"}, {"column": "nc_year", "op": "not_null"}]
+    # A population of this test's own (its totals are compared with every release's too).
+    own = [{"column": "idaci_decile", "op": "lte", "value": 7}]
     everyone, fewer = a_few_people_apart(world, "fsm_eligible", own, "side by side")
     first, second = submitted(world, everyone), submitted(world, fewer)
     assert outputs_pass(world, fewer)  # checked at submission: the other was not released
@@ -382,10 +383,10 @@ def cohort() -> tuple[Connection, specs.Extracts]:
     con = duckdb.connect()
     con.execute(
         "CREATE TABLE cohort (pseudo_id VARCHAR, region VARCHAR, sex VARCHAR, sen VARCHAR, "
-        "year INTEGER, score DOUBLE)"
+        "year INTEGER, score DOUBLE, income DOUBLE, club VARCHAR)"
     )
     con.executemany(
-        "INSERT INTO cohort VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO cohort VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 f"p{i}",
@@ -394,6 +395,9 @@ def cohort() -> tuple[Connection, specs.Extracts]:
                 "yes" if f"p{i}" in SEN else "no",
                 2019 + i % 4,
                 float(i % 37) + (30.0 if f"p{i}" in SEN else 0.0),
+                # Twelve of region B have no income recorded; p60 has one.
+                None if 61 <= i <= 72 else 1000.0 + i * 7,
+                "x" if 100 <= i < 115 else "y",  # a club of 15, all in region B
             )
             for i in range(300)
         ],
@@ -404,6 +408,8 @@ def cohort() -> tuple[Connection, specs.Extracts]:
         "sen": Type.STRING,
         "year": Type.INTEGER,
         "score": Type.DECIMAL,
+        "income": Type.DECIMAL,
+        "club": Type.STRING,
     }
     extracts = specs.Extracts(
         {"cohort": "cohort"}, {"cohort": {specs.UNIT: Type.STRING, **columns}}
@@ -415,10 +421,10 @@ NOT_SEN = {"column": "sen", "op": "eq", "value": "no"}
 FROM_2019 = {"column": "year", "op": "gte", "value": 2019}
 
 
-def _released(con, extracts, raw: dict) -> list:
+def _released(con, extracts, raw: dict, rules: R.RuleSet = RULES) -> list:
     """``raw`` checked and released: what the engine is given of it later."""
     spec = specs.parse({"name": "t", "dataset": "cohort", **raw})
-    checked = engine.compute(con, spec, extracts, RULES)
+    checked = engine.compute(con, spec, extracts, rules)
     assert checked.status == R.PASS, [c.reasons for c in checked.cells if c.reasons]
     return [("#1 'everyone'", spec, [c.as_dict() for c in checked.cells], checked.populations)]
 
@@ -644,3 +650,153 @@ def test_a_suppressed_cells_label_leaves_only_if_it_is_a_published_category(tmp_
     assert seen["cells"][1]["row"] == ["M", labels.HIDDEN]
     checker = tre_outputs.shown_result(released, local_person("olga"), project)
     assert checker["cells"][1]["row"] == ["M", "100002"]  # output checkers see every label
+
+
+# Found by the attack review of differencing by populations.
+
+NOT_A = {"column": "region", "op": "ne", "value": "A"}
+
+
+def _check(con, extracts, raw: dict, earlier, rules: R.RuleSet = RULES):
+    spec = specs.parse({"name": "t", "dataset": "cohort", **raw})
+    return engine.compute(con, spec, extracts, rules, published=earlier)
+
+
+def test_the_totals_a_table_adds_up_to_are_compared():
+    """A table without margins still gives its total: add up its cells. Sum of scores by sex
+    outside region A, then by year outside region A and without the SEN pupils: the two
+    totals differ by p60's score."""
+    con, extracts = cohort()
+    value = {"kind": "table", "statistic": "sum", "value": "score"}
+    earlier = _released(con, extracts, {**value, "rows": ["sex"], "filters": [NOT_A]})
+    result = _check(
+        con, extracts, {**value, "rows": ["year"], "filters": [NOT_A, NOT_SEN]}, earlier
+    )
+    caught = _differencing(result)
+    # One cell hidden is enough: the shown cells no longer add up to the total.
+    assert len(caught) == 1 and next(iter(caught.values())).value is None
+    assert "its cell All of the earlier release" in next(iter(caught.values())).reasons[-1]
+
+
+def test_people_without_a_value_do_not_pad_a_difference():
+    """Twelve people of region B have no income: dropping them and p60 makes the two
+    populations differ by 13, but the sums of income differ by p60's alone."""
+    con, extracts = cohort()
+    value = {"kind": "table", "statistic": "sum", "value": "income", "rows": ["sex"]}
+    earlier = _released(con, extracts, {**value, "filters": [NOT_A]})
+    has_income = {"column": "income", "op": "not_null"}
+    raw = {**value, "filters": [NOT_A, NOT_SEN, has_income]}
+    result = _check(con, extracts, raw, earlier)
+    assert _differencing(result)
+
+
+def test_a_models_groups_are_compared():
+    """A model of score by region gives each region's mean (intercept plus its coefficient):
+    against a released mean by region, region B without p60."""
+    con, extracts = cohort()
+    earlier = _released(
+        con, extracts, {"kind": "table", "statistic": "mean", "value": "score", "rows": ["region"]}
+    )
+    earlier += _released(con, extracts, {"kind": "table", "rows": ["region"]})
+    model = {"kind": "model", "formula": "score ~ region", "filters": [NOT_SEN]}
+    result = _check(con, extracts, model, earlier)
+    assert result.status == R.FAIL and all(c.value is None for c in result.cells)
+    assert any("differ between this cell and" in r for r in result.cells[0].reasons)
+
+
+def test_the_larger_threshold_of_two_releases_holds():
+    """A release checked under a threshold of 20 (region B without a club of 15) against a
+    later one checked under 10 (region B whole): 15 people differ, fewer than 20."""
+    con, extracts = cohort()
+    strict = R.RuleSet().strictest({"threshold": 20})
+    in_club = {"column": "club", "op": "eq", "value": "y"}
+    earlier = _released(
+        con, extracts, {"kind": "table", "rows": ["region"], "filters": [in_club]}, strict
+    )
+    result = _check(con, extracts, {"kind": "table", "rows": ["region"]}, earlier)
+    assert set(_differencing(result)) == {(("B",), ())}
+    assert "fewer than 20 people" in _differencing(result)[(("B",), ())].reasons[-1]
+
+
+def test_a_difference_that_cannot_be_listed_back_fails():
+    """Two people whose keys fall in the same bucket of every sub-table cannot be told apart
+    by the sketch: the difference is not known, and the cell fails as if it were small."""
+    from tre.outputs import populations as P
+
+    width = P.width_for(10)
+    base = [0x1111_2222_3333_4444 + i * 0x0101_0101_0101_0101 for i in range(30)]
+    first = 0x0100_0200_0300_0400
+    twin = first + width * 0x0001_0001_0001_0001  # the same bucket in all four
+    assert P.buckets_of(first, width) == P.buckets_of(twin, width)
+    a, b = P.Sketch.of([*base, first, twin], width), P.Sketch.of(base, width)
+    assert P.difference(a, b, width, 10) == P.UNDECIDED
+    found = P.findings(
+        P.Populations(width, {(("x",), ()): a}), [P.Released("#1", {(("x",), ()): b})], 10
+    )
+    assert "could not be worked out exactly" in found[(("x",), ())][0].reason
+
+
+def test_the_sketches_hashes_are_keyed():
+    """DuckDB's hash(key, id) was hash(id) XOR a constant: one known member gave the constant
+    away. Under two project keys, the XOR of two people's hashes differs."""
+    from tre.outputs import populations as P
+
+    raw = duckdb.connect()
+    raw.execute("CREATE TABLE t AS SELECT 'p' || i AS pseudo_id, 'g' AS g FROM range(2) r(i)")
+    con, width = Connection(raw), P.width_for(10)
+
+    def key_of(person: str, key: bytes) -> int:
+        """A one-person sketch holds that person's key in a bucket of each sub-table."""
+        where = f"pseudo_id = '{person}'"
+        sketch = P.compute(con, "t", where, ["g"], [], "pseudo_id", key, width)[(("g",), ())]
+        return int(sketch.keys[:width].max())
+
+    def xor_of_the_two(key: bytes) -> int:
+        return key_of("p0", key) ^ key_of("p1", key)
+
+    assert xor_of_the_two(b"a" * 32) != xor_of_the_two(b"b" * 32)
+
+
+def test_a_category_named_like_a_margin_is_refused():
+    raw = duckdb.connect()
+    raw.execute(
+        "CREATE TABLE t AS SELECT 'p' || i AS p, "
+        "CASE WHEN i < 3 THEN 'All' ELSE 'b' END AS g FROM range(30) r(i)"
+    )
+    with pytest.raises(InvalidInput, match="category named 'All'"):
+        tables.compute(Connection(raw), "t", ["g"], unit="p", margins=True)
+
+
+def test_a_release_that_no_longer_computes_sends_the_output_to_review():
+    con, extracts = cohort()
+    gone = specs.parse({"name": "old", "dataset": "cohort", "kind": "table", "rows": ["region"]})
+    cells = [{"row": ["B"], "col": [], "value": 60, "status": "pass"}]
+    vanished = specs.Extracts(
+        extracts.sources,
+        {"cohort": {k: v for k, v in extracts.types["cohort"].items() if k != "region"}},
+    )
+    earlier = [("#9 'old'", gone, cells, None)]
+    spec = specs.parse({"name": "t", "dataset": "cohort", "kind": "table", "rows": ["sex"]})
+    result = engine.compute(con, spec, vanished, RULES, published=earlier)
+    assert all(c.status == R.REVIEW for c in result.cells if c.value is not None)
+    assert any(
+        "could not be compared with the earlier release #9" in r
+        for c in result.cells
+        for r in c.reasons
+    )
+
+
+def test_a_statistic_of_two_values_fails_whatever_its_cells_size():
+    """A standard deviation over a cell of 60 people, two of them with an income, is the gap
+    between those two incomes: the threshold counts the people with a value."""
+    values = [None] * 58 + [1000.0, 1007.0]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (g VARCHAR, p INTEGER, v DOUBLE)")
+    con.executemany("INSERT INTO t VALUES ('a', ?, ?)", list(enumerate(values)))
+    for statistic in ("std", "mean", "median", "sum"):
+        table = tables.compute(
+            Connection(con), "t", ["g"], statistic=statistic, value="v", unit="p"
+        )
+        checked = results.check_table(table, RULES)
+        assert table.cells[0].stats.units == 60 and table.cells[0].stats.contributors == 2
+        assert checked.cells[0].status == R.FAIL and checked.cells[0].value is None, statistic

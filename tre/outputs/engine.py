@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import math
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tre import sql
+from tre.catalog import Type
 from tre.exceptions import InvalidInput
 from tre.outputs import differencing, linked, models, populations, results, specs, tables
 from tre.outputs import rules as R
@@ -171,31 +173,46 @@ def compute(
         for release in linked.releases_of(label, s, cells)
     ]
     threshold = rule_set.threshold
-    width = populations.width_for(threshold)
-    earlier = _released_populations(con, extracts, (*published, *alongside), width, population_key)
+    earlier_outputs = (*published, *alongside)
+    thresholds = [
+        populations.Populations.threshold_of(o[3] if len(o) > 3 else None) for o in earlier_outputs
+    ]
+    width = populations.width_for(max([populations.WIDTH_THRESHOLD, threshold, *thresholds]))
+    earlier, uncompared = _released_populations(
+        con, extracts, earlier_outputs, width, population_key
+    )
     sizes = sorted(s.n for release in earlier for s in release.cells.values())
+    most = max([threshold, *(r.threshold for r in earlier)])
 
     def sketches(only=None) -> populations.Populations:
-        return _populations(con, relation, where, spec, columns, width, population_key, only)
+        return _populations(
+            con, relation, where, spec, columns, width, population_key, threshold, only
+        )
 
     def differencing(units: Mapping[Key, int] | None = None) -> dict:
         """Findings by cell key against the earlier releases. With each cell's ``units`` known
-        (a table's), only the cells close in size to a released one are compared, and only
-        their grouping sets sketched."""
+        (a count table's), only the cells close in size to a released one are compared, and
+        only their grouping sets sketched; the totals a table does not show are compared too
+        (its cells add up to them)."""
+        found = _uncompared(uncompared)
         if not sizes:
-            return {}
+            return found
         if units is None:
-            return populations.findings(sketches(), earlier, threshold)
-        close = [k for k, n in units.items() if _close(n, sizes, threshold)]
-        if not close:
-            return {}
-        mine = sketches(close)
-        empty = populations.Sketch.empty(width)  # a cell of no one: no row to sketch
-        near = {k: mine.cells.get(k, empty) for k in close}
-        if any(near[k].n != units[k] for k in close):  # labels DuckDB writes otherwise
-            whole = sketches()
-            near = {k: whole.cells.get(k, empty) for k in close}
-        return populations.findings(populations.Populations(width, near), earlier, threshold)
+            mine = sketches()
+        else:
+            close = [k for k, n in units.items() if _close(n, sizes, most)]
+            if not close:
+                return found
+            sketched = sketches(close)
+            empty = populations.Sketch.empty(width)  # a cell of no one: no row to sketch
+            near = {k: sketched.cells.get(k, empty) for k in close}
+            if any(near[k].n != units[k] for k in close):  # labels DuckDB writes otherwise
+                whole = sketches()
+                near = {k: whole.cells.get(k, empty) for k in close}
+            mine = populations.Populations(width, near, threshold)
+        for key, more in populations.findings(mine, earlier, threshold).items():
+            found.setdefault(key, []).extend(more)
+        return found
 
     result = _compute(
         con,
@@ -214,10 +231,36 @@ def compute(
     return result
 
 
+#: The key of a finding for every cell: the output could not be compared with a release.
+EVERY_CELL: Key = (("*",), ("*",))
+
+
+def _uncompared(labels: Sequence[str]) -> dict:
+    if not labels:
+        return {}
+    why = (
+        f"it could not be compared with the earlier release{'s' if len(labels) > 1 else ''} "
+        f"{', '.join(labels)} (no longer computed over these extracts): a checker must judge "
+        "whether the two together reveal a few people"
+    )
+    return {EVERY_CELL: [R.Finding("differencing", R.REVIEW, why)]}
+
+
 def _close(n: int, sizes: Sequence[int], threshold: int) -> bool:
     """Whether a released population's size is within ``threshold - 1`` of ``n``."""
     i = bisect.bisect_left(sizes, n - threshold + 1)
     return i < len(sizes) and sizes[i] <= n + threshold - 1
+
+
+def _valued(where: str, value: str | None, columns) -> str:
+    """``where``, and a value there to count (not missing; for a decimal, not NaN)."""
+    if not value:
+        return where
+    v = sql.identifier(value)
+    present = f"{v} IS NOT NULL"
+    if columns.get(value) is Type.DECIMAL:
+        present += f" AND NOT isnan(CAST({v} AS DOUBLE))"
+    return f"({where}) AND {present}"
 
 
 def _populations(
@@ -228,26 +271,40 @@ def _populations(
     columns,
     width: int,
     key: bytes,
+    threshold: int = 0,
     only: Sequence[Key] | None = None,
 ) -> populations.Populations:
-    """The sketches of the populations of ``spec``'s cells: a table's cells and margins (with
-    ``only``, those cells' grouping sets), a summary's rows (each statistic of a row covers
-    the row's people), a model's rows used."""
+    """The sketches of the populations of ``spec``'s cells:
+
+    - a table's cells and every total they add up to (with ``only``, those cells' grouping
+      sets), over the people with a value when the statistic is of a value;
+    - a summary's rows: everyone in each (its count), and those with a value (the rest);
+    - a model: the rows it is fitted on (complete cases; a decimal's NaN is missing, as the
+      fit drops it), and each group of categories the fit has a coefficient for.
+    """
+    compute = functools.partial(populations.compute, con, relation)
     if spec.kind == "model":
         formula = models.parse_formula(spec.formula)
-        complete = " AND ".join(
-            [f"({where})", *(f"{sql.identifier(c)} IS NOT NULL" for c in formula.columns)]
-        )
-        found = populations.compute(con, relation, complete, (), (), specs.UNIT, key, width)
-        whole = found.get(((), ()), populations.Sketch.empty(width))
-        return populations.Populations(width, {populations.MODEL: whole})
+        complete = where
+        for column in formula.columns:
+            complete = _valued(complete, column, columns)
+        cells = {}
+        whole = compute(complete, (), (), specs.UNIT, key, width)
+        cells[populations.MODEL] = whole.get(((), ()), populations.Sketch.empty(width))
+        for grouping in models.groupings(formula, columns, spec.family):
+            for k, sketch in compute(complete, grouping, (), specs.UNIT, key, width).items():
+                cells[((f"model: {' × '.join(grouping)}", *k[0]), ("model",))] = sketch
+        return populations.Populations(width, cells, threshold)
     if spec.kind == "summary":
-        found = populations.compute(con, relation, where, spec.rows, (), specs.UNIT, key, width)
-        return populations.Populations(width, {(k[0] or ("All",), ()): s for k, s in found.items()})
-    found = populations.compute(
-        con, relation, where, spec.rows, spec.cols, specs.UNIT, key, width, spec.margins, only
-    )
-    return populations.Populations(width, found)
+        cells = {}
+        valued = _valued(where, spec.value, columns)
+        for kind, condition in ((populations.COUNT, where), (populations.VALUE, valued)):
+            for k, sketch in compute(condition, spec.rows, (), specs.UNIT, key, width).items():
+                cells[(k[0] or ("All",), (kind,))] = sketch
+        return populations.Populations(width, cells, threshold)
+    condition = where if spec.statistic == "count" else _valued(where, spec.value, columns)
+    found = compute(condition, spec.rows, spec.cols, specs.UNIT, key, width, True, only)
+    return populations.Populations(width, found, threshold)
 
 
 def _released_populations(
@@ -256,24 +313,27 @@ def _released_populations(
     earlier: Sequence[Sequence[Any]],
     width: int,
     key: bytes,
-) -> list[populations.Released]:
+) -> tuple[list[populations.Released], list[str]]:
     """The shown cells of each earlier output with their populations: as stored, else (an
-    output released before populations were kept, or under another threshold) computed
-    again from its specification."""
-    out = []
+    output released before populations were kept, or for a larger threshold) computed again
+    from its specification; and the labels of those that cannot be computed any more."""
+    out, uncompared = [], []
     for label, spec, cells, *rest in earlier:
         if spec.kind not in ("table", "summary", "model"):
             continue
-        stored = populations.Populations.from_wire(rest[0] if rest else None, width)
+        stored_wire = rest[0] if rest else None
+        stored = populations.Populations.from_wire(stored_wire, width)
         if stored is None:
             try:
                 relation, columns = specs.relation(spec, extracts, con)
                 where = specs.where(spec.filters, columns, con)
+                stored = _populations(con, relation, where, spec, columns, width, key)
             except (InvalidInput, KeyError):  # a column the extracts no longer have
+                uncompared.append(label)
                 continue
-            stored = _populations(con, relation, where, spec, columns, width, key)
-        out.append(populations.Released(label, populations.shown_cells(stored, cells)))
-    return out
+        threshold = populations.Populations.threshold_of(stored_wire)
+        out.append(populations.Released(label, populations.shown_cells(stored, cells), threshold))
+    return out, uncompared
 
 
 def _compute(
@@ -294,7 +354,15 @@ def _compute(
         )
         if table.statistic in ("count", "sum"):
             table = tables.with_empty_cells(table)
-        more = differencing({c.key: c.stats.units for c in table.cells})
+        # The cells' sizes filter what is compared when every total is a cell (margins): a
+        # count's people, a value's people with a value.
+        sizes = {
+            c.key: c.stats.units if table.statistic == "count" else c.stats.contributors
+            for c in table.cells
+        }
+        known = spec.margins and all(n is not None for n in sizes.values())
+        found = differencing(sizes if known else None)
+        more = _onto_cells(found, table)
         result = results.check_table(table, rule_set, more)
         with_them = _linked_releases(con, relation, columns, spec, releases)
         if with_them:
@@ -322,7 +390,7 @@ def _compute(
             description,
             columns,
             specs.UNIT,
-            differencing().get(populations.MODEL, []),
+            [f for found in differencing().values() for f in found],
         )
     raise InvalidInput("DP queries spend budget: run them with `tre outputs dp`.")
 
@@ -469,7 +537,17 @@ def _summary(
     cells = _summary_linked(
         con, relation, columns, where, spec, rule_set, cells, releases, table_of
     )
-    cells = [_failed_by(c, (differ or {}).get((c.row, ()), [])) for c in cells]
+    differ = differ or {}
+    cells = [
+        _failed_by(
+            c,
+            differ.get((c.row, (populations.COUNT,)), [])
+            + differ.get((c.row, (populations.VALUE,)), []),
+        )
+        for c in cells
+    ]
+    unchecked = [f.reason for f in differ.get(EVERY_CELL, [])]
+    cells = list(_to_review(cells, "; ".join(unchecked)))
     return results.Result(
         "summary",
         {
@@ -481,6 +559,34 @@ def _summary(
         tuple(cells),
         rule_set,
     )
+
+
+def _onto_cells(found: dict, table: tables.Table) -> dict:
+    """Findings by cell of ``table``. A finding for every cell goes to every cell. A total the
+    table does not show (no margins: its cells add up to it) is hidden by hiding one cell that
+    adds up to it, the smallest, unless one of them fails already."""
+    units = {c.key: c.stats.units for c in table.cells}
+    out: dict = {k: list(v) for k, v in found.items() if k in units}
+    for key, more in found.items():
+        if key in units:
+            continue
+        if key == EVERY_CELL:
+            for cell in units:
+                out.setdefault(cell, []).extend(more)
+            continue
+        labels = [*key[0], *key[1]]
+        covered = [
+            cell
+            for cell in units
+            if all(
+                a == tables.ALL or a == b for a, b in zip(labels, [*cell[0], *cell[1]], strict=True)
+            )
+        ]
+        failing = any(f.status == R.FAIL for cell in covered for f in out.get(cell, []))
+        if covered and not failing:
+            smallest = min(covered, key=lambda cell: (units[cell], cell))
+            out.setdefault(smallest, []).extend(more)
+    return out
 
 
 def _failed_by(cell: results.CheckedCell, found: list[R.Finding]) -> results.CheckedCell:

@@ -185,6 +185,17 @@ def check_size(
         )
 
 
+def groupings(formula: Formula, columns: Mapping[str, Type], family: str) -> list[tuple]:
+    """The groups of people a fit's coefficients describe: the categories of each term (with
+    the outcome's, for a logit or probit), each grouping once."""
+    outcome = [formula.outcome] if family != "ols" else []
+    by_term = [
+        [f.column for f in term if f.categorical or columns[f.column] in CATEGORICAL]
+        for term in formula.terms
+    ]
+    return [g for g in dict.fromkeys(tuple(g + outcome) for g in [*by_term, []]) if g]
+
+
 def _groups(
     con: Connection,
     relation: str,
@@ -199,15 +210,8 @@ def _groups(
     complete = " AND ".join(
         [f"({where})", *(f"{identifier(c)} IS NOT NULL" for c in formula.columns)]
     )
-    outcome = [formula.outcome] if family != "ols" else []
-    groupings = [
-        [f.column for f in term if f.categorical or columns[f.column] in CATEGORICAL]
-        for term in formula.terms
-    ]
     findings = []
-    for grouping in dict.fromkeys(tuple(g + outcome) for g in [*groupings, []]):
-        if not grouping:
-            continue
+    for grouping in groupings(formula, columns, family):
         keys = ", ".join(identifier(c) for c in grouping)
         small = con.execute(
             f"SELECT count(*) FROM (SELECT {keys} FROM {relation} WHERE {complete} "

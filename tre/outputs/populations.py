@@ -44,6 +44,13 @@ _MASK = (1 << _BITS) - 1
 
 Key = tuple[tuple[str, ...], tuple[str, ...]]
 MODEL: Key = (("model",), ())
+#: A summary row's populations: everyone in it (its count) and those with a value (the rest).
+COUNT, VALUE = "count", "value"
+
+
+#: Sketches are made wide enough for thresholds up to this one (larger: wider), so that those
+#: of outputs checked under different thresholds can be compared.
+WIDTH_THRESHOLD = 20
 
 
 def width_for(threshold: int) -> int:
@@ -102,13 +109,24 @@ class Sketch:
         return cls(int(n), counts, keys, checks)
 
 
+#: What :func:`difference` says of a difference it could not list back though it may be small.
+UNDECIDED = -1
+
+
 def difference(a: Sketch, b: Sketch, width: int, most: int) -> int | None:
     """How many units are in one population and not the other, if fewer than ``most``; None
-    when there are ``most`` or more (or the difference cannot be peeled: the sizes alone then
-    say at least ``|a.n - b.n|``)."""
+    when there are ``most`` or more; :data:`UNDECIDED` when the difference may be that small
+    but cannot be listed back (rarely: the caller then treats it as small).
+
+    Each unit of the difference adds 1 to the count of one bucket in each of the
+    :data:`HASHES` sub-tables, and cancelling can only lower that: so a difference whose
+    counts sum, in absolute value, to more than ``HASHES × (most - 1)`` holds ``most`` units
+    or more, for sure."""
     if abs(a.n - b.n) >= most:
         return None
     counts = a.counts - b.counts
+    if int(np.abs(counts).sum()) > HASHES * (most - 1):
+        return None
     keys = a.keys ^ b.keys
     checks = a.checks ^ b.checks
     if not counts.any() and not keys.any() and not checks.any():
@@ -135,7 +153,7 @@ def difference(a: Sketch, b: Sketch, width: int, most: int) -> int | None:
         if found >= most:
             return None
     if any(counts) or any(keys) or any(checks):
-        return None
+        return UNDECIDED
     return found
 
 
@@ -155,9 +173,11 @@ def _sketches_sql(
     each sub-table's buckets aggregated on its own (a union of four, not four times the
     rows)."""
     quoted = [identifier(k) for k in keys]
-    unit_key = f"hash({key_param}, {identifier(unit)})"
+    # Keyed: 64 bits of MD5 over the project's key and the unit (DuckDB's own hash() of a key
+    # and a value is the value's hash XOR a constant, which one known member gives away).
+    unit_key = f"md5_number_lower({key_param} || '|' || CAST({identifier(unit)} AS VARCHAR))"
     grouping = ", ".join(
-        "(" + ", ".join([*(identifier(k) for k in s), unit_key]) + ")" for s in sets
+        "(" + ", ".join([*(identifier(k) for k in s), "_tre_k"]) + ")" for s in sets
     )
     used = {k for s in sets for k in s}  # a key in no set is a margin throughout
     selected = "".join(
@@ -176,10 +196,12 @@ def _sketches_sql(
         for j in range(HASHES)
     ]
     return f"""
-        WITH _tre_units AS (
-            SELECT {selected} {flags} {unit_key} AS _tre_k
-            FROM {relation} WHERE ({where}) AND {identifier(unit)} IS NOT NULL
-            GROUP BY GROUPING SETS ({grouping})),
+        WITH _tre_keyed AS (
+            SELECT {"".join(f"{q}, " for q in quoted)} {unit_key} AS _tre_k
+            FROM {relation} WHERE ({where}) AND {identifier(unit)} IS NOT NULL),
+        _tre_units AS (
+            SELECT {selected} {flags} _tre_k
+            FROM _tre_keyed GROUP BY GROUPING SETS ({grouping})),
         _tre_checked AS (
             SELECT *, (({hi} * ({lo} | 1)) >> 16) & 4294967295 AS _tre_c FROM _tre_units)
         {" UNION ALL ".join(parts)}"""
@@ -278,52 +300,71 @@ def sets_of(labels: Sequence[str], keys: Sequence[str]) -> list[tuple[str, ...]]
 
 @dataclasses.dataclass(frozen=True)
 class Populations:
-    """The sketches of an output's cells (by cell key), of one width."""
+    """The sketches of an output's cells (by cell key), of one width, and the threshold its
+    checks used (a difference below it is what a comparison with it looks for)."""
 
     width: int
     cells: Mapping[Key, Sketch]
+    threshold: int = 0
 
     def to_wire(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "width": self.width,
+            "threshold": self.threshold,
             "cells": [[list(k[0]), list(k[1]), *s.to_wire()] for k, s in self.cells.items()],
         }
+
+    @staticmethod
+    def threshold_of(data: Mapping[str, Any] | None) -> int:
+        return int(data.get("threshold") or 0) if isinstance(data, Mapping) else 0
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any] | None, width: int) -> Populations | None:
         """The stored populations, or None when there are none of this width (made before
-        populations were kept, or under another threshold): the engine then computes them."""
+        populations were kept, or for a larger threshold): the engine then computes them."""
         if not data or data.get("format") != FORMAT or data.get("width") != width:
             return None
         cells = {
             (tuple(row), tuple(col)): Sketch.from_wire((n, packed), width)
             for row, col, n, packed in data["cells"]
         }
-        return cls(width, cells)
+        return cls(width, cells, cls.threshold_of(data))
 
 
 @dataclasses.dataclass(frozen=True)
 class Released:
-    """An earlier release's cells that were shown, with their populations."""
+    """An earlier release's cells that were shown, with their populations, and the threshold
+    it was checked under."""
 
     label: str
     cells: Mapping[Key, Sketch]
+    threshold: int = 0
 
 
 def shown_cells(populations: Populations, cells: Iterable[Mapping[str, Any]]) -> dict[Key, Sketch]:
-    """The sketches of the cells an output shows (a value released), by key: a table's cells,
-    a summary's rows (each of its statistics covers the row's people), a model's whole
+    """The sketches of the cells an output shows (a value released), by key: a table's cells
+    (and the totals its cells add up to, always sketched), a summary's rows (its count covers
+    the row's people, its other statistics the people with a value), a model's every
     population if it shows anything."""
-    shown = {(tuple(c["row"]), tuple(c["col"])) for c in cells if c.get("value") is not None}
-    if shown and MODEL in populations.cells:
-        return {MODEL: populations.cells[MODEL]}
+    shown = [(tuple(c["row"]), tuple(c["col"])) for c in cells if c.get("value") is not None]
+    if not shown:
+        return {}
+    if MODEL in populations.cells:
+        return dict(populations.cells)
     out = {}
     for key in shown:
-        for candidate in (key, (key[0], ())):
+        row, col = key
+        statistic = col[0] if len(col) == 1 else None
+        for candidate in (key, (row, (COUNT if statistic == "count" else VALUE,)), (row, ())):
             if candidate in populations.cells:
                 out[candidate] = populations.cells[candidate]
                 break
+    # What the shown cells add up to is released too (a table without margins gives its
+    # totals by addition): every total sketched is compared.
+    for key, sketch in populations.cells.items():
+        if ALL in key[0] or ALL in key[1]:
+            out.setdefault(key, sketch)
     return out
 
 
@@ -331,34 +372,52 @@ def findings(
     new: Populations, earlier: Sequence[Released], threshold: int
 ) -> dict[Key, list[R.Finding]]:
     """Findings by cell key of ``new``: a cell whose population differs from a cell of an
-    earlier release by 1 to ``threshold - 1`` people fails, naming that release and cell."""
+    earlier release by 1 to ``t - 1`` people fails, naming that release and cell; ``t`` is
+    the larger of the two outputs' thresholds. A difference that may be that small but cannot
+    be listed back fails too. Candidates are found by size, then by the sum of their counts'
+    differences (vectorised), before any is listed back."""
     candidates = sorted(
-        ((s, release.label, key) for release in earlier for key, s in release.cells.items()),
+        (
+            (s, release.label, key, max(threshold, release.threshold))
+            for release in earlier
+            for key, s in release.cells.items()
+        ),
         key=lambda c: c[0].n,
     )
+    if not candidates:
+        return {}
+    most = max(c[3] for c in candidates)
     sizes = [c[0].n for c in candidates]
+    stack = np.stack([c[0].counts for c in candidates])
+    limits = np.array([HASHES * (c[3] - 1) for c in candidates])
     out: dict[Key, list[R.Finding]] = {}
     for key, sketch in new.cells.items():
-        lo = bisect_left(sizes, sketch.n - threshold + 1)
-        hi = bisect_right(sizes, sketch.n + threshold - 1)
-        for old, label, old_key in candidates[lo:hi]:
-            differ = difference(sketch, old, new.width, threshold)
+        lo = bisect_left(sizes, sketch.n - most + 1)
+        hi = bisect_right(sizes, sketch.n + most - 1)
+        if lo >= hi:
+            continue
+        apart = np.abs(stack[lo:hi] - sketch.counts).sum(axis=1)
+        for i in np.nonzero(apart <= limits[lo:hi])[0]:
+            old, label, old_key, t = candidates[lo + int(i)]
+            differ = difference(sketch, old, new.width, t)
             if differ:
-                out.setdefault(key, []).append(
-                    R.Finding(
-                        "differencing",
-                        R.FAIL,
-                        f"fewer than {threshold} people differ between this cell and "
-                        f"{_cell_name(old_key)} of the earlier release {label}: comparing "
-                        "the two would reveal them",
-                    )
+                why = (
+                    f"fewer than {t} people differ between this cell and {_cell_name(old_key)} "
+                    f"of the earlier release {label}: comparing the two would reveal them"
                 )
+                if differ == UNDECIDED:
+                    why = (
+                        f"this cell and {_cell_name(old_key)} of the earlier release {label} "
+                        f"may differ by fewer than {t} people (the difference could not be "
+                        "worked out exactly): comparing the two could reveal them"
+                    )
+                out.setdefault(key, []).append(R.Finding("differencing", R.FAIL, why))
                 break
     return out
 
 
 def _cell_name(key: Key) -> str:
-    if key == MODEL:
+    if key[1] == ("model",) or key == MODEL:
         return "the model"
     labels = [*key[0], *key[1]]
     return f"its cell {' × '.join(labels)}" if labels else "its cell"

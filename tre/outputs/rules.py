@@ -100,6 +100,8 @@ class CellStats:
     missing: int = 0  # records with a missing value
     values: int = 0  # records with a value (what a median or quantile is taken over)
     share: float | None = None  # for class disclosure: the cell's share of its row (0..1)
+    #: the people with a value (what a statistic of a value describes); None: the units
+    contributors: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,10 +111,15 @@ class Finding:
     reason: str
 
 
-def threshold(cell: CellStats, rules: RuleSet) -> list[Finding]:
+def threshold(cell: CellStats, rules: RuleSet, statistic: str = "count") -> list[Finding]:
     """A cell with fewer than ``threshold`` units, but at least one, fails: it could describe a
-    handful of people. Empty cells are left to :func:`zeros`."""
-    if 0 < cell.units < rules.threshold:
+    handful of people. A statistic of a value describes the people with a value: a standard
+    deviation of a cell of 60 with two incomes is the gap between those two. Empty cells are
+    left to :func:`zeros`."""
+    people = cell.units
+    if statistic != "count" and cell.contributors:
+        people = min(cell.units, cell.contributors)
+    if 0 < people < rules.threshold:
         return [
             Finding(
                 "threshold",
@@ -277,7 +284,7 @@ def degrees_of_freedom(dof: float, rules: RuleSet) -> list[Finding]:
 def cell_findings(
     cell: CellStats, statistic: str, rules: RuleSet, quantile: float | None = None
 ) -> list[Finding]:
-    findings = threshold(cell, rules) + zeros(cell, rules) + full_cells(cell, rules)
+    findings = threshold(cell, rules, statistic) + zeros(cell, rules) + full_cells(cell, rules)
     findings += missing(cell, rules)
     if statistic in MAGNITUDE:
         findings += dominance(cell, rules) + p_percent(cell, rules)

@@ -14,6 +14,7 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
+from tre.exceptions import InvalidInput
 from tre.outputs.rules import CellStats
 from tre.sql import Connection, identifier
 
@@ -66,6 +67,16 @@ class Table:
         return [c for c in self.cells if not c.margin]
 
 
+def _one_record_each(con: Connection, source: str, unit: str, where: str) -> bool:
+    """Whether every record that passes ``where`` has a ``unit`` of its own (none missing)."""
+    u = identifier(unit)
+    (one,) = con.execute(
+        f"SELECT count(*) = count({u}) AND count({u}) = count(DISTINCT {u}) "
+        f"FROM {source} WHERE ({where})"
+    ).fetchone()
+    return bool(one)
+
+
 def _label(value: Any) -> str:
     if value is None:
         return MISSING
@@ -107,6 +118,11 @@ def compute(
         raise ValueError(f"unknown statistic {statistic!r}")
     if statistic != "count" and not value:
         raise ValueError(f"a {statistic} table needs a value column")
+    if unit and _one_record_each(con, source, unit, where):
+        # Each record is a person of its own here (one row a pupil, say): counting records
+        # counts people, and a record is its person's whole contribution. The same table,
+        # without counting distinct people in every grouping set.
+        unit = None
     keys = [*rows, *cols]
     quoted = [identifier(k) for k in keys]
     magnitude = statistic in ("sum", "mean")
@@ -147,7 +163,8 @@ def compute(
                            {top.format("_tre_contribution")} AS _tre_top,
                            min(_tre_contribution) < 0 AS _tre_negatives,
                            sum(_tre_records - _tre_present) AS _tre_missing,
-                           sum(_tre_present) AS _tre_values
+                           sum(_tre_present) AS _tre_values,
+                           count(*) FILTER (WHERE _tre_present > 0) AS _tre_contributors
                     FROM _tre_per_unit GROUP BY {group_keys or "()"}),
                 _tre_statistics AS (
                     SELECT {key_list} {flags} {statistic_sql} AS _tre_statistic
@@ -155,6 +172,11 @@ def compute(
                 SELECT p.*, s._tre_statistic
                 FROM _tre_per_cell p JOIN _tre_statistics s ON {join_on}"""
         units = "count(DISTINCT _tre_unit)" if unit else "count(*)"
+        contributors = (
+            "count(DISTINCT _tre_unit) FILTER (WHERE _tre_v IS NOT NULL)"
+            if unit
+            else "count(_tre_v)"
+        )
         unit_column = identifier(unit) + " AS _tre_unit," if unit else ""
         return f"""
             WITH _tre_base AS (
@@ -164,11 +186,19 @@ def compute(
                    {top.format("_tre_v") if magnitude else "NULL"} AS _tre_top,
                    {"min(_tre_v) < 0" if magnitude else "false"} AS _tre_negatives,
                    count(*) - count(_tre_v) AS _tre_missing, count(_tre_v) AS _tre_values,
-                   {statistic_sql} AS _tre_statistic
+                   {contributors} AS _tre_contributors, {statistic_sql} AS _tre_statistic
             FROM _tre_base GROUP BY GROUPING SETS ({grouping_sets})"""
 
     def labelled(row: dict) -> tuple[list[str], tuple[str, ...]]:
         labels = [ALL if row[f"_tre_g{i}"] else _label(row[k]) for i, k in enumerate(keys)]
+        for i, k in enumerate(keys):
+            if not row[f"_tre_g{i}"] and row[k] is not None and labels[i] in (ALL, MISSING):
+                # Its cell would take a margin's or a missing value's place, and their checks.
+                raise InvalidInput(
+                    f"{k} has a category named {labels[i]!r}, which the TRE uses for a margin "
+                    "or a missing value: it cannot be a row or column. Ask its custodian to "
+                    "recode that category."
+                )
         return labels, tuple(k for i, k in enumerate(keys) if not row[f"_tre_g{i}"])
 
     # The largest contribution of every cell first (cheap); the three largest, exactly, only
@@ -226,6 +256,7 @@ def compute(
             negatives=bool(row["_tre_negatives"]) if magnitude else False,
             missing=int(row["_tre_missing"] or 0) if value else 0,
             values=int(row["_tre_values"] or 0) if value else 0,
+            contributors=int(row["_tre_contributors"] or 0) if value else None,
         )
         cell_value = float(row["_tre_units"]) if statistic == "count" else row["_tre_statistic"]
         cells.append(
