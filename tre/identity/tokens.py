@@ -160,8 +160,11 @@ def device_grant(issuer: str, username: str, password: str, client_id: str = "tr
     if started.status_code != 200:
         raise AuthenticationFailed(f"Keycloak refused a device login for {client_id}.")
     device = started.json()
+    page = httpx.URL(device["verification_uri_complete"])
+    if page.host != httpx.URL(issuer).host:
+        raise AuthenticationFailed("Keycloak sent the device login elsewhere than itself.")
     with httpx.Client(timeout=60, follow_redirects=False) as browser:
-        _approve_device(browser, device["verification_uri_complete"], username, password)
+        _approve_device(browser, page, username, password)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         answer = httpx.post(
@@ -187,7 +190,7 @@ def device_login(issuer: str, username: str, password: str, client_id: str = "tr
     return device_grant(issuer, username, password, client_id)["access_token"]
 
 
-def _approve_device(browser: httpx.Client, url: str, username: str, password: str) -> None:
+def _approve_device(browser: httpx.Client, url: httpx.URL, username: str, password: str) -> None:
     """Keycloak's pages for a device login, as a browser goes through them: the user code
     (prefilled), the login form, the grant of access; each form posted, each redirect followed,
     until Keycloak says the device is logged in."""
@@ -204,6 +207,8 @@ def _approve_device(browser: httpx.Client, url: str, username: str, password: st
         if form is None:
             break
         action = page.url.join(html.unescape(form.group(1)))
+        if action.host != url.host:  # the password goes to the identity server only
+            break
         if "kc-form-login" in text:
             if tried:  # the form again: the password was wrong
                 break
@@ -229,10 +234,14 @@ def _get(client: httpx.Client, url: str) -> httpx.Response:
 
 
 def _follow(client: httpx.Client, response: httpx.Response) -> httpx.Response:
+    """Redirects followed on the identity server's own host only (its cookies go nowhere
+    else)."""
     for _ in range(10):
         if response.status_code not in (301, 302, 303, 307, 308):
             return response
         target = response.url.join(response.headers["location"])
+        if target.host != response.url.host:
+            return response
         response = client.get(target, headers=_cookies(client))
     return response
 

@@ -231,8 +231,8 @@ def compute(
     return result
 
 
-#: The key of a finding for every cell: the output could not be compared with a release.
-EVERY_CELL: Key = (("*",), ("*",))
+#: The key of findings for the whole output (no cell's key: those have two parts).
+EVERY_CELL = ("the whole output",)
 
 
 def _uncompared(labels: Sequence[str]) -> dict:
@@ -299,7 +299,9 @@ def _populations(
         cells = {}
         valued = _valued(where, spec.value, columns)
         for kind, condition in ((populations.COUNT, where), (populations.VALUE, valued)):
-            for k, sketch in compute(condition, spec.rows, (), specs.UNIT, key, width).items():
+            # Each row, and every total the rows add up to (their counts and means give it).
+            found = compute(condition, spec.rows, (), specs.UNIT, key, width, True)
+            for k, sketch in found.items():
                 cells[(k[0] or ("All",), (kind,))] = sketch
         return populations.Populations(width, cells, threshold)
     condition = where if spec.statistic == "count" else _valued(where, spec.value, columns)
@@ -390,7 +392,7 @@ def _compute(
             description,
             columns,
             specs.UNIT,
-            [f for found in differencing().values() for f in found],
+            _whole(differencing()),
         )
     raise InvalidInput("DP queries spend budget: run them with `tre outputs dp`.")
 
@@ -537,17 +539,10 @@ def _summary(
     cells = _summary_linked(
         con, relation, columns, where, spec, rule_set, cells, releases, table_of
     )
-    differ = differ or {}
-    cells = [
-        _failed_by(
-            c,
-            differ.get((c.row, (populations.COUNT,)), [])
-            + differ.get((c.row, (populations.VALUE,)), []),
-        )
-        for c in cells
-    ]
-    unchecked = [f.reason for f in differ.get(EVERY_CELL, [])]
-    cells = list(_to_review(cells, "; ".join(unchecked)))
+    whole = _whole(differ or {})
+    failing = [f for f in whole if f.status == R.FAIL]
+    cells = [_failed_by(c, failing) for c in cells]
+    cells = list(_to_review(cells, "; ".join(f.reason for f in whole if f.status != R.FAIL)))
     return results.Result(
         "summary",
         {
@@ -561,32 +556,23 @@ def _summary(
     )
 
 
-def _onto_cells(found: dict, table: tables.Table) -> dict:
-    """Findings by cell of ``table``. A finding for every cell goes to every cell. A total the
-    table does not show (no margins: its cells add up to it) is hidden by hiding one cell that
-    adds up to it, the smallest, unless one of them fails already."""
-    units = {c.key: c.stats.units for c in table.cells}
-    out: dict = {k: list(v) for k, v in found.items() if k in units}
-    for key, more in found.items():
-        if key in units:
-            continue
-        if key == EVERY_CELL:
-            for cell in units:
-                out.setdefault(cell, []).extend(more)
-            continue
-        labels = [*key[0], *key[1]]
-        covered = [
-            cell
-            for cell in units
-            if all(
-                a == tables.ALL or a == b for a, b in zip(labels, [*cell[0], *cell[1]], strict=True)
-            )
-        ]
-        failing = any(f.status == R.FAIL for cell in covered for f in out.get(cell, []))
-        if covered and not failing:
-            smallest = min(covered, key=lambda cell: (units[cell], cell))
-            out.setdefault(smallest, []).extend(more)
+def _whole(found: dict) -> list[R.Finding]:
+    """What differencing ``found``, for the whole output: a figure of it (a cell, a total its
+    cells add up to, a row, a group) a few people from a released one fails all of it.
+    Failing only that figure would say where those people are (the pattern of what is hidden),
+    and a figure hidden today could be worked out from the next release."""
+    out: list[R.Finding] = []
+    for more in found.values():
+        for finding in more:
+            if finding not in out:
+                out.append(finding)
     return out
+
+
+def _onto_cells(found: dict, table: tables.Table) -> dict:
+    """Every finding of differencing (:func:`_whole`), on every cell of ``table``."""
+    whole = _whole(found)
+    return {c.key: list(whole) for c in table.cells} if whole else {}
 
 
 def _failed_by(cell: results.CheckedCell, found: list[R.Finding]) -> results.CheckedCell:

@@ -231,7 +231,12 @@ def compute(
     keys = [*rows, *cols]
     sets = [tuple(keys)]
     if margins:
-        sets = list(dict.fromkeys([tuple(keys), tuple(rows), tuple(cols), ()]))
+        # Every total the cells add up to, whether the table shows it or not: each subset of
+        # its variables (a region × sex table gives each region's total by addition).
+        sets = [
+            tuple(k for i, k in enumerate(keys) if mask >> i & 1)
+            for mask in range((1 << len(keys)) - 1, -1, -1)
+        ]
     queries: list[tuple[list[tuple[str, ...]], str]] = [(sets, where)]
     if only is not None:
         # Only the grouping sets the cells may belong to, each over the rows whose values
@@ -361,10 +366,20 @@ def shown_cells(populations: Populations, cells: Iterable[Mapping[str, Any]]) ->
                 out[candidate] = populations.cells[candidate]
                 break
     # What the shown cells add up to is released too (a table without margins gives its
-    # totals by addition): every total sketched is compared.
+    # totals by addition): a total is compared when every cell that adds up to it is shown.
+    values = {(tuple(c["row"]), tuple(c["col"])): c.get("value") for c in cells}
     for key, sketch in populations.cells.items():
-        if ALL in key[0] or ALL in key[1]:
-            out.setdefault(key, sketch)
+        if key in out or key in values or not (ALL in key[0] or ALL in key[1]):
+            continue
+        labels = [*key[0], *key[1]]
+        covered = [
+            v
+            for k, v in values.items()
+            if len(labels) == len(k[0]) + len(k[1])
+            and all(a in (ALL, b) for a, b in zip(labels, [*k[0], *k[1]], strict=True))
+        ]
+        if covered and all(v is not None for v in covered):
+            out[key] = sketch
     return out
 
 
@@ -398,26 +413,21 @@ def findings(
             continue
         apart = np.abs(stack[lo:hi] - sketch.counts).sum(axis=1)
         for i in np.nonzero(apart <= limits[lo:hi])[0]:
-            old, label, old_key, t = candidates[lo + int(i)]
+            old, label, _, t = candidates[lo + int(i)]
             differ = difference(sketch, old, new.width, t)
             if differ:
+                # Neither cell is named: which of them differ would itself say where the few
+                # people are, and an earlier cell's label may be one never released.
                 why = (
-                    f"fewer than {t} people differ between this cell and {_cell_name(old_key)} "
-                    f"of the earlier release {label}: comparing the two would reveal them"
+                    f"fewer than {t} people differ between a figure of this output and one of "
+                    f"the earlier release {label}: comparing the two would reveal them"
                 )
                 if differ == UNDECIDED:
                     why = (
-                        f"this cell and {_cell_name(old_key)} of the earlier release {label} "
-                        f"may differ by fewer than {t} people (the difference could not be "
-                        "worked out exactly): comparing the two could reveal them"
+                        f"a figure of this output and one of the earlier release {label} may "
+                        f"differ by fewer than {t} people (the difference could not be worked "
+                        "out exactly): comparing the two could reveal them"
                     )
                 out.setdefault(key, []).append(R.Finding("differencing", R.FAIL, why))
                 break
     return out
-
-
-def _cell_name(key: Key) -> str:
-    if key[1] == ("model",) or key == MODEL:
-        return "the model"
-    labels = [*key[0], *key[1]]
-    return f"its cell {' × '.join(labels)}" if labels else "its cell"

@@ -155,7 +155,9 @@ def compute(
                 _tre_per_unit AS (
                     SELECT {key_list} {flags} _tre_unit,
                            sum(_tre_v) AS _tre_contribution, count(*) AS _tre_records,
-                           count(_tre_v) AS _tre_present
+                           count(_tre_v) AS _tre_present,
+                           count(_tre_v) FILTER (WHERE NOT isnan(CAST(_tre_v AS DOUBLE)))
+                               AS _tre_numbers
                     FROM _tre_base GROUP BY GROUPING SETS ({unit_sets})),
                 _tre_per_cell AS (
                     SELECT {group_keys + "," if keys else ""}
@@ -164,7 +166,7 @@ def compute(
                            min(_tre_contribution) < 0 AS _tre_negatives,
                            sum(_tre_records - _tre_present) AS _tre_missing,
                            sum(_tre_present) AS _tre_values,
-                           count(*) FILTER (WHERE _tre_present > 0) AS _tre_contributors
+                           count(*) FILTER (WHERE _tre_numbers > 0) AS _tre_contributors
                     FROM _tre_per_unit GROUP BY {group_keys or "()"}),
                 _tre_statistics AS (
                     SELECT {key_list} {flags} {statistic_sql} AS _tre_statistic
@@ -172,10 +174,12 @@ def compute(
                 SELECT p.*, s._tre_statistic
                 FROM _tre_per_cell p JOIN _tre_statistics s ON {join_on}"""
         units = "count(DISTINCT _tre_unit)" if unit else "count(*)"
+        # The people with a value (a NaN is none: the sketches leave it out too).
+        number = "_tre_v IS NOT NULL AND NOT isnan(CAST(_tre_v AS DOUBLE))"
         contributors = (
-            "count(DISTINCT _tre_unit) FILTER (WHERE _tre_v IS NOT NULL)"
+            f"count(DISTINCT _tre_unit) FILTER (WHERE {number})"
             if unit
-            else "count(_tre_v)"
+            else f"count(*) FILTER (WHERE {number})"
         )
         unit_column = identifier(unit) + " AS _tre_unit," if unit else ""
         return f"""
