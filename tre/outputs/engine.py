@@ -28,7 +28,7 @@ from tre.exceptions import InvalidInput
 from tre.outputs import differencing, linked, models, populations, results, specs, tables
 from tre.outputs import rules as R
 
-Key = tuple[tuple[str, ...], tuple[str, ...]]
+Key = tables.Key
 #: What a job asks of the engine.
 CHECK, DP_DATA = "check", "dp-data"
 #: The most a job's DuckDB may write to its temporary folder when it runs out of memory.

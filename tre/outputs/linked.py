@@ -26,7 +26,7 @@ from tre.outputs import suppression, tables
 from tre.outputs.specs import OutputSpec
 from tre.sql import Connection
 
-Key = tuple[tuple[str, ...], tuple[str, ...]]
+Key = tables.Key
 Flat = tuple[str, ...]
 TRIES = 12
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from tre.outputs import rules as R
-from tre.outputs.tables import ALL, MISSING, _label
+from tre.outputs.tables import ALL, MISSING, Key, _label
 from tre.sql import Connection, identifier
 
 FORMAT = 1
@@ -42,7 +42,6 @@ HASHES = 4
 _BITS = 16
 _MASK = (1 << _BITS) - 1
 
-Key = tuple[tuple[str, ...], tuple[str, ...]]
 MODEL: Key = (("model",), ())
 #: A summary row's populations: everyone in it (its count) and those with a value (the rest).
 COUNT, VALUE = "count", "value"

@@ -18,9 +18,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from scipy.optimize import linprog
 
-from tre.outputs.tables import ALL, Cell
-
-Key = tuple[tuple[str, ...], tuple[str, ...]]
+from tre.outputs.tables import ALL, Cell, Key
 
 
 @dataclasses.dataclass(frozen=True)

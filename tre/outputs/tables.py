@@ -22,6 +22,8 @@ ALL = "All"
 MISSING = "(missing)"
 STATISTICS = ("count", "sum", "mean", "median", "quantile", "min", "max", "std")
 TOP = 3
+#: A cell's key: its row labels and its column labels.
+Key = tuple[tuple[str, ...], tuple[str, ...]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +38,7 @@ class Cell:
         return ALL in self.row or ALL in self.col
 
     @property
-    def key(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def key(self) -> Key:
         return self.row, self.col
 
 
